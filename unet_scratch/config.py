@@ -1,0 +1,73 @@
+"""TrainConfig: every setting of a training run in one dataclass, saved with each run.
+
+The defaults are the reference report's recipe (Adam, lr 1e-4, flips, 128x128, batch 8,
+seed 47). ``config.json`` in a run folder is ``asdict(config)``; checkpoints carry it too, so a
+run can be rebuilt and resumed from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LOSS_NAMES = ("dice", "jaccard", "focal", "combined")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and paths of one training run (see ``train.py --help``)."""
+
+    loss: str = "dice"
+    data: str = "data/CVC-ClinicDB"
+    train_frames: str = "1-363"
+    val_frames: str = "364-428"
+    epochs: int = 20
+    batch_size: int = 8
+    input_size: int = 128
+    seed: int = 47
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    smooth: float = 1.0
+    loss_reduction: str = "batch"
+    focal_alpha: float | None = 0.2
+    focal_gamma: float = 2.0
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    out: str = "runs"
+    name: str = ""
+    cache_dir: str = ""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag when a setting is out of range."""
+        checks = [
+            (self.loss in LOSS_NAMES, f"--loss must be one of {', '.join(LOSS_NAMES)}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
+            (self.loss_reduction in ("batch", "image"), "--loss-reduction must be batch or image"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (
+                self.input_size >= 32 and self.input_size % 32 == 0,
+                f"--input-size must be a positive multiple of 32 (e.g. 128), got {self.input_size}",
+            ),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a saved dict, ignoring keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
