@@ -1,0 +1,126 @@
+"""The ResNet50-UNet: parameter counts, torchvision layout, shapes at every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_scratch import ResNet50Encoder, UNetResNet50
+from unet_scratch.model import Bottleneck, DecoderBlock, UNetDecoder
+from unet_scratch.summary import main as summary_main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def model() -> UNetResNet50:
+    torch.manual_seed(0)
+    return UNetResNet50().eval()
+
+
+def test_parameter_counts(model: UNetResNet50) -> None:
+    assert n_params(model.encoder) == 23_508_032
+    assert n_params(model.decoder) == 9_012_928
+    assert n_params(model.head) == 145
+    assert n_params(model) == 32_521_105
+
+
+def test_encoder_state_dict_is_torchvision_resnet50_without_fc(model: UNetResNet50) -> None:
+    reference = json.loads(FIXTURE.read_text())
+    expected = {k: tuple(v) for k, v in reference["state_dict"].items()}
+    got = {k: tuple(v.shape) for k, v in model.encoder.state_dict().items()}
+    assert list(got) == list(expected)  # same keys, same order
+    assert got == expected
+    assert n_params(model.encoder) == reference["num_parameters_without_fc"]
+
+
+def test_torchvision_shaped_checkpoint_loads_strict() -> None:
+    reference = json.loads(FIXTURE.read_text())["state_dict"]
+    g = torch.Generator().manual_seed(1)
+    state = {
+        k: torch.tensor(7) if k.endswith("num_batches_tracked") else torch.randn(v, generator=g)
+        for k, v in reference.items()
+    }
+    encoder = ResNet50Encoder()
+    encoder.load_state_dict(state, strict=True)
+    assert torch.equal(encoder.layer3[5].conv2.weight, state["layer3.5.conv2.weight"])
+
+
+def test_v15_stride_on_the_3x3(model: UNetResNet50) -> None:
+    block = model.encoder.layer2[0]
+    assert isinstance(block, Bottleneck)
+    assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
+    assert block.downsample[0].stride == (2, 2)
+    assert [len(getattr(model.encoder, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert not hasattr(model.encoder, "fc") and not hasattr(model.encoder, "avgpool")
+
+
+@pytest.mark.parametrize("h, w", [(128, 128), (64, 64), (96, 96), (96, 160)])
+def test_feature_and_logit_shapes(model: UNetResNet50, h: int, w: int) -> None:
+    x = torch.randn(2, 3, h, w)
+    with torch.inference_mode():
+        features = model.encoder(x)
+        logits = model(x)
+    expected = [(64, 2), (256, 4), (512, 8), (1024, 16), (2048, 32)]
+    assert [tuple(f.shape) for f in features] == [(2, c, h // s, w // s) for c, s in expected]
+    assert logits.shape == (2, 1, h, w)
+    assert logits.dtype == torch.float32
+
+
+def test_decoder_block_shapes() -> None:
+    decoder = UNetDecoder()
+    sizes = [(256, 8), (128, 16), (64, 32), (32, 64), (16, 128)]
+    x = torch.randn(1, 2048, 4, 4)
+    skips = [torch.randn(1, c, s, s) for c, s in [(1024, 8), (512, 16), (256, 32), (64, 64)]] + [None]
+    for block, skip, (c, s) in zip(decoder.blocks, skips, sizes):
+        x = block(x, skip)
+        assert x.shape == (1, c, s, s)
+    assert isinstance(decoder.blocks[4], DecoderBlock)
+    assert decoder.blocks[4].conv1[0].in_channels == 32  # the last block has no skip
+
+
+def test_input_not_multiple_of_32_is_a_clear_error(model: UNetResNet50) -> None:
+    with pytest.raises(ValueError, match="multiples of 32.*100x100"):
+        model(torch.randn(1, 3, 100, 100))
+
+
+def test_kaiming_initialisation_like_torchvision() -> None:
+    torch.manual_seed(0)
+    m = UNetResNet50()
+    w = m.encoder.layer3[0].conv2.weight  # 256 -> 256, 3x3: fan_out = 256 * 9
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.02)
+    assert torch.all(m.encoder.bn1.weight == 1) and torch.all(m.encoder.bn1.bias == 0)
+    assert torch.all(m.head.bias == 0)
+    torch.manual_seed(0)
+    again = UNetResNet50()
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
+
+
+def test_zero_init_residual() -> None:
+    m = UNetResNet50(zero_init_residual=True)
+    assert all(
+        torch.all(b.bn3.weight == 0) for layer in ["layer1", "layer4"] for b in getattr(m.encoder, layer)
+    )
+
+
+def test_backward_reaches_every_parameter() -> None:
+    torch.manual_seed(0)
+    m = UNetResNet50()
+    m(torch.randn(2, 3, 64, 64)).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_summary_prints_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert summary_main(["--input-size", "64"]) == 0
+    out = capsys.readouterr().out
+    for text in ["23,508,032", "9,012,928", "32,521,105", "(1, 2048, 2, 2)", "(1, 1, 64, 64)"]:
+        assert text in out
+    assert summary_main(["--input-size", "100"]) == 2

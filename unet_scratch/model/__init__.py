@@ -1,0 +1,16 @@
+"""The ResNet50-UNet: encoder (resnet.py) -> decoder and head (unet.py)."""
+
+from .resnet import Bottleneck, ResNet50Encoder, conv1x1, conv3x3
+from .unet import ConvBNReLU, DecoderBlock, SegmentationHead, UNetDecoder, UNetResNet50
+
+__all__ = [
+    "Bottleneck",
+    "ConvBNReLU",
+    "DecoderBlock",
+    "ResNet50Encoder",
+    "SegmentationHead",
+    "UNetDecoder",
+    "UNetResNet50",
+    "conv1x1",
+    "conv3x3",
+]

@@ -1,0 +1,119 @@
+"""UNet decoder and segmentation head on top of the ResNet50 encoder.
+
+Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation"
+(MICCAI 2015): the decoder climbs back up the encoder's pyramid, doubling the resolution at
+every block and concatenating the encoder feature of the same resolution (the "skip").
+
+Contract between the three parts::
+
+    encoder(x)  -> [stem /2, layer1 /4, layer2 /8, layer3 /16, layer4 /32]
+    decoder(fs) -> (B, 16, H, W)
+    head(d)     -> (B, num_classes, H, W) logits (no activation: losses take logits)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .resnet import ResNet50Encoder, conv3x3
+
+
+class ConvBNReLU(nn.Sequential):
+    """conv3x3 => BN => ReLU, keeping the spatial size."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            conv3x3(in_channels, out_channels),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DecoderBlock(nn.Module):
+    """Nearest 2x upsample, concat the skip (if any), then (conv3x3 => BN => ReLU) * 2.
+
+    ``x (B, in_channels, h, w)`` and ``skip (B, skip_channels, 2h, 2w)``
+    -> ``(B, out_channels, 2h, 2w)``.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBNReLU(in_channels + skip_channels, out_channels)
+        self.conv2 = ConvBNReLU(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+class UNetDecoder(nn.Module):
+    """Five :class:`DecoderBlock` s from ``/32`` back to full resolution.
+
+    ``features`` are the encoder's five maps (shallow to deep); the decoder starts from the
+    deepest one and uses the other four as skips, deepest first. The last block has no skip.
+    Output: ``(B, decoder_channels[-1], H, W)``.
+    """
+
+    def __init__(
+        self,
+        encoder_channels: tuple[int, ...] = (64, 256, 512, 1024, 2048),
+        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    ) -> None:
+        super().__init__()
+        if len(encoder_channels) != 5 or len(decoder_channels) != 5:
+            raise ValueError("UNetDecoder expects 5 encoder and 5 decoder channel counts")
+        # block i takes the previous block's output and the skip of the matching resolution
+        in_channels = [encoder_channels[-1], *decoder_channels[:-1]]
+        skip_channels = [*reversed(encoder_channels[:-1]), 0]  # 1024, 512, 256, 64, none
+        self.blocks = nn.ModuleList(
+            DecoderBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        *skips, x = features
+        skips = skips[::-1] + [None]  # deepest skip first, nothing for the last block
+        for block, skip in zip(self.blocks, skips):
+            x = block(x, skip)
+        return x
+
+
+class SegmentationHead(nn.Conv2d):
+    """conv3x3 from the decoder's channels to ``num_classes`` logits, full resolution."""
+
+    def __init__(self, in_channels: int = 16, num_classes: int = 1) -> None:
+        super().__init__(in_channels, num_classes, kernel_size=3, padding=1)
+
+
+class UNetResNet50(nn.Module):
+    """ResNet50 encoder + UNet decoder + head: ``(B, C, H, W)`` -> ``(B, num_classes, H, W)``.
+
+    H and W must be multiples of 32 (the encoder halves the resolution five times and the
+    decoder doubles it back). 32,521,105 parameters at the defaults.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.encoder = ResNet50Encoder(in_channels, zero_init_residual=zero_init_residual)
+        self.decoder = UNetDecoder(self.encoder.out_channels)
+        self.head = SegmentationHead(16, num_classes)
+        # Decoder initialisation: kaiming for convs as in the encoder, BN at (1, 0).
+        for m in [*self.decoder.modules(), self.head]:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            raise ValueError(
+                f"input height and width must be multiples of 32, got {h}x{w} (resize to e.g. 128x128)"
+            )
+        return self.head(self.decoder(self.encoder(x)))
