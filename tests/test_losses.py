@@ -1,0 +1,124 @@
+"""Losses: closed-form values, float64 gradcheck, edge cases, stability under autocast."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unet_scratch.losses import LOSSES, CombinedLoss, DiceLoss, FocalLoss, JaccardLoss, build_loss
+
+# two 1x1x2 "images": logits 0 -> p = 0.5 everywhere
+LOGITS = torch.zeros(2, 1, 1, 2)
+TARGET = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]])
+
+
+def test_dice_closed_form_batch_and_image() -> None:
+    # batch: Σpy = 1.5, Σp = 2, Σy = 3 -> 1 - (3 + 1) / (5 + 1)
+    assert DiceLoss(reduction="batch")(LOGITS, TARGET).item() == pytest.approx(1 - 4 / 6)
+    # image 1: Σpy=.5 Σp=1 Σy=1 -> 2/3 ; image 2: Σpy=1 Σp=1 Σy=2 -> 3/4
+    expected = 1 - (2 / 3 + 3 / 4) / 2
+    assert DiceLoss(reduction="image")(LOGITS, TARGET).item() == pytest.approx(expected)
+    # smooth 0: pure ratio, 2 * 1.5 / 5
+    assert DiceLoss(smooth=0)(LOGITS, TARGET).item() == pytest.approx(1 - 3 / 5)
+
+
+def test_jaccard_closed_form_batch_and_image() -> None:
+    # batch: (1.5 + 1) / (2 + 3 - 1.5 + 1)
+    assert JaccardLoss(reduction="batch")(LOGITS, TARGET).item() == pytest.approx(1 - 2.5 / 4.5)
+    # image 1: 1.5 / 2.5 ; image 2: 2 / 3
+    expected = 1 - (1.5 / 2.5 + 2 / 3) / 2
+    assert JaccardLoss(reduction="image")(LOGITS, TARGET).item() == pytest.approx(expected)
+
+
+def test_focal_closed_form() -> None:
+    # p_t = 0.5 for every pixel: (1 - p_t)^2 * log 2 = 0.25 ln 2, weighted 0.2 (polyp) or 0.8
+    per_pixel = 0.25 * math.log(2)
+    expected = per_pixel * (0.2 * 3 + 0.8 * 1) / 4
+    assert FocalLoss()(LOGITS, TARGET).item() == pytest.approx(expected)
+    # a confident right pixel (logit 3, y 1): -0.2 * (1 - s(3))^2 * log s(3)
+    s = 1 / (1 + math.exp(-3))
+    one = FocalLoss()(torch.full((1, 1, 1, 1), 3.0), torch.ones(1, 1, 1, 1)).item()
+    assert one == pytest.approx(-0.2 * (1 - s) ** 2 * math.log(s))
+
+
+def test_combined_is_mean_of_three_with_same_settings() -> None:
+    x, y = torch.randn(3, 1, 4, 4), (torch.rand(3, 1, 4, 4) > 0.5).float()
+    for reduction in ("batch", "image"):
+        parts = [
+            DiceLoss(reduction=reduction)(x, y),
+            JaccardLoss(reduction=reduction)(x, y),
+            FocalLoss(alpha=0.2, gamma=2)(x, y),
+        ]
+        assert CombinedLoss(reduction=reduction)(x, y).item() == pytest.approx(sum(parts).item() / 3)
+    assert CombinedLoss().focal.alpha == 0.2  # the report's combined loss dropped alpha
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("reduction", ["batch", "image"])
+def test_gradcheck_float64(name: str, reduction: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(2, 1, 3, 3) > 0.5).double()
+    loss = build_loss(name, reduction=reduction)
+    assert torch.autograd.gradcheck(lambda z: loss(z, y), (x,))
+    assert loss(x, y).dtype == torch.float64  # float64 is not truncated to float32
+
+
+def test_focal_gamma0_no_alpha_is_bce() -> None:
+    x, y = torch.randn(2, 1, 5, 5), (torch.rand(2, 1, 5, 5) > 0.5).float()
+    got = FocalLoss(alpha=None, gamma=0)(x, y)
+    assert got.item() == pytest.approx(F.binary_cross_entropy_with_logits(x, y).item(), rel=1e-6)
+
+
+def test_alpha_weights_the_polyp_class() -> None:
+    x = torch.tensor([[[[-1.0, 2.0]]]])
+    pos = FocalLoss(alpha=0.2)(x, torch.ones_like(x))  # every pixel polyp: weight 0.2
+    neg = FocalLoss(alpha=0.2)(-x, torch.zeros_like(x))  # mirror image, background: weight 0.8
+    unweighted = FocalLoss(alpha=None)(x, torch.ones_like(x))
+    assert pos.item() == pytest.approx(0.2 * unweighted.item())
+    assert neg.item() == pytest.approx(0.8 * unweighted.item())
+
+
+@pytest.mark.parametrize("name", ["dice", "jaccard"])
+def test_perfect_prediction_gives_zero_region_loss(name: str) -> None:
+    y = torch.zeros(2, 1, 8, 8)
+    y[:, :, 2:6, 2:6] = 1
+    logits = (y * 2 - 1) * 30
+    assert build_loss(name)(logits, y).item() == pytest.approx(0, abs=1e-6)
+    assert build_loss(name)(-logits, y).item() > 0.9  # and the opposite is near 1
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("sign", [1.0, -1.0])  # confidently right, then confidently wrong
+def test_extreme_logits_under_bf16_autocast_stay_finite(name: str, sign: float) -> None:
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    scale = torch.tensor(100.0, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = (scale * sign * (2 * y - 1)).to(torch.bfloat16)  # +-100 in bf16
+        loss = build_loss(name)(logits, y)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss) and torch.isfinite(scale.grad)
+    if sign < 0:
+        assert loss.item() > 0.3  # wrong predictions are penalised, not NaN-ed away
+
+
+def test_fp16_logits_give_float32_loss() -> None:
+    x = torch.tensor([[[[60000.0, -60000.0]]]], dtype=torch.float16)
+    y = torch.tensor([[[[0.0, 1.0]]]])
+    for name in LOSSES:
+        assert torch.isfinite(build_loss(name)(x, y))
+
+
+def test_invalid_options_list_valid_ones() -> None:
+    with pytest.raises(ValueError, match="dice, jaccard, focal, combined"):
+        build_loss("bce")
+    with pytest.raises(ValueError, match="batch"):
+        DiceLoss(reduction="sum")
+    with pytest.raises(ValueError, match="alpha"):
+        FocalLoss(alpha=1.5)
+    with pytest.raises(ValueError, match="same shape"):
+        DiceLoss()(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2))
