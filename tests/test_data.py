@@ -1,0 +1,180 @@
+"""Data: frame ranges, the published TIFF format, conversions, cache, errors, Dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from unet_scratch import data as data_mod
+from unet_scratch.data import (
+    PolypDataset,
+    find_pairs,
+    load_frames,
+    load_pair,
+    parse_frames,
+    read_image,
+    read_mask,
+)
+from unet_scratch.errors import UserError
+from unet_scratch.synthetic import make_frame, write_dataset
+
+from .conftest import SHARED_DATA
+
+
+def test_parse_frames() -> None:
+    assert parse_frames("1-3") == [1, 2, 3]
+    assert parse_frames("364-366,500,2-3") == [2, 3, 364, 365, 366, 500]
+    assert parse_frames("none") == [] and parse_frames("") == []
+    for bad in ("1-", "a-3", "5-2"):
+        with pytest.raises(UserError, match="frame range"):
+            parse_frames(bad)
+
+
+def write_published_tif(path: Path, rgb: np.ndarray) -> None:
+    """The public download's quirk: RGB stored MinIsBlack, 3 samples, 16-row strips."""
+    tifffile.imwrite(path, rgb, photometric="minisblack", planarconfig="contig", rowsperstrip=16)
+
+
+def test_published_and_compressed_tiff_read_the_same(tmp_path: Path) -> None:
+    rgb, mask = make_frame(3)
+    write_published_tif(tmp_path / "plain.tif", rgb)
+    tifffile.imwrite(
+        tmp_path / "zlib.tif",
+        rgb,
+        photometric="minisblack",
+        planarconfig="contig",
+        compression="zlib",
+        predictor=True,
+    )
+    with pytest.raises(UnidentifiedImageError):  # the reason tifffile is needed at all
+        Image.open(tmp_path / "plain.tif").load()
+    assert np.array_equal(read_image(tmp_path / "plain.tif"), rgb)
+    assert np.array_equal(read_image(tmp_path / "zlib.tif"), rgb)
+    tifffile.imwrite(tmp_path / "m.tif", mask)
+    tifffile.imwrite(tmp_path / "mz.tif", mask, compression="zlib")
+    a = load_pair(tmp_path / "plain.tif", tmp_path / "m.tif", 64)
+    b = load_pair(tmp_path / "zlib.tif", tmp_path / "mz.tif", 64)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert a[0].shape == (3, 64, 64) and a[0].dtype == np.uint8
+    assert a[1].shape == (1, 64, 64) and set(np.unique(a[1])) <= {0, 1}
+
+
+def test_resize_is_pillow_bicubic_and_mask_binarised_after(tmp_path: Path) -> None:
+    rgb, mask = make_frame(5)
+    mask[0, 0] = 200  # an interpolated edge value
+    write_published_tif(tmp_path / "i.tif", rgb)
+    tifffile.imwrite(tmp_path / "m.tif", mask)
+    image, m = load_pair(tmp_path / "i.tif", tmp_path / "m.tif", 32)
+    expected = np.asarray(Image.fromarray(rgb).resize((32, 32), Image.Resampling.BICUBIC))
+    assert np.array_equal(image, expected.transpose(2, 0, 1))
+    resized = np.asarray(Image.fromarray(mask).resize((32, 32), Image.Resampling.BICUBIC))
+    assert np.array_equal(m[0], (resized > 127).astype(np.uint8))
+
+
+def test_conversions_rgba_gray_16bit_png(tmp_path: Path) -> None:
+    rgb, _ = make_frame(1, height=40, width=48)
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(tmp_path / "rgba.png")
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), rgb)
+    gray = rgb[..., 0]
+    tifffile.imwrite(tmp_path / "gray.tif", gray)
+    assert np.array_equal(read_image(tmp_path / "gray.tif"), np.dstack([gray] * 3))
+    tifffile.imwrite(tmp_path / "deep.tif", rgb.astype(np.uint16) * 257, photometric="rgb")
+    assert np.array_equal(read_image(tmp_path / "deep.tif"), rgb)
+    Image.fromarray(rgb).save(tmp_path / "x.bmp")
+    assert np.array_equal(read_image(tmp_path / "x.bmp"), rgb)
+    colour_mask = np.zeros((4, 4, 3), np.uint8)
+    colour_mask[1:3, 1:3] = 255
+    Image.fromarray(colour_mask).save(tmp_path / "mask.png")
+    assert np.array_equal(read_mask(tmp_path / "mask.png"), colour_mask[..., 0])
+
+
+def test_find_pairs_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist.*--data synthetic"):
+        find_pairs(tmp_path / "nope")
+    root = write_dataset(tmp_path / "d", range(1, 4))
+    (root / "Ground Truth" / "3.tif").unlink()
+    with pytest.raises(UserError, match=r"3\.tif has no mask"):
+        find_pairs(root)
+    (root / "Original" / "3.tif").unlink()
+    tifffile.imwrite(root / "Ground Truth" / "9.tif", np.zeros((4, 4), np.uint8))
+    with pytest.raises(UserError, match=r"9\.tif has no image"):
+        find_pairs(root)
+    (root / "Ground Truth" / "9.tif").unlink()
+    (root / "Original" / "notes.txt").write_text("x")
+    (root / "Original" / "1_copy.tif").write_bytes(b"x")
+    with pytest.warns(UserWarning, match="ignoring 2 file"):
+        assert list(find_pairs(root)) == [1, 2]
+
+
+def test_load_frames_shapes_and_missing_frames(synthetic_root: Path) -> None:
+    images, masks = load_frames(synthetic_root, [1, 2, 5], 64)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.uint8
+    assert masks.shape == (3, 1, 64, 64) and set(masks.unique().tolist()) <= {0, 1}
+    with pytest.raises(UserError, match="--val-frames: 2 frame.*first: 13"):
+        load_frames(synthetic_root, [12, 13, 14], 64, flag="--val-frames")
+
+
+def test_cache_is_used_then_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_dataset(tmp_path / "d", range(1, 5))
+    calls = []
+    real = data_mod.load_pair
+    monkeypatch.setattr(data_mod, "load_pair", lambda *a: calls.append(a[0]) or real(*a))
+    first = load_frames(root, [1, 2, 3, 4], 32, tmp_path / "cache")
+    assert len(calls) == 4
+    second = load_frames(root, [1, 2, 3, 4], 32, tmp_path / "cache")
+    assert len(calls) == 4  # nothing decoded
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    # a changed file changes the key
+    path = root / "Original" / "2.tif"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    load_frames(root, [1, 2, 3, 4], 32, tmp_path / "cache")
+    assert len(calls) == 8
+    # a truncated cache file is detected and rebuilt
+    for f in (tmp_path / "cache").glob("*.pt"):
+        f.write_bytes(f.read_bytes()[:100])
+    again = load_frames(root, [1, 2, 3, 4], 32, tmp_path / "cache")
+    assert len(calls) == 12 and torch.equal(again[1], first[1])
+    # another input size is another entry
+    assert load_frames(root, [1, 2], 64, tmp_path / "cache")[0].shape[-1] == 64
+
+
+def test_bad_files_give_user_errors(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "d", range(1, 3))
+    good = (root / "Original" / "1.tif").read_bytes()
+    (root / "Original" / "1.tif").write_bytes(good[: len(good) // 3])
+    with pytest.raises(UserError, match=r"1\.tif cannot be read"):
+        load_frames(root, [1], 32)
+    (root / "Original" / "1.tif").write_bytes(b"not an image at all")
+    with pytest.raises(UserError, match=r"1\.tif cannot be read"):
+        load_frames(root, [1], 32)
+    tifffile.imwrite(root / "Ground Truth" / "2.tif", np.zeros((10, 10), np.uint8))
+    with pytest.raises(UserError, match=r"2\.tif is 10x10 but its image"):
+        load_frames(root, [2], 32)
+
+
+def test_polyp_dataset_reference_interface(synthetic_root: Path) -> None:
+    images = [synthetic_root / "Original" / f"{n}.tif" for n in (1, 2)]
+    labels = [synthetic_root / "Ground Truth" / f"{n}.tif" for n in (1, 2)]
+    ds = PolypDataset(images, labels, (64, 64))
+    assert len(ds) == 2
+    image, mask, idx = ds[1]
+    assert idx == 1 and image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    tensors = load_frames(synthetic_root, [2], 64)
+    assert torch.equal((image * 255).round().to(torch.uint8), tensors[0][0])  # one implementation
+    assert torch.equal(mask.to(torch.uint8), tensors[1][0])
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="real CVC-ClinicDB frames not present")
+def test_real_frames_read() -> None:
+    image = read_image(SHARED_DATA / "Original" / "1.tif")
+    assert image.shape == (288, 384, 3) and image.dtype == np.uint8
+    images, masks = load_frames(SHARED_DATA, [1, 428], 128)
+    assert images.shape == (2, 3, 128, 128) and 0 < masks.float().mean() < 0.5

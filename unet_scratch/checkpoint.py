@@ -1,0 +1,101 @@
+"""Checkpoints: plain state_dicts plus config, written atomically, loaded with weights_only.
+
+A checkpoint is a dict of tensors and plain Python values only::
+
+    {"format": 1, "model": state_dict, "optimizer": state_dict, "scheduler": state_dict|None,
+     "config": TrainConfig dict, "epoch": int (completed epochs), "metrics": {...},
+     "best": {"epoch": int, "iou": float, ...}}
+
+``torch.load(..., weights_only=True)`` can read that and nothing else: a file carrying a pickled
+Python object (which could run code when loaded) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+CHECKPOINT_FORMAT = 1
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
+
+    A reader sees the old file or the new one, never half of one, even after a kill -9.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(obj: object, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_torch_save` with ``weights_only=True``.
+
+    Raises :class:`UserError` naming the file when it is missing, damaged, holds pickled
+    Python objects, or is not a unet-scratch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: check the path or train first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            f"{path} holds Python objects that safe (weights_only) loading refuses, so it "
+            "could run code: use a checkpoint written by train.py"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is damaged or not a checkpoint ({reason}): retrain or restore it") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path} is not a unet-scratch checkpoint (no model/config): use one from train.py")
+    return ckpt
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(state)``, with a one-line error listing what does not match."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
+        if items:
+            problems.append(
+                f"{len(items)} {label} ({', '.join(items[:3])}{' ...' if len(items) > 3 else ''})"
+            )
+    if problems:
+        raise UserError(
+            f"{source} does not fit this model: {'; '.join(problems)}: it was saved from another "
+            "architecture or configuration"
+        )
+    model.load_state_dict(state)
