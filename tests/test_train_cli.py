@@ -1,0 +1,128 @@
+"""train.py end to end on synthetic data: files, --loss all, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_scratch import engine
+from unet_scratch.train import main
+
+TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2"]
+
+
+def train(tmp_path: Path, root: Path, *extra: str) -> int:
+    return main(["--data", str(root), "--out", str(tmp_path / "runs"), *TINY, *extra])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_cli_writes_a_complete_run(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--loss", "jaccard") == 0
+    run = tmp_path / "runs" / "jaccard"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["loss"] == "jaccard" and config["input_size"] == 64 and config["run"]["train_count"] == 6
+    rows = read_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["val_dice"]) <= 1 for r in rows)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and "optimizer" in last and last["config"]["loss"] == "jaccard"
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epoch"] == best["best"]["epoch"]
+    assert float(rows[best["epoch"] - 1]["val_iou"]) == max(float(r["val_iou"]) for r in rows)
+    out = capsys.readouterr().out
+    assert "epoch  2/2" in out and "img/s" in out and "ETA" in out
+    # the second run reads the cache, decodes nothing
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--loss", "dice") == 0
+    assert "from cache" in capsys.readouterr().out
+
+
+def test_loss_all_starts_from_identical_weights(tmp_path: Path, synthetic_root: Path) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--loss", "all", "--val-frames", "none") == 0
+    runs = [tmp_path / "runs" / name for name in ("dice", "jaccard", "focal", "combined")]
+    shas = {json.loads((r / "config.json").read_text())["run"]["init_sha256"] for r in runs}
+    assert len(shas) == 1
+    # and the fingerprint is that of the seed's freshly built model
+    fresh = engine.build_model(engine.TrainConfig(seed=47))
+    assert shas == {engine.state_sha256(fresh)}
+    # different losses do train differently from there
+    assert not torch.equal(
+        weights(runs[0] / "last.pt")["head.weight"], weights(runs[2] / "last.pt")["head.weight"]
+    )
+
+
+def test_same_seed_same_losses(tmp_path: Path, synthetic_root: Path) -> None:
+    for name in ("a", "b"):
+        assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", name) == 0
+    a, b = (read_csv(tmp_path / "runs" / n / "metrics.csv") for n in ("a", "b"))
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["val_dice"] for r in a] == [r["val_dice"] for r in b]
+
+
+def test_resume_equals_uninterrupted(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "straight") == 0
+
+    real = engine.train_one_epoch
+
+    def interrupt_epoch_2(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if args[6] == 2:  # the epoch argument
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed") == 130
+    assert torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", "--resume") == 0
+
+    a, b = weights(tmp_path / "runs/straight/last.pt"), weights(tmp_path / "runs/resumed/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_csv(tmp_path / "runs/resumed/metrics.csv")
+    assert [r["train_loss"] for r in rows] == [
+        r["train_loss"] for r in read_csv(tmp_path / "runs/straight/metrics.csv")
+    ]
+
+
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "1") == 0
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
+    assert "lr 0.0001 -> 0.01" in capsys.readouterr().err
+    assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "download" in err and "--data synthetic" in err
+    assert not (tmp_path / "runs" / "dice").exists()
+
+
+def test_diverging_run_stops_with_epoch_and_step(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train(
+        tmp_path, synthetic_root, "--epochs", "2", "--loss", "focal", "--lr", "1e12", "--optimizer", "sgd"
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "epoch 1, step" in err and "lower --lr" in err
+    assert not (tmp_path / "runs" / "focal").exists()  # nothing half-written left behind

@@ -1,0 +1,409 @@
+"""The training loop: one epoch, validation, and ``fit`` which runs a whole run folder.
+
+Plain PyTorch, read top to bottom. The data already sits on the training device as uint8
+tensors (see data.py); each step indexes a batch there, converts it to float, flips it,
+and runs the model under autocast. Nothing in an epoch waits for the host except the
+optional progress line.
+
+Reproducibility: the batch order and the flips of epoch ``e`` come from generators seeded with
+``(seed, e)``, and the model's initial weights from ``seed`` alone. So every loss of a study
+starts from the same weights and sees the same batches, and ``--resume`` after epoch ``k``
+replays epochs ``k+1..`` exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .augment import random_flips
+from .checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, atomic_write_json, load_checkpoint
+from .config import TrainConfig
+from .errors import UserError
+from .losses import build_loss
+from .metrics import SegmentationMeter
+from .model import UNetResNet50
+
+# ----------------------------------------------------------------------------- device, AMP
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:1, mps)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: this machine has no CUDA device; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def amp_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``--amp mode`` on ``device`` (None: full fp32).
+
+    ``auto``: CUDA -> bf16 where supported, else fp16; CPU -> bf16 when the CPU has native
+    bf16, else fp32; MPS -> fp16.
+    """
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        if device.type == "cpu":
+            raise UserError("--amp fp16 is not supported on the CPU: use --amp bf16 or off")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The one AMP context of the loop (a no-op when ``dtype`` is None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- model, optimiser
+
+
+def build_model(config: TrainConfig) -> UNetResNet50:
+    """A freshly initialised model: the same ``config.seed`` gives the same weights."""
+    torch.manual_seed(config.seed)
+    return UNetResNet50(in_channels=3, num_classes=1)
+
+
+def state_sha256(model: nn.Module) -> str:
+    """A fingerprint of the model's weights (to check that runs start from the same ones)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; the fused multi-tensor kernel where the device supports it."""
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    # fused=True updates all parameters in one kernel instead of a loop of small ops
+    fused = device.type in ("cuda", "cpu")
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+# ----------------------------------------------------------------------------- epoch, validation
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The random stream of one epoch (batch order, augmentations), a function of (seed, epoch)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 100_003 + epoch)
+    return g
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled split of ``range(n)`` into batches; a last batch of one sample is dropped
+    (BatchNorm cannot normalise a single sample at the deepest, 1x1-ish resolutions)."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+class Progress:
+    """A one-line, self-overwriting progress indicator, shown only on a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
+        self.total, self.label, self.start = total, label, time.perf_counter()
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def update(self, done: int, images: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = images / elapsed if elapsed > 0 else 0.0
+        bar = "#" * int(20 * done / self.total)
+        print(
+            f"\r{self.label} [{bar:<20}] {done}/{self.total} {rate:5.1f} img/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.enabled:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+
+
+@dataclass
+class EpochResult:
+    loss: float  # mean training loss over the epoch's steps
+    steps: int
+    images: int
+    seconds: float
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    amp: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: bool | None = None,
+) -> EpochResult:
+    """One pass over ``images (N, 3, S, S) uint8`` / ``masks (N, 1, S, S) uint8``.
+
+    Raises :class:`UserError` naming the epoch and step when the loss stops being finite.
+    """
+    device = images.device
+    model.train()
+    generator = epoch_generator(config.seed, epoch, device)
+    batches = batch_indices(len(images), config.batch_size, generator)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    step_losses = torch.zeros(len(batches), device=device)  # kept on the device: no sync per step
+    bar = Progress(len(batches), f"epoch {epoch}", progress)
+    start, seen = time.perf_counter(), 0
+    for step, idx in enumerate(batches):
+        x = images[idx].float().div_(255)  # (B, 3, S, S) in [0, 1], as ToTensor gives
+        y = masks[idx].float()  # (B, 1, S, S) in {0, 1}
+        x, y = random_flips(x, y, generator)
+        x = x.contiguous(memory_format=memory_format)
+        with autocast(device, amp):
+            logits = model(x)  # (B, 1, S, S), bf16/fp16 under autocast
+        loss = loss_fn(logits, y)  # computed in float32 from the logits
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        step_losses[step] = loss.detach()
+        seen += len(idx)
+        bar.update(step + 1, seen)
+    bar.close()
+    losses = step_losses.cpu()  # the epoch's one host sync
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        raise UserError(
+            f"the loss became {losses[bad[0, 0]].item()} at epoch {epoch}, step {bad[0, 0].item() + 1}: "
+            "training diverged; lower --lr (the last good checkpoint is kept)"
+        )
+    return EpochResult(losses.mean().item(), len(batches), seen, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    amp: torch.dtype | None,
+    batch_size: int = 32,
+    channels_last: bool = True,
+    tta: bool = False,
+) -> torch.Tensor:
+    """Probabilities ``(N, 1, S, S)`` float32 for ``images (N, 3, S, S) uint8``.
+
+    ``tta=True`` averages the probabilities of the four flip variants (none, left-right,
+    up-down, both), each flipped back before averaging.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    flips = [(), (-1,), (-2,), (-1, -2)] if tta else [()]
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device).float().div_(255)
+        prob = 0
+        for dims in flips:
+            xf = (x.flip(dims) if dims else x).contiguous(memory_format=memory_format)
+            with autocast(device, amp):
+                logits = model(xf)
+            p = torch.sigmoid(logits.float())
+            prob = prob + (p.flip(dims) if dims else p)
+        out.append(prob / len(flips))
+    return torch.cat(out)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    amp: torch.dtype | None,
+    channels_last: bool = True,
+) -> dict[str, float]:
+    """Mean per-image Dice/IoU at 0.5, the soft variants and pooled scores on a split."""
+    meter = SegmentationMeter()
+    meter.update(predict(model, images, amp, channels_last=channels_last), masks)
+    return meter.summary()
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+CSV_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_dice",
+    "val_iou",
+    "val_soft_dice",
+    "val_pooled_dice",
+    "lr",
+    "images_per_s",
+    "epoch_seconds",
+    "elapsed_seconds",
+]
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
+    """Rewrite ``metrics.csv`` from the history kept in the checkpoint (atomic)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def fit(
+    config: TrainConfig,
+    run_dir: Path,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor] | None,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train one run into ``run_dir``; returns the best epoch's record.
+
+    Writes ``config.json`` (the config plus ``extra`` facts), then after every epoch
+    ``last.pt`` (model, optimiser, history) and, when validation IoU improves, ``best.pt``;
+    ``metrics.csv`` is rewritten from the history. Without validation data ``best.pt`` is the
+    last epoch.
+    """
+    device = pick_device(config.device)
+    amp = amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    model = build_model(config)
+    init_sha = state_sha256(model)
+    model = model.to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, config, device)
+    loss_fn = build_loss(
+        config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
+    )
+    start_epoch, history, best = 1, [], {"epoch": 0, "val_iou": -1.0}
+    if resume:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+        init_sha = ckpt.get("init_sha256", init_sha)
+        log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
+    else:
+        meta = {"init_sha256": init_sha, "device": str(device), "amp": str(amp).replace("torch.", "")}
+        atomic_write_json({**config.to_dict(), "run": {**meta, **(extra or {})}}, run_dir / "config.json")
+
+    images, masks = (t.to(device) for t in train_data)
+    val = tuple(t.to(device) for t in val_data) if val_data is not None else None
+    elapsed = history[-1]["elapsed_seconds"] if history else 0.0
+    session_start = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs + 1):
+        t0 = time.perf_counter()
+        result = train_one_epoch(
+            model, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress=progress
+        )
+        scores = evaluate(model, *val, amp, config.channels_last) if val is not None else {}
+        elapsed += time.perf_counter() - t0
+        row = {
+            "epoch": epoch,
+            "train_loss": round(result.loss, 6),
+            "val_dice": round(scores.get("dice", math.nan), 6),
+            "val_iou": round(scores.get("iou", math.nan), 6),
+            "val_soft_dice": round(scores.get("soft_dice", math.nan), 6),
+            "val_pooled_dice": round(scores.get("pooled_dice", math.nan), 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": round(result.images / result.seconds, 2),
+            "epoch_seconds": round(time.perf_counter() - t0, 3),
+            "elapsed_seconds": round(elapsed, 3),
+        }
+        history.append(row)
+        improved = val is None or scores["iou"] > best["val_iou"]
+        if improved:
+            best = {
+                "epoch": epoch,
+                "val_iou": scores.get("iou", math.nan),
+                "val_dice": scores.get("dice", math.nan),
+            }
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "metrics": row,
+            "best": best,
+            "history": history,
+            "init_sha256": init_sha,
+        }
+        # best.pt first: if we die between the two writes, last.pt still says "redo this epoch"
+        if improved:
+            atomic_torch_save(state, run_dir / "best.pt")
+        state["optimizer"] = optimizer.state_dict()
+        state["scaler"] = scaler.state_dict() if scaler is not None else {}
+        atomic_torch_save(state, run_dir / "last.pt")
+        _write_csv(history, run_dir / "metrics.csv")
+
+        per_epoch = (time.perf_counter() - session_start) / (epoch - start_epoch + 1)
+        eta = per_epoch * (config.epochs - epoch)
+        val_text = f"val dice {row['val_dice']:.4f} iou {row['val_iou']:.4f}" if val is not None else "no val"
+        log(
+            f"epoch {epoch:>2}/{config.epochs}  loss {row['train_loss']:.4f}  {val_text}  "
+            f"{row['images_per_s']:.1f} img/s  {_fmt_time(elapsed)} elapsed  ETA {_fmt_time(eta)}"
+            + ("  *" if improved and val is not None else "")
+        )
+    return best

@@ -1,0 +1,258 @@
+"""``python train.py``: train the ResNet50-UNet with one loss, or all four.
+
+    python train.py --loss jaccard                         # CVC-ClinicDB in data/CVC-ClinicDB
+    python train.py --loss all --data synthetic            # no download needed
+    python train.py --loss dice --resume                   # continue runs/dice from last.pt
+
+Frames 1-363 train, 364-428 validate (the last three training video sequences); the test
+frames 429-612 are never read here, they belong to evaluate.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .config import AMP_MODES, LOSS_NAMES, OPTIMIZERS, TrainConfig
+from .data import describe_frames, load_frames, parse_frames
+from .engine import fit, pick_device
+from .errors import UserError
+from .synthetic import ensure_synthetic
+
+# settings that may differ between a run and its --resume without changing the result
+RESUME_FREE = {"device", "out", "name", "cache_dir", "data"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a ResNet50-UNet for polyp segmentation (CVC-ClinicDB).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--loss",
+        default=d.loss,
+        choices=[*LOSS_NAMES, "all"],
+        help="training loss; 'all' trains the four from the same initial weights",
+    )
+    p.add_argument(
+        "--data", default=d.data, help="dataset folder with Original/ and 'Ground Truth/', or 'synthetic'"
+    )
+    p.add_argument("--train-frames", default=d.train_frames, help="frames to train on, e.g. 1-363")
+    p.add_argument(
+        "--val-frames",
+        default=d.val_frames,
+        help="frames to validate on each epoch (best.pt = best val IoU); "
+        "'none' trains without validation and keeps the last epoch",
+    )
+    p.add_argument(
+        "--allow-overlap", action="store_true", help="allow train and validation frames to overlap"
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training frames")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=d.input_size,
+        help="frames are resized to SIZE x SIZE (a multiple of 32)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seeds the initial weights, batch order and augmentations"
+    )
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="optimiser")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
+    p.add_argument("--smooth", type=float, default=d.smooth, help="Dice/Jaccard smoothing constant")
+    p.add_argument(
+        "--loss-reduction",
+        default=d.loss_reduction,
+        choices=("batch", "image"),
+        help="Dice/Jaccard ratio over the whole batch or per image",
+    )
+    p.add_argument(
+        "--focal-alpha",
+        type=float,
+        default=d.focal_alpha,
+        help="focal weight of polyp pixels (background gets 1 - alpha)",
+    )
+    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma, help="focal exponent")
+    p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--amp",
+        default=d.amp,
+        choices=AMP_MODES,
+        help="mixed precision: auto = bf16 on CUDA/CPUs that support it, fp16 on older GPUs",
+    )
+    p.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="keep NCHW memory layout (channels_last is faster on CPU and GPU)",
+    )
+    p.add_argument("--out", default=d.out, help="folder that holds the run folders")
+    p.add_argument(
+        "--name", default=d.name, help="run folder name (default: the loss; with --loss all, NAME-<loss>)"
+    )
+    p.add_argument(
+        "--cache-dir", default=d.cache_dir, help="where decoded frames are cached (default: OUT/.cache)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run folder from last.pt")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even when settings differ from the saved run",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    return p
+
+
+def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
+    """One TrainConfig per loss to train (four for ``--loss all``)."""
+    losses = list(LOSS_NAMES) if args.loss == "all" else [args.loss]
+    configs = []
+    for loss in losses:
+        name = args.name or loss
+        if args.loss == "all" and args.name:
+            name = f"{args.name}-{loss}"
+        config = TrainConfig(
+            loss=loss,
+            data=args.data,
+            train_frames=args.train_frames,
+            val_frames=args.val_frames,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            input_size=args.input_size,
+            seed=args.seed,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            smooth=args.smooth,
+            loss_reduction=args.loss_reduction,
+            focal_alpha=args.focal_alpha,
+            focal_gamma=args.focal_gamma,
+            device=args.device,
+            amp=args.amp,
+            channels_last=not args.no_channels_last,
+            out=args.out,
+            name=name,
+            cache_dir=args.cache_dir,
+        )
+        try:
+            config.validate()
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        configs.append(config)
+    return configs
+
+
+def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished run, or to resume one with different settings."""
+    import json
+
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise UserError(f"--resume: {run_dir / 'last.pt'} does not exist; drop --resume to start the run")
+        saved = (
+            json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+        )
+        differ = [
+            f"{k} {saved[k]!r} -> {v!r}"
+            for k, v in config.to_dict().items()
+            if k in saved and k not in RESUME_FREE and saved[k] != v
+        ]
+        if differ and not force:
+            raise UserError(
+                f"--resume: {run_dir} was trained with other settings ({'; '.join(differ)}): "
+                "use the same flags, or add --force"
+            )
+    elif exists and not overwrite:
+        raise UserError(
+            f"{run_dir} already holds a run: --resume to continue it, --name for a new one, "
+            "or --overwrite to replace it"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: last.pt holds the last completed epoch; continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    configs = configs_from_args(args)
+    first = configs[0]
+    out = Path(first.out)
+    cache_dir = Path(first.cache_dir) if first.cache_dir else out / ".cache"
+    pick_device(first.device)  # fail on a bad --device before reading any data
+
+    train_frames = parse_frames(first.train_frames)
+    val_frames = parse_frames(first.val_frames)
+    overlap = sorted(set(train_frames) & set(val_frames))
+    if overlap and not args.allow_overlap:
+        raise UserError(
+            f"--train-frames and --val-frames share {len(overlap)} frame(s) "
+            f"({describe_frames(overlap[:5])}...): separate them or add --allow-overlap"
+        )
+    run_dirs = [out / c.name for c in configs]
+    for run_dir, config in zip(run_dirs, configs):
+        check_run_dir(run_dir, config, args.resume, args.force, args.overwrite)
+
+    root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+        train = load_frames(root, train_frames, first.input_size, cache_dir, "--train-frames", verbose=True)
+        val = (
+            load_frames(root, val_frames, first.input_size, cache_dir, "--val-frames", verbose=True)
+            if val_frames
+            else None
+        )
+    extra = {
+        "data_root": str(root),
+        "train_count": len(train_frames),
+        "val_count": len(val_frames),
+        "torch": torch.__version__,
+    }
+    for run_dir, config in zip(run_dirs, configs):
+        print(
+            f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
+            f"{config.epochs} epochs)"
+        )
+        fresh = not args.resume
+        if fresh and args.overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            best = fit(config, run_dir, train, val, resume=args.resume, extra=extra)
+        except BaseException:
+            # a run that failed before its first checkpoint leaves nothing behind
+            if fresh and not (run_dir / "last.pt").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        took = time.perf_counter() - start
+        summary = f"best epoch {best['epoch']}"
+        if val is not None:
+            summary += f": val dice {best['val_dice']:.4f} iou {best['val_iou']:.4f}"
+        print(f"== {config.loss} done in {took:.0f} s, {summary} -> {run_dir / 'best.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
