@@ -1,0 +1,152 @@
+"""Reporting: the markdown results table, learning curves and prediction overlays."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import UserError
+
+LOSS_ORDER = ("dice", "jaccard", "focal", "combined")
+
+GT_COLOUR = (0, 255, 0)  # ground-truth contour: green
+PRED_COLOUR = (255, 220, 0)  # predicted contour: yellow
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m}m{sec:02d}s"
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """One markdown row per run; a run without scores shows its problem in the row."""
+    header = (
+        "| loss | run | test Dice | test Jaccard | Dice 95% CI | soft Dice | soft Jaccard "
+        "| pooled Dice | best epoch | train time |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['loss']} | {r['name']} | {r['error']} | — | — | — | — | — | — | — |")
+            continue
+        lo, hi = r["dice_ci95"]
+        lines.append(
+            f"| {r['loss']} | {r['name']} | {r['dice']:.4f} | {r['jaccard']:.4f} | "
+            f"[{lo:.3f}, {hi:.3f}] | {r['soft_dice']:.4f} | {r['soft_jaccard']:.4f} | "
+            f"{r['pooled_dice']:.4f} | {r['best_epoch']} | {_fmt_seconds(r['train_seconds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def sort_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order dice, jaccard, focal, combined, then any other loss; by name within a loss."""
+    rank = {name: i for i, name in enumerate(LOSS_ORDER)}
+    return sorted(rows, key=lambda r: (rank.get(r["loss"], len(rank)), r["loss"], r["name"]))
+
+
+# ----------------------------------------------------------------------------- learning curves
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """``metrics.csv`` as a list of rows of floats (empty when the file is missing)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
+    """Train loss and validation Dice/IoU per epoch for every run, one PNG (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise UserError(
+            "--curves needs matplotlib: pip install 'unet-scratch[plot]' (or pip install matplotlib)"
+        ) from e
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (
+        ("train_loss", "train loss"),
+        ("val_dice", "validation mDice@0.5"),
+        ("val_iou", "validation mIoU@0.5"),
+    )
+    for run_dir in run_dirs:
+        rows = read_metrics(run_dir)
+        if not rows:
+            continue
+        epochs = [r["epoch"] for r in rows]
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=run_dir.name)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- overlays
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a boolean mask (the mask minus its 4-neighbour erosion)."""
+    padded = np.pad(mask, 1)
+    eroded = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~eroded
+
+
+def overlay_tiles(image: np.ndarray, target: np.ndarray, prob: np.ndarray, scale: int) -> np.ndarray:
+    """Four tiles side by side: frame, ground truth, prediction, contours on the frame.
+
+    ``image (3, S, S) uint8``, ``target (S, S)`` {0, 1}, ``prob (S, S)`` in [0, 1];
+    returns ``(S * scale, 4 * S * scale, 3) uint8``.
+    """
+    rgb = image.transpose(1, 2, 0)
+    gt, pred = target > 0.5, prob > 0.5
+    rgb_big, gt_big, pred_big = (
+        np.repeat(np.repeat(a, scale, 0), scale, 1) for a in (rgb, gt, pred)
+    )  # nearest upscaling keeps pixels honest
+    over = rgb_big.copy()
+    over[_contour(gt_big)] = GT_COLOUR
+    over[_contour(pred_big)] = PRED_COLOUR
+    gray = lambda m: np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=2)  # noqa: E731
+    return np.concatenate([rgb_big, gray(gt_big), gray(pred_big), over], axis=1)
+
+
+def write_overlay_grid(
+    images: np.ndarray,
+    targets: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    out: str | Path,
+) -> tuple[int, int]:
+    """One PNG, a row of :func:`overlay_tiles` per frame with its label; returns (width, height).
+
+    ``images (N, 3, S, S)``, ``targets (N, 1, S, S)``, ``probs (N, 1, S, S)``.
+    """
+    size = images.shape[-1]
+    scale = max(1, 256 // size)
+    rows = [overlay_tiles(i, t[0], p[0], scale) for i, t, p in zip(images, targets, probs)]
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    draw = ImageDraw.Draw(grid)
+    tile = size * scale
+    for k, label in enumerate(labels):
+        draw.rectangle([0, k * tile, 7 * len(label) + 6, k * tile + 14], fill=(0, 0, 0))
+        draw.text((3, k * tile + 2), label, fill=(255, 255, 255))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return grid.size
