@@ -64,13 +64,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} does not exist: check the path or train first")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(
-            f"{path} holds Python objects that safe (weights_only) loading refuses, so it "
-            "could run code: use a checkpoint written by train.py"
-        ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line naming the file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
+            raise UserError(
+                f"{path} holds Python objects that safe (weights_only) loading refuses, so it "
+                "could run code: use a checkpoint written by train.py"
+            ) from e
+        if isinstance(e, pickle.UnpicklingError):
+            reason = "not data that torch.save wrote"
         raise UserError(f"{path} is damaged or not a checkpoint ({reason}): retrain or restore it") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path} is not a unet-scratch checkpoint (no model/config): use one from train.py")

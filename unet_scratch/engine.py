@@ -29,7 +29,13 @@ import torch
 from torch import nn
 
 from .augment import random_flips
-from .checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, atomic_write_json, load_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    atomic_write_json,
+    load_checkpoint,
+    load_model_state,
+)
 from .config import TrainConfig
 from .errors import UserError
 from .losses import build_loss
@@ -167,6 +173,31 @@ class Progress:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
 
 
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    amp: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> torch.Tensor:
+    """One optimisation step on ``x (B, 3, S, S)`` float, ``y (B, 1, S, S)``; returns the
+    detached loss (a device tensor: reading it would be a host sync)."""
+    with autocast(x.device, amp):
+        logits = model(x)  # (B, 1, S, S), bf16/fp16 under autocast
+    loss = loss_fn(logits, y)  # computed in float32 from the logits
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
 @dataclass
 class EpochResult:
     loss: float  # mean training loss over the epoch's steps
@@ -204,18 +235,7 @@ def train_one_epoch(
         y = masks[idx].float()  # (B, 1, S, S) in {0, 1}
         x, y = random_flips(x, y, generator)
         x = x.contiguous(memory_format=memory_format)
-        with autocast(device, amp):
-            logits = model(x)  # (B, 1, S, S), bf16/fp16 under autocast
-        loss = loss_fn(logits, y)  # computed in float32 from the logits
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        step_losses[step] = loss.detach()
+        step_losses[step] = train_step(model, x, y, loss_fn, optimizer, amp, scaler)
         seen += len(idx)
         bar.update(step + 1, seen)
     bar.close()
@@ -335,11 +355,19 @@ def fit(
     loss_fn = build_loss(
         config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
     )
+    for stale in run_dir.glob(".*.tmp"):  # temp files of a write killed half-way
+        stale.unlink()
     start_epoch, history, best = 1, [], {"epoch": 0, "val_iou": -1.0}
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_model_state(model, ckpt["model"], run_dir / "last.pt")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise UserError(
+                f"{run_dir / 'last.pt'}: its optimiser state does not fit --optimizer "
+                f"{config.optimizer} ({e}); resume with the run's own settings"
+            ) from e
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]

@@ -27,7 +27,7 @@ from .checkpoint import atomic_write_json, load_checkpoint, load_model_state
 from .config import AMP_MODES, TrainConfig
 from .data import describe_frames, load_frames, parse_frames
 from .engine import amp_dtype, pick_device, predict
-from .errors import UserError
+from .errors import ArgumentParser, UserError
 from .metrics import SegmentationMeter
 from .model import UNetResNet50
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
@@ -135,7 +135,7 @@ def score_run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="evaluate.py",
         description="Score trained runs on the test frames and print one markdown table.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

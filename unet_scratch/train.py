@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_checkpoint
 from .config import AMP_MODES, LOSS_NAMES, OPTIMIZERS, TrainConfig
 from .data import describe_frames, load_frames, parse_frames
 from .engine import fit, pick_device
-from .errors import UserError
+from .errors import ArgumentParser, UserError
 from .synthetic import ensure_synthetic
 
 # settings that may differ between a run and its --resume without changing the result
@@ -31,7 +32,7 @@ RESUME_FREE = {"device", "out", "name", "cache_dir", "data"}
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="train.py",
         description="Train a ResNet50-UNet for polyp segmentation (CVC-ClinicDB).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -53,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'none' trains without validation and keeps the last epoch",
     )
     p.add_argument(
-        "--allow-overlap", action="store_true", help="allow train and validation frames to overlap"
+        "--test-frames",
+        default="429-612",
+        help="the held-out test frames: never read here, only kept apart from train/val",
+    )
+    p.add_argument(
+        "--allow-overlap", action="store_true", help="allow train, validation and test frames to overlap"
     )
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training frames")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
@@ -151,32 +157,38 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
-def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished run, or to resume one with different settings."""
-    import json
+def plan_run(run_dir: Path, config: TrainConfig, resume: bool, force: bool, overwrite: bool) -> bool:
+    """Decide whether ``run_dir`` is resumed (True) or started fresh (False).
 
-    exists = run_dir.is_dir() and any(run_dir.iterdir())
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise UserError(f"--resume: {run_dir / 'last.pt'} does not exist; drop --resume to start the run")
-        saved = (
-            json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-        )
-        differ = [
-            f"{k} {saved[k]!r} -> {v!r}"
-            for k, v in config.to_dict().items()
-            if k in saved and k not in RESUME_FREE and saved[k] != v
-        ]
-        if differ and not force:
+    A folder holding a checkpoint is never clobbered without ``--overwrite``; ``--resume`` with
+    settings that differ from the saved ones is refused without ``--force``. A folder without
+    ``last.pt`` (a run killed during its first epoch) holds no result: it starts from epoch 1.
+    """
+    has_result = (run_dir / "last.pt").is_file() or (run_dir / "best.pt").is_file()
+    if not resume:
+        if has_result and not overwrite:
             raise UserError(
-                f"--resume: {run_dir} was trained with other settings ({'; '.join(differ)}): "
-                "use the same flags, or add --force"
+                f"{run_dir} already holds a run: --resume to continue it, --name for a new one, "
+                "or --overwrite to replace it"
             )
-    elif exists and not overwrite:
+        return False
+    if not run_dir.is_dir():
+        raise UserError(f"--resume: {run_dir} does not exist: check --out/--name, or drop --resume")
+    if not (run_dir / "last.pt").is_file():
+        print(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
+        return False
+    saved = load_checkpoint(run_dir / "last.pt")["config"]
+    differ = [
+        f"{k} {saved[k]!r} -> {v!r}"
+        for k, v in config.to_dict().items()
+        if k in saved and k not in RESUME_FREE and saved[k] != v
+    ]
+    if differ and not force:
         raise UserError(
-            f"{run_dir} already holds a run: --resume to continue it, --name for a new one, "
-            "or --overwrite to replace it"
+            f"--resume: {run_dir} was trained with other settings ({'; '.join(differ)}): "
+            "use the same flags, or add --force"
         )
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,11 +219,19 @@ def run(args: argparse.Namespace) -> int:
     if overlap and not args.allow_overlap:
         raise UserError(
             f"--train-frames and --val-frames share {len(overlap)} frame(s) "
-            f"({describe_frames(overlap[:5])}...): separate them or add --allow-overlap"
+            f"({describe_frames(overlap)}): separate them or add --allow-overlap"
         )
+    test_frames = set(parse_frames(args.test_frames))
+    for flag, frames in (("--train-frames", train_frames), ("--val-frames", val_frames)):
+        leak = sorted(test_frames & set(frames))
+        if leak and not args.allow_overlap:
+            raise UserError(
+                f"{flag} includes {len(leak)} test frame(s) ({describe_frames(leak)}) of "
+                f"--test-frames {args.test_frames}: train.py never trains or selects on test frames; "
+                "change the ranges or add --allow-overlap"
+            )
     run_dirs = [out / c.name for c in configs]
-    for run_dir, config in zip(run_dirs, configs):
-        check_run_dir(run_dir, config, args.resume, args.force, args.overwrite)
+    resumes = [plan_run(d, c, args.resume, args.force, args.overwrite) for d, c in zip(run_dirs, configs)]
 
     root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
     with warnings.catch_warnings():
@@ -229,21 +249,20 @@ def run(args: argparse.Namespace) -> int:
         "val_count": len(val_frames),
         "torch": torch.__version__,
     }
-    for run_dir, config in zip(run_dirs, configs):
+    for run_dir, config, resume in zip(run_dirs, configs, resumes):
         print(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
             f"{config.epochs} epochs)"
         )
-        fresh = not args.resume
-        if fresh and args.overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
+        if not resume and run_dir.exists():
+            shutil.rmtree(run_dir)  # --overwrite, or the remains of a run killed in epoch 1
         run_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         try:
-            best = fit(config, run_dir, train, val, resume=args.resume, extra=extra)
+            best = fit(config, run_dir, train, val, resume=resume, extra=extra)
         except BaseException:
             # a run that failed before its first checkpoint leaves nothing behind
-            if fresh and not (run_dir / "last.pt").exists():
+            if not resume and not (run_dir / "last.pt").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         took = time.perf_counter() - start

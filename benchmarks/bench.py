@@ -1,0 +1,213 @@
+"""Speed benchmark of the ResNet50-UNet training and inference paths (plain PyTorch, no pytest).
+
+    python benchmarks/bench.py                    # CPU (or the default device), bs 8, 128x128
+    python benchmarks/bench.py --device cuda --steps 30
+    python benchmarks/bench.py --compare-smp      # also segmentation_models_pytorch, if installed
+
+Prints, for batch 8 at 128x128 unless told otherwise:
+  - median seconds per training step and images/s, fp32 (NCHW, no autocast) and the default
+    fast path (autocast + channels_last + fused Adam), through ``engine.train_step``;
+  - the wall time of one full epoch through the real code path (``train_one_epoch`` on
+    device-resident uint8 data with flips, then validation), 363 train + 65 val frames;
+  - inference images/s at batch 1 and batch 32 (``engine.predict``);
+  - achieved FLOP/s of a training step against a measured matmul peak;
+  - peak memory (process RSS on CPU, max allocated on CUDA).
+Timed figures are medians over ``--steps`` steps after ``--warmup`` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unet_scratch.config import TrainConfig  # noqa: E402
+from unet_scratch.engine import (  # noqa: E402
+    amp_dtype,
+    build_model,
+    build_optimizer,
+    evaluate,
+    pick_device,
+    predict,
+    train_one_epoch,
+    train_step,
+)
+from unet_scratch.losses import DiceLoss  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_step(
+    model: torch.nn.Module,
+    device: torch.device,
+    amp: torch.dtype | None,
+    channels_last: bool,
+    batch: int,
+    size: int,
+    fused: bool = True,
+) -> tuple[Callable[[], object], int]:
+    """A closure running one training step on fixed random data; also the FLOPs of a step."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    config = TrainConfig()
+    optimizer = (
+        build_optimizer(model, config, device) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=g).to(device).contiguous(memory_format=memory_format)
+    y = (torch.rand(batch, 1, size, size, generator=g) > 0.8).float().to(device)
+    loss_fn = DiceLoss()
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+
+    def step() -> object:
+        return train_step(model, x, y, loss_fn, optimizer, amp, scaler)
+
+    flops = 0
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    except Exception:  # flop counting is informative only
+        pass
+    return step, flops
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured FLOP/s of a large square matmul in ``dtype`` (the practical peak)."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = median_time(lambda: a @ b, device, steps=5, warmup=2)
+    return 2 * n**3 / t
+
+
+def peak_memory_text(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB max allocated (CUDA)"
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return f"{rss_kib / 2**20:.2f} GiB peak process RSS"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--skip-fp32", action="store_true", help="skip the (slow) fp32 baseline")
+    p.add_argument("--skip-epoch", action="store_true", help="skip the full-epoch measurement")
+    p.add_argument(
+        "--compare-smp",
+        action="store_true",
+        help="also measure segmentation_models_pytorch.Unet('resnet50') when installed",
+    )
+    args = p.parse_args(argv)
+
+    device = pick_device(args.device)
+    amp = amp_dtype(device, "auto")
+    bs, size = args.batch_size, args.input_size
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"autocast {str(amp).replace('torch.', '')}, batch {bs}, input {size}x{size}"
+    )
+
+    results = {}
+    variants = [("fast path (autocast + channels_last + fused Adam)", amp, True, True)]
+    if not args.skip_fp32:
+        variants.insert(0, ("fp32 (NCHW, no autocast, Adam)", None, False, False))
+    models = [("unet-scratch", lambda: build_model(TrainConfig()))]
+    if args.compare_smp:
+        try:
+            import segmentation_models_pytorch as smp
+
+            models.append(
+                ("smp Unet-resnet50", lambda: smp.Unet("resnet50", encoder_weights=None, classes=1))
+            )
+        except ImportError:
+            print("segmentation_models_pytorch is not installed: --compare-smp skipped")
+    # interleave models inside each variant so both see the same machine state
+    for label, vamp, cl, fused in variants:
+        for name, make in models:
+            step, flops = make_step(make(), device, vamp, cl, bs, size, fused)
+            t = median_time(step, device, args.steps, args.warmup)
+            results[(name, label)] = (t, flops)
+            gflops = flops / t / 1e9 if flops else float("nan")
+            print(
+                f"train step  {name:<18} {label:<52} {t:.3f} s/step  {bs / t:6.1f} img/s  "
+                f"{flops / 1e9:6.1f} GFLOP/step  {gflops:7.1f} GFLOP/s"
+            )
+
+    if amp is not None:
+        peak = matmul_peak(device, amp)
+        t, flops = results[("unet-scratch", variants[-1][0])]
+        print(
+            f"matmul peak ({str(amp).replace('torch.', '')}): {peak / 1e12:.2f} TFLOP/s; "
+            f"fast-path training step reaches {100 * flops / t / peak:.1f} % of it"
+        )
+
+    for name, make in models:
+        model = make().to(device, memory_format=torch.channels_last)
+        for b in (1, 32):
+            images = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)
+
+            def infer(model=model, images=images, b=b) -> object:
+                return predict(model, images, amp, batch_size=b)
+
+            t = median_time(infer, device, args.steps, args.warmup)
+            print(f"inference   {name:<18} batch {b:<3} {b / t:8.1f} img/s")
+
+    if not args.skip_epoch:
+        config = TrainConfig()
+        model = build_model(config).to(device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, config, device)
+        g = torch.Generator().manual_seed(0)
+        train = (
+            torch.randint(0, 256, (363, 3, size, size), dtype=torch.uint8, generator=g).to(device),
+            (torch.rand(363, 1, size, size, generator=g) > 0.8).to(torch.uint8).to(device),
+        )
+        val = (train[0][:65], train[1][:65])
+        loss_fn = DiceLoss()
+        for epoch in (1, 2):  # the first epoch includes one-time warm-up
+            sync(device)
+            t = time.perf_counter()
+            r = train_one_epoch(model, *train, loss_fn, optimizer, config, epoch, amp, progress=False)
+            evaluate(model, *val, amp)
+            sync(device)
+            wall = time.perf_counter() - t
+            print(
+                f"full epoch {epoch} (363 train steps of {bs}, flips, + 65 val frames): {wall:.1f} s wall, "
+                f"{r.seconds / r.steps:.3f} s/step; 20 epochs ~ {20 * wall / 60:.1f} min"
+            )
+    print(f"peak memory: {peak_memory_text(device)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Bad input: one line on stderr naming the file or flag, exit 2, no traceback, nothing left."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from unet_scratch.checkpoint import atomic_torch_save
+from unet_scratch.evaluate import main as evaluate_main
+from unet_scratch.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--train-frames",
+    "1-6",
+    "--val-frames",
+    "7-8",
+    "--input-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--epochs",
+    "1",
+]
+
+
+@pytest.fixture()
+def root(tmp_path: Path, synthetic_root: Path) -> Path:
+    """A private copy of the synthetic frames 1-12, free to damage."""
+    return Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+
+
+def damage_none(root: Path) -> None:
+    pass
+
+
+def empty_original(root: Path) -> None:
+    for f in (root / "Original").iterdir():
+        f.unlink()
+
+
+def image_without_mask(root: Path) -> None:
+    (root / "Ground Truth" / "4.tif").unlink()
+
+
+def mask_without_image(root: Path) -> None:
+    (root / "Original" / "4.tif").unlink()
+
+
+def truncated_tiff(root: Path) -> None:
+    p = root / "Original" / "3.tif"
+    p.write_bytes(p.read_bytes()[:5000])
+
+
+def not_an_image(root: Path) -> None:
+    (root / "Original" / "3.tif").write_text("this is a text file, not a TIFF")
+
+
+def mask_of_other_size(root: Path) -> None:
+    tifffile.imwrite(root / "Ground Truth" / "5.tif", np.zeros((100, 120), np.uint8))
+
+
+# (case, how to damage the data, extra flags, text the one line must contain)
+FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
+    ("missing data folder", damage_none, ["--data", "{tmp}/nowhere"], "does not exist"),
+    ("empty Original/", empty_original, [], "holds no frames"),
+    ("image without mask", image_without_mask, [], "4.tif has no mask"),
+    ("mask without image", mask_without_image, [], "4.tif has no image"),
+    ("range selects nothing", damage_none, ["--train-frames", "none"], "--train-frames selects no frames"),
+    (
+        "frames that do not exist",
+        damage_none,
+        ["--train-frames", "13-40"],
+        "--train-frames: 28 frame(s) not in",
+    ),
+    ("bad range syntax", damage_none, ["--val-frames", "7-x"], "bad frame range"),
+    ("train/val overlap", damage_none, ["--val-frames", "5-8"], "share 2 frame(s)"),
+    ("train/test overlap", damage_none, ["--test-frames", "6-12"], "--train-frames includes 1 test frame"),
+    ("truncated TIFF", truncated_tiff, [], "3.tif cannot be read"),
+    ("not an image", not_an_image, [], "3.tif cannot be read"),
+    ("mask of another size", mask_of_other_size, [], "5.tif is 120x100 but its image"),
+    (
+        "input size not /32",
+        damage_none,
+        ["--input-size", "100"],
+        "--input-size must be a positive multiple of 32",
+    ),
+    ("batch size 0", damage_none, ["--batch-size", "0"], "--batch-size must be at least 1"),
+    ("epochs 0", damage_none, ["--epochs", "0"], "--epochs must be at least 1"),
+    ("unknown loss", damage_none, ["--loss", "bce"], "invalid choice: 'bce'"),
+    ("resume of nothing", damage_none, ["--resume"], "--resume:"),
+]
+if not torch.cuda.is_available():
+    FAILING.append(("cuda without CUDA", damage_none, ["--device", "cuda"], "no CUDA device"))
+
+
+@pytest.mark.parametrize("case, damage, flags, expected", FAILING, ids=[c[0] for c in FAILING])
+def test_bad_input_is_one_line_exit_2(
+    case: str,
+    damage: Callable[[Path], None],
+    flags: list[str],
+    expected: str,
+    root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    damage(root)
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    runs = tmp_path / "runs"
+    try:
+        code = train_main(["--data", str(root), "--out", str(runs), *TINY, *flags])
+    except SystemExit as e:  # argparse errors exit directly
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and expected in err, err
+    assert "Traceback" not in err
+    run_dirs = [p for p in runs.iterdir() if not p.name.startswith(".")] if runs.exists() else []
+    assert run_dirs == []  # nothing that could pass for a result
+
+
+def test_one_line_in_a_real_process(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "runs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "--data synthetic" in proc.stderr
+
+
+def test_odd_but_valid_input_is_accepted(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RGBA, grayscale and 16-bit frames are converted; an all-zero mask is accepted;
+    files not named N.ext are ignored with a warning."""
+    rgb = tifffile.imread(root / "Original" / "1.tif")
+    (root / "Original" / "1.tif").unlink()
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])).save(root / "Original" / "1.png")
+    tifffile.imwrite(root / "Original" / "2.tif", rgb[..., 1])
+    tifffile.imwrite(root / "Original" / "3.tif", rgb.astype(np.uint16) * 257, photometric="rgb")
+    tifffile.imwrite(root / "Ground Truth" / "8.tif", np.zeros(rgb.shape[:2], np.uint8))
+    (root / "Original" / "Thumbs.db").write_bytes(b"\0")
+    code = train_main(["--data", str(root), "--out", str(tmp_path / "runs"), *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ignoring 1 file(s)" in captured.err and "Thumbs.db" in captured.err
+    assert (tmp_path / "runs" / "dice" / "best.pt").is_file()
+
+
+def test_all_zero_mask_follows_the_empty_mask_rule(root: Path, tmp_path: Path) -> None:
+    tifffile.imwrite(root / "Ground Truth" / "7.tif", np.zeros((288, 384), np.uint8))
+    assert train_main(["--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 0
+    json_path = tmp_path / "r.json"
+    assert (
+        evaluate_main(
+            [
+                "--runs",
+                str(tmp_path / "runs"),
+                "--data",
+                str(root),
+                "--test-frames",
+                "7",
+                "--json",
+                str(json_path),
+            ]
+        )
+        == 0
+    )
+    import json
+
+    score = json.loads(json_path.read_text())["runs"][0]["per_image"]["7"]["dice"]
+    assert score in (0.0, 1.0)  # 1.0 if nothing was predicted, 0.0 otherwise: never NaN
+
+
+# ----------------------------------------------------------------------------- untrusted checkpoints
+
+
+class Payload:
+    """Stands for arbitrary pickled code."""
+
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("this would have run",))
+
+
+def evaluate_one(tmp_path: Path, ckpt: object, root: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    if isinstance(ckpt, bytes):
+        (run / "best.pt").write_bytes(ckpt)
+    else:
+        atomic_torch_save(ckpt, run / "best.pt")
+    code = evaluate_main(["--runs", str(tmp_path / "runs"), "--data", str(root), "--test-frames", "9-10"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_pickle_payload_is_refused(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = evaluate_one(tmp_path, {"model": Payload(), "config": {}}, root, capsys)
+    assert "could run code" in err and "this would have run" not in err
+
+
+def test_other_architecture_is_refused_by_name(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unet_scratch import UNetResNet50
+
+    state = UNetResNet50(num_classes=2).state_dict()
+    del state["encoder.layer4.2.bn3.running_var"]
+    err = evaluate_one(tmp_path, {"model": state, "config": {"input_size": 32}, "epoch": 1}, root, capsys)
+    assert "head.weight (2, 16, 3, 3) vs (1, 16, 3, 3)" in err
+    assert "encoder.layer4.2.bn3.running_var" in err
+
+
+def test_truncated_checkpoint_is_refused(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = evaluate_one(tmp_path, b"PK\x03\x04 not really a checkpoint", root, capsys)
+    assert "damaged or not a checkpoint" in err
