@@ -38,6 +38,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
+    sync_bn: bool = False
     out: str = "runs"
     name: str = ""
     cache_dir: str = ""

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .augment import random_flips
 from .checkpoint import (
@@ -37,10 +38,13 @@ from .checkpoint import (
     load_model_state,
 )
 from .config import TrainConfig
+from .distributed import DistContext, broadcast_buffers, device_for, gather_objects, mean_across
 from .errors import UserError
 from .losses import build_loss
 from .metrics import SegmentationMeter
 from .model import UNetResNet50
+
+SINGLE = DistContext()  # a plain, single-process run
 
 # ----------------------------------------------------------------------------- device, AMP
 
@@ -138,12 +142,13 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return g
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled split of ``range(n)`` into batches; a last batch of one sample is dropped
-    (BatchNorm cannot normalise a single sample at the deepest, 1x1-ish resolutions)."""
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, world: int = 1) -> list[torch.Tensor]:
+    """A shuffled split of ``range(n)`` into batches. A last batch of one sample is dropped
+    (BatchNorm cannot normalise a single sample at the deepest, 1x1-ish resolutions), and under
+    ``world`` processes one too small to give every process a sample."""
     order = torch.randperm(n, generator=generator, device=generator.device)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < max(2, world):
         batches.pop()
     return batches
 
@@ -217,15 +222,18 @@ def train_one_epoch(
     amp: torch.dtype | None,
     scaler: torch.amp.GradScaler | None = None,
     progress: bool | None = None,
+    ctx: DistContext = SINGLE,
 ) -> EpochResult:
     """One pass over ``images (N, 3, S, S) uint8`` / ``masks (N, 1, S, S) uint8``.
 
-    Raises :class:`UserError` naming the epoch and step when the loss stops being finite.
+    Under torchrun every rank draws the same global batches and flips, then trains on its
+    slice of each (see distributed.py). Raises :class:`UserError` naming the epoch and step
+    when the loss stops being finite.
     """
     device = images.device
     model.train()
     generator = epoch_generator(config.seed, epoch, device)
-    batches = batch_indices(len(images), config.batch_size, generator)
+    batches = batch_indices(len(images), config.batch_size, generator, ctx.world)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     step_losses = torch.zeros(len(batches), device=device)  # kept on the device: no sync per step
     bar = Progress(len(batches), f"epoch {epoch}", progress)
@@ -234,12 +242,14 @@ def train_one_epoch(
         x = images[idx].float().div_(255)  # (B, 3, S, S) in [0, 1], as ToTensor gives
         y = masks[idx].float()  # (B, 1, S, S) in {0, 1}
         x, y = random_flips(x, y, generator)
+        if ctx.enabled:  # this rank's slice of the global batch
+            x, y = x.tensor_split(ctx.world)[ctx.rank], y.tensor_split(ctx.world)[ctx.rank]
         x = x.contiguous(memory_format=memory_format)
         step_losses[step] = train_step(model, x, y, loss_fn, optimizer, amp, scaler)
         seen += len(idx)
         bar.update(step + 1, seen)
     bar.close()
-    losses = step_losses.cpu()  # the epoch's one host sync
+    losses = mean_across(ctx, step_losses).cpu()  # the epoch's one host sync
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
         raise UserError(
@@ -287,10 +297,19 @@ def evaluate(
     masks: torch.Tensor,
     amp: torch.dtype | None,
     channels_last: bool = True,
+    ctx: DistContext = SINGLE,
 ) -> dict[str, float]:
-    """Mean per-image Dice/IoU at 0.5, the soft variants and pooled scores on a split."""
+    """Mean per-image Dice/IoU at 0.5, the soft variants and pooled scores on a split.
+
+    Under torchrun each rank scores every ``world``-th image and the scores are gathered, so
+    every rank returns the same numbers.
+    """
+    images, masks = images[ctx.rank :: ctx.world], masks[ctx.rank :: ctx.world]
     meter = SegmentationMeter()
-    meter.update(predict(model, images, amp, channels_last=channels_last), masks)
+    if len(images):
+        meter.update(predict(model, images, amp, channels_last=channels_last), masks)
+    for other in gather_objects(ctx, meter)[1:] if ctx.enabled else []:
+        meter.merge(other)
     return meter.summary()
 
 
@@ -335,18 +354,21 @@ def fit(
     extra: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    ctx: DistContext = SINGLE,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the best epoch's record.
 
     Writes ``config.json`` (the config plus ``extra`` facts), then after every epoch
     ``last.pt`` (model, optimiser, history) and, when validation IoU improves, ``best.pt``;
     ``metrics.csv`` is rewritten from the history. Without validation data ``best.pt`` is the
-    last epoch.
+    last epoch. Under torchrun (``ctx``) only rank 0 writes and logs.
     """
-    device = pick_device(config.device)
+    device = device_for(ctx, pick_device(config.device))
     amp = amp_dtype(device, config.amp)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if not ctx.is_main:
+        log, progress = (lambda _: None), False
 
     model = build_model(config)
     init_sha = state_sha256(model)
@@ -355,8 +377,9 @@ def fit(
     loss_fn = build_loss(
         config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
     )
-    for stale in run_dir.glob(".*.tmp"):  # temp files of a write killed half-way
-        stale.unlink()
+    if ctx.is_main:
+        for stale in run_dir.glob(".*.tmp"):  # temp files of a write killed half-way
+            stale.unlink()
     start_epoch, history, best = 1, [], {"epoch": 0, "val_iou": -1.0}
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -373,9 +396,19 @@ def fit(
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
         init_sha = ckpt.get("init_sha256", init_sha)
         log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
-    else:
-        meta = {"init_sha256": init_sha, "device": str(device), "amp": str(amp).replace("torch.", "")}
+    elif ctx.is_main:
+        meta = {
+            "init_sha256": init_sha,
+            "device": str(device),
+            "amp": str(amp).replace("torch.", ""),
+            "processes": ctx.world,
+        }
         atomic_write_json({**config.to_dict(), "run": {**meta, **(extra or {})}}, run_dir / "config.json")
+    net = model  # what the loop calls; `model` stays the bare module whose state_dict is saved
+    if ctx.enabled:
+        if config.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     images, masks = (t.to(device) for t in train_data)
     val = tuple(t.to(device) for t in val_data) if val_data is not None else None
@@ -384,9 +417,10 @@ def fit(
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         result = train_one_epoch(
-            model, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress=progress
+            net, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress, ctx
         )
-        scores = evaluate(model, *val, amp, config.channels_last) if val is not None else {}
+        broadcast_buffers(ctx, model)  # every rank validates with rank 0's BatchNorm statistics
+        scores = evaluate(model, *val, amp, config.channels_last, ctx) if val is not None else {}
         elapsed += time.perf_counter() - t0
         row = {
             "epoch": epoch,
@@ -418,13 +452,14 @@ def fit(
             "history": history,
             "init_sha256": init_sha,
         }
-        # best.pt first: if we die between the two writes, last.pt still says "redo this epoch"
-        if improved:
-            atomic_torch_save(state, run_dir / "best.pt")
-        state["optimizer"] = optimizer.state_dict()
-        state["scaler"] = scaler.state_dict() if scaler is not None else {}
-        atomic_torch_save(state, run_dir / "last.pt")
-        _write_csv(history, run_dir / "metrics.csv")
+        if ctx.is_main:
+            # best.pt first: if we die between the two writes, last.pt still says "redo this epoch"
+            if improved:
+                atomic_torch_save(state, run_dir / "best.pt")
+            state["optimizer"] = optimizer.state_dict()
+            state["scaler"] = scaler.state_dict() if scaler is not None else {}
+            atomic_torch_save(state, run_dir / "last.pt")
+            _write_csv(history, run_dir / "metrics.csv")
 
         per_epoch = (time.perf_counter() - session_start) / (epoch - start_epoch + 1)
         eta = per_epoch * (config.epochs - epoch)

@@ -101,6 +101,14 @@ class SegmentationMeter:
         self.soft_jaccard += soft_jaccard(prob, target).tolist()
         self.counts.append(torch.stack([tp, fp, fn]))
 
+    def merge(self, other: SegmentationMeter) -> None:
+        """Add the images another meter scored (e.g. on another process)."""
+        self.dice += other.dice
+        self.iou += other.iou
+        self.soft_dice += other.soft_dice
+        self.soft_jaccard += other.soft_jaccard
+        self.counts += other.counts
+
     def summary(self) -> dict[str, float]:
         """Means over images (``dice``, ``iou``, ``soft_dice``, ``soft_jaccard``) + pooled."""
         if not self.dice:

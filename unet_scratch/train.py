@@ -11,10 +11,13 @@ frames 429-612 are never read here, they belong to evaluate.py.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +25,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import AMP_MODES, LOSS_NAMES, OPTIMIZERS, TrainConfig
 from .data import describe_frames, load_frames, parse_frames
+from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import fit, pick_device
 from .errors import ArgumentParser, UserError
 from .synthetic import ensure_synthetic
@@ -101,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep NCHW memory layout (channels_last is faster on CPU and GPU)",
     )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over the global batch (CUDA only)",
+    )
     p.add_argument("--out", default=d.out, help="folder that holds the run folders")
     p.add_argument(
         "--name", default=d.name, help="run folder name (default: the loss; with --loss all, NAME-<loss>)"
@@ -145,6 +154,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             device=args.device,
             amp=args.amp,
             channels_last=not args.no_channels_last,
+            sync_bn=args.sync_bn,
             out=args.out,
             name=name,
             cache_dir=args.cache_dir,
@@ -157,7 +167,14 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
-def plan_run(run_dir: Path, config: TrainConfig, resume: bool, force: bool, overwrite: bool) -> bool:
+def plan_run(
+    run_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    force: bool,
+    overwrite: bool,
+    say: Callable[[str], None] = print,
+) -> bool:
     """Decide whether ``run_dir`` is resumed (True) or started fresh (False).
 
     A folder holding a checkpoint is never clobbered without ``--overwrite``; ``--resume`` with
@@ -175,7 +192,7 @@ def plan_run(run_dir: Path, config: TrainConfig, resume: bool, force: bool, over
     if not run_dir.is_dir():
         raise UserError(f"--resume: {run_dir} does not exist: check --out/--name, or drop --resume")
     if not (run_dir / "last.pt").is_file():
-        print(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
+        say(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
         return False
     saved = load_checkpoint(run_dir / "last.pt")["config"]
     differ = [
@@ -193,16 +210,19 @@ def plan_run(run_dir: Path, config: TrainConfig, resume: bool, force: bool, over
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     try:
         return run(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if is_main:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: last.pt holds the last completed epoch; continue with --resume",
-            file=sys.stderr,
-        )
+        if is_main:
+            print(
+                "\ninterrupted: last.pt holds the last completed epoch; continue with --resume",
+                file=sys.stderr,
+            )
         return 130
 
 
@@ -211,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
     first = configs[0]
     out = Path(first.out)
     cache_dir = Path(first.cache_dir) if first.cache_dir else out / ".cache"
-    pick_device(first.device)  # fail on a bad --device before reading any data
+    device = pick_device(first.device)  # fail on a bad --device before reading any data
+    if first.sync_bn and device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it on CPU")
 
     train_frames = parse_frames(first.train_frames)
     val_frames = parse_frames(first.val_frames)
@@ -230,19 +252,37 @@ def run(args: argparse.Namespace) -> int:
                 f"--test-frames {args.test_frames}: train.py never trains or selects on test frames; "
                 "change the ranges or add --allow-overlap"
             )
-    run_dirs = [out / c.name for c in configs]
-    resumes = [plan_run(d, c, args.resume, args.force, args.overwrite) for d, c in zip(run_dirs, configs)]
+    ctx = init_from_env(first.device)  # torchrun: join the process group; else a no-op
+    try:
+        check_batch(ctx, first.batch_size)
+        return train_runs(args, configs, ctx, cache_dir, train_frames, val_frames)
+    finally:
+        shutdown(ctx)
 
-    root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
-        train = load_frames(root, train_frames, first.input_size, cache_dir, "--train-frames", verbose=True)
-        val = (
-            load_frames(root, val_frames, first.input_size, cache_dir, "--val-frames", verbose=True)
-            if val_frames
-            else None
-        )
+
+def train_runs(
+    args: argparse.Namespace,
+    configs: list[TrainConfig],
+    ctx: DistContext,
+    cache_dir: Path,
+    train_frames: list[int],
+    val_frames: list[int],
+) -> int:
+    """Load the frames once, then train each config into its run folder."""
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    first = configs[0]
+    run_dirs = [Path(c.out) / c.name for c in configs]
+    resumes = [
+        plan_run(d, c, args.resume, args.force, args.overwrite, say) for d, c in zip(run_dirs, configs)
+    ]
+    with main_first(ctx):  # rank 0 generates/caches, the others then read its cache
+        root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always" if ctx.is_main else "ignore")
+            warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+            load = functools.partial(load_frames, root, size=first.input_size, cache_dir=cache_dir)
+            train = load(train_frames, flag="--train-frames", verbose=ctx.is_main)
+            val = load(val_frames, flag="--val-frames", verbose=ctx.is_main) if val_frames else None
     extra = {
         "data_root": str(root),
         "train_count": len(train_frames),
@@ -250,26 +290,28 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
     }
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
-        print(
+        say(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
-            f"{config.epochs} epochs)"
+            f"{config.epochs} epochs" + (f", {ctx.world} processes)" if ctx.enabled else ")")
         )
-        if not resume and run_dir.exists():
-            shutil.rmtree(run_dir)  # --overwrite, or the remains of a run killed in epoch 1
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)  # --overwrite, or the remains of a run killed in epoch 1
+            run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(ctx)
         start = time.perf_counter()
         try:
-            best = fit(config, run_dir, train, val, resume=resume, extra=extra)
+            best = fit(config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx)
         except BaseException:
             # a run that failed before its first checkpoint leaves nothing behind
-            if not resume and not (run_dir / "last.pt").exists():
+            if ctx.is_main and not resume and not (run_dir / "last.pt").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         took = time.perf_counter() - start
         summary = f"best epoch {best['epoch']}"
         if val is not None:
             summary += f": val dice {best['val_dice']:.4f} iou {best['val_iou']:.4f}"
-        print(f"== {config.loss} done in {took:.0f} s, {summary} -> {run_dir / 'best.pt'}")
+        say(f"== {config.loss} done in {took:.0f} s, {summary} -> {run_dir / 'best.pt'}")
     return 0
 
 
