@@ -73,10 +73,23 @@ def test_same_seed_same_losses(tmp_path: Path, synthetic_root: Path) -> None:
     assert [r["val_dice"] for r in a] == [r["val_dice"] for r in b]
 
 
+RECIPE = [
+    "--schedule",
+    "cosine",
+    "--warmup-epochs",
+    "1",
+    "--ema",
+    "0.9",
+    "--augment",
+    "flips,rot90,affine,color",
+]
+
+
+@pytest.mark.parametrize("recipe", [[], RECIPE], ids=["reference", "cosine-ema-augment"])
 def test_resume_equals_uninterrupted(
-    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, recipe: list[str]
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "straight") == 0
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "straight", *recipe) == 0
 
     real = engine.train_one_epoch
 
@@ -86,13 +99,15 @@ def test_resume_equals_uninterrupted(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed") == 130
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", *recipe) == 130
     assert torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(engine, "train_one_epoch", real)
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", "--resume") == 0
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", "--resume", *recipe) == 0
 
-    a, b = weights(tmp_path / "runs/straight/last.pt"), weights(tmp_path / "runs/resumed/last.pt")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for part in ("model", "ema") if recipe else ("model",):
+        a = torch.load(tmp_path / "runs/straight/last.pt", weights_only=True)[part]
+        b = torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)[part]
+        assert all(torch.equal(a[k], b[k]) for k in a)
     rows = read_csv(tmp_path / "runs/resumed/metrics.csv")
     assert [r["train_loss"] for r in rows] == [
         r["train_loss"] for r in read_csv(tmp_path / "runs/straight/metrics.csv")

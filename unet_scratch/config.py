@@ -11,9 +11,23 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .augment import parse_augment
+
 LOSS_NAMES = ("dice", "jaccard", "focal", "combined")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+SCHEDULES = ("constant", "cosine")
+
+# --preset reference: the recipe of the report this project replaces, spelled out so that it
+# stays the same when the defaults change
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {
+        "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant",
+        "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
+        "zero_init_residual": False, "loss_reduction": "batch", "smooth": 1.0,
+        "focal_alpha": 0.2, "focal_gamma": 2.0, "epochs": 20, "batch_size": 8, "input_size": 128,
+    },
+}  # fmt: skip
 
 
 @dataclass
@@ -31,6 +45,12 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-4
     weight_decay: float = 0.0
+    schedule: str = "constant"  # or "cosine": linear warm-up, then cosine decay to 0
+    warmup_epochs: float = 0.0
+    augment: str = "flips"  # comma list of augment.AUGMENTATIONS, or "none"
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    zero_init_residual: bool = False
     smooth: float = 1.0
     loss_reduction: str = "batch"
     focal_alpha: float | None = 0.2
@@ -59,10 +79,15 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
+            (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        parse_augment(self.augment)  # raises on an unknown name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ replays epochs ``k+1..`` exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import hashlib
 import math
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .augment import random_flips
+from .augment import augment
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
@@ -109,7 +110,41 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def build_model(config: TrainConfig) -> UNetResNet50:
     """A freshly initialised model: the same ``config.seed`` gives the same weights."""
     torch.manual_seed(config.seed)
-    return UNetResNet50(in_channels=3, num_classes=1)
+    return UNetResNet50(in_channels=3, num_classes=1, zero_init_residual=config.zero_init_residual)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at global step ``step`` (0-based).
+
+    ``constant``: 1 after an optional linear warm-up. ``cosine``: linear warm-up over
+    ``warmup_steps``, then half a cosine down to 0 at ``total_steps`` (Loshchilov & Hutter,
+    "SGDR", ICLR 2017, without restarts).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ModelEMA:
+    """An exponential moving average of a model's weights: ``ema = d * ema + (1 - d) * w``
+    after every step (Polyak averaging); buffers (BatchNorm statistics) are copied.
+
+    The average is what validation sees and what ``best.pt`` stores when ``--ema`` is on.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.source, self.decay = model, decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        ema_p = list(self.module.parameters())
+        torch._foreach_lerp_(ema_p, list(self.source.parameters()), 1 - self.decay)
+        for e, b in zip(self.module.buffers(), self.source.buffers()):
+            e.copy_(b)
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -186,6 +221,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     amp: torch.dtype | None,
     scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float = 0.0,
 ) -> torch.Tensor:
     """One optimisation step on ``x (B, 3, S, S)`` float, ``y (B, 1, S, S)``; returns the
     detached loss (a device tensor: reading it would be a host sync)."""
@@ -195,10 +231,15 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
         scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
     return loss.detach()
 
@@ -223,6 +264,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool | None = None,
     ctx: DistContext = SINGLE,
+    ema: ModelEMA | None = None,
 ) -> EpochResult:
     """One pass over ``images (N, 3, S, S) uint8`` / ``masks (N, 1, S, S) uint8``.
 
@@ -238,14 +280,22 @@ def train_one_epoch(
     step_losses = torch.zeros(len(batches), device=device)  # kept on the device: no sync per step
     bar = Progress(len(batches), f"epoch {epoch}", progress)
     start, seen = time.perf_counter(), 0
+    total = config.epochs * len(batches)
+    warmup = round(config.warmup_epochs * len(batches))
     for step, idx in enumerate(batches):
+        if config.schedule != "constant" or warmup:  # the lr is a function of the global step
+            factor = lr_factor((epoch - 1) * len(batches) + step, total, warmup, config.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * factor
         x = images[idx].float().div_(255)  # (B, 3, S, S) in [0, 1], as ToTensor gives
         y = masks[idx].float()  # (B, 1, S, S) in {0, 1}
-        x, y = random_flips(x, y, generator)
+        x, y = augment(x, y, config.augment, generator)
         if ctx.enabled:  # this rank's slice of the global batch
             x, y = x.tensor_split(ctx.world)[ctx.rank], y.tensor_split(ctx.world)[ctx.rank]
         x = x.contiguous(memory_format=memory_format)
-        step_losses[step] = train_step(model, x, y, loss_fn, optimizer, amp, scaler)
+        step_losses[step] = train_step(model, x, y, loss_fn, optimizer, amp, scaler, config.grad_clip)
+        if ema is not None:
+            ema.update()
         seen += len(idx)
         bar.update(step + 1, seen)
     bar.close()
@@ -404,6 +454,10 @@ def fit(
             "processes": ctx.world,
         }
         atomic_write_json({**config.to_dict(), "run": {**meta, **(extra or {})}}, run_dir / "config.json")
+    ema = ModelEMA(model, config.ema) if config.ema else None
+    if ema is not None and resume:
+        load_model_state(ema.module, ckpt["ema"], run_dir / "last.pt")
+    eval_model = ema.module if ema is not None else model  # validated, and saved as best.pt
     net = model  # what the loop calls; `model` stays the bare module whose state_dict is saved
     if ctx.enabled:
         if config.sync_bn:
@@ -417,10 +471,10 @@ def fit(
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         result = train_one_epoch(
-            net, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress, ctx
+            net, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress, ctx, ema
         )
-        broadcast_buffers(ctx, model)  # every rank validates with rank 0's BatchNorm statistics
-        scores = evaluate(model, *val, amp, config.channels_last, ctx) if val is not None else {}
+        broadcast_buffers(ctx, eval_model)  # every rank validates with rank 0's BatchNorm statistics
+        scores = evaluate(eval_model, *val, amp, config.channels_last, ctx) if val is not None else {}
         elapsed += time.perf_counter() - t0
         row = {
             "epoch": epoch,
@@ -444,7 +498,7 @@ def fit(
             }
         state = {
             "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
+            "model": eval_model.state_dict(),
             "config": config.to_dict(),
             "epoch": epoch,
             "metrics": row,
@@ -457,6 +511,8 @@ def fit(
             if improved:
                 atomic_torch_save(state, run_dir / "best.pt")
             state["optimizer"] = optimizer.state_dict()
+            if ema is not None:  # last.pt: the trained weights to resume from, and their average
+                state["model"], state["ema"] = model.state_dict(), ema.module.state_dict()
             state["scaler"] = scaler.state_dict() if scaler is not None else {}
             atomic_torch_save(state, run_dir / "last.pt")
             _write_csv(history, run_dir / "metrics.csv")

@@ -1,0 +1,86 @@
+"""The training levers: lr schedule, EMA, gradient clipping, presets, zero-init residual."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_scratch.config import PRESETS, TrainConfig
+from unet_scratch.engine import ModelEMA, build_model, lr_factor, train_step
+from unet_scratch.losses import DiceLoss
+from unet_scratch.train import configs_from_args, main, parse_args
+
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)  # half-way down the cosine
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+    assert lr_factor(4, 100, 10, "constant") == pytest.approx(0.5)
+
+
+def test_ema_is_a_moving_average() -> None:
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update()
+    assert torch.allclose(ema.module.weight, 0.9 * start + 0.1 * (start + 1))
+    assert not ema.module.weight.requires_grad
+
+
+def test_grad_clip_bounds_the_gradient_norm() -> None:
+    model = build_model(TrainConfig(seed=0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.5).float()
+    train_step(model, x, y, DiceLoss(), opt, None, grad_clip=1e-3)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert norm.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_zero_init_residual_option() -> None:
+    model = build_model(TrainConfig(zero_init_residual=True))
+    assert torch.all(model.encoder.layer2[1].bn3.weight == 0)
+
+
+def test_preset_reference_and_explicit_flags() -> None:
+    args = parse_args(["--preset", "reference", "--lr", "3e-4", "--loss", "all"])
+    configs = configs_from_args(args)
+    assert len(configs) == 4 and {c.lr for c in configs} == {3e-4}
+    assert configs[0].optimizer == "adam" and configs[0].augment == "flips"
+    for key, value in PRESETS["reference"].items():
+        if key != "lr":
+            assert getattr(configs[0], key) == value
+    assert configs_from_args(parse_args(["--ema", "0.99"]))[0].ema == 0.99
+
+
+def test_cosine_schedule_ema_and_augment_through_the_cli(tmp_path: Path, synthetic_root: Path) -> None:
+    flags = ["--data", str(synthetic_root), "--out", str(tmp_path / "runs"), "--train-frames", "1-6",
+             "--val-frames", "7-8", "--input-size", "64", "--batch-size", "2", "--epochs", "2",
+             "--schedule", "cosine", "--warmup-epochs", "1", "--lr", "1e-3", "--optimizer", "adamw",
+             "--augment", "flips,rot90,affine,color", "--ema", "0.9", "--grad-clip", "1.0"]  # fmt: skip
+    assert main(flags) == 0
+    run = tmp_path / "runs" / "dice"
+    with open(run / "metrics.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    # 3 steps an epoch, 3 warm-up steps: epoch 1 ends warm-up (factor 3/3), epoch 2 ends at
+    # step 5 of 6, two thirds down the cosine: 0.5 * (1 + cos(2 pi / 3)) = 0.25
+    assert lrs == pytest.approx([1e-3, 2.5e-4])
+    last = torch.load(run / "last.pt", weights_only=True)
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert set(last["ema"]) == set(last["model"])
+    w = "decoder.blocks.0.conv1.0.weight"
+    assert not torch.equal(last["ema"][w], last["model"][w])  # the average is not the weights
+    if best["epoch"] == 2:
+        assert torch.equal(best["model"][w], last["ema"][w])  # best.pt holds the average
+
+
+def test_unknown_augment_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--augment", "flips,blur", "--out", str(tmp_path)]) == 2
+    assert "unknown augmentation 'blur'" in capsys.readouterr().err
