@@ -1,0 +1,111 @@
+"""Recipe selection with error bars: each recipe on several validation folds cut between video
+sequences (and optionally several seeds), scored by its best-epoch validation mDice@0.5.
+
+    python benchmarks/ablation.py --data ../shared/data/cvc-clinicdb-dev \\
+        --recipes reference,tuned --folds 1,2,3 --loss dice --out ablation
+
+Every (recipe, fold, seed) trains with ``train.py`` into ``OUT/<recipe>-f<fold>-s<seed>``; a
+finished run is not trained again, so the script can be stopped and restarted. It ends with one
+markdown table: mean +- standard deviation over folds/seeds, and each fold's score.
+
+The folds hold out consecutive whole video sequences of frames 1-428 (see the dataset README)
+and train on the rest of 1-428, so no fold validates on a near-duplicate of a training frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unet_scratch.data import describe_frames, parse_frames  # noqa: E402
+from unet_scratch.train import main as train_main  # noqa: E402
+
+# validation folds: whole sequences (frames 1-428 hold 20 of them)
+FOLDS = {
+    1: "364-428",  # sequences 18-20, the default validation split
+    2: "278-363",  # sequences 14-17
+    3: "178-277",  # sequences 9-13
+    4: "68-151",  # sequences 4-7
+}
+
+# recipes: train.py flags on top of --preset reference
+RECIPES = {
+    "reference": [],
+    "adamw-cosine": ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
+                     "--schedule", "cosine", "--warmup-epochs", "1"],
+    "tuned": ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4", "--schedule", "cosine",
+              "--warmup-epochs", "1", "--augment", "flips,rot90,affine,color", "--ema", "0.99",
+              "--loss-reduction", "image"],
+}  # fmt: skip
+
+
+def train_frames_for(fold: str) -> str:
+    held_out = set(parse_frames(fold))
+    return describe_frames([n for n in range(1, 429) if n not in held_out])
+
+
+def best_val_dice(run_dir: Path) -> tuple[float, int] | None:
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    if ckpt["epoch"] != ckpt["config"]["epochs"] and (run_dir / "last.pt").is_file():
+        last = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")
+        if last["epoch"] < last["config"]["epochs"]:
+            return None  # unfinished
+    return ckpt["best"]["val_dice"], ckpt["epoch"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--recipes", default="reference,tuned", help=f"comma list of {', '.join(RECIPES)}")
+    p.add_argument("--folds", default="1,2,3", help=f"comma list of {', '.join(map(str, FOLDS))}")
+    p.add_argument("--seeds", default="47", help="comma list of seeds")
+    p.add_argument("--loss", default="dice")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--out", default="ablation")
+    p.add_argument("--report-only", action="store_true", help="print the table of finished runs")
+    args, extra = p.parse_known_args(argv)  # anything else goes to train.py (e.g. --device)
+
+    recipes = args.recipes.split(",")
+    folds = [int(f) for f in args.folds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for recipe in recipes:
+        for fold in folds:
+            for seed in seeds:
+                name = f"{recipe}-f{fold}-s{seed}"
+                if args.report_only or best_val_dice(Path(args.out) / name) is not None:
+                    continue
+                flags = ["--preset", "reference", *RECIPES[recipe], "--loss", args.loss,
+                         "--data", args.data, "--train-frames", train_frames_for(FOLDS[fold]),
+                         "--val-frames", FOLDS[fold], "--seed", str(seed), "--epochs", str(args.epochs),
+                         "--out", args.out, "--name", name, "--overwrite", *extra]  # fmt: skip
+                print(f"### {name}", flush=True)
+                if train_main(flags) != 0:
+                    return 2
+
+    print(f"\nloss {args.loss}, best-epoch validation mDice@0.5, folds {args.folds}, seeds {args.seeds}\n")
+    print("| recipe | mean ± sd | " + " | ".join(f"f{f}-s{s}" for f in folds for s in seeds) + " |")
+    print("|---|---|" + "---|" * (len(folds) * len(seeds)))
+    for recipe in recipes:
+        cells, scores = [], []
+        for fold in folds:
+            for seed in seeds:
+                r = best_val_dice(Path(args.out) / f"{recipe}-f{fold}-s{seed}")
+                cells.append(f"{r[0]:.3f} (ep {r[1]})" if r else "—")
+                scores += [r[0]] if r else []
+        spread = f"{statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else (
+            f"{scores[0]:.3f}" if scores else "—")  # fmt: skip
+        print(f"| {recipe} | {spread} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
