@@ -53,15 +53,12 @@ def _region_sums(
     return (p * target).sum(dims), p.sum(dims), target.sum(dims)
 
 
-class DiceLoss(nn.Module):
-    r"""Soft Dice loss, ``1 - (2 Σpy + s) / (Σp + Σy + s)`` with ``p = sigmoid(logits)``.
-
-    Milletari et al., "V-Net: Fully Convolutional Neural Networks for Volumetric Medical
-    Image Segmentation" (3DV 2016), with the additive smoothing ``s`` of the reference
-    report. ``s`` keeps the loss defined (and its gradient finite) for empty masks.
+class _RegionLoss(nn.Module):
+    """Dice and Jaccard share this: soft sums over the batch or per image, ``1 - mean(ratio)``.
 
     Args:
-        smooth: the constant ``s`` added to numerator and denominator.
+        smooth: the constant ``s`` added to numerator and denominator; it keeps the loss
+            defined (and its gradient finite) for empty masks.
         reduction: ``"batch"`` or ``"image"`` (see the module docstring).
     """
 
@@ -70,35 +67,37 @@ class DiceLoss(nn.Module):
         self.smooth = float(smooth)
         self.reduction = _check_reduction(reduction)
 
+    def ratio(self, inter: torch.Tensor, p_sum: torch.Tensor, y_sum: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits, target (B, 1, H, W)`` -> scalar loss in [0, 1]."""
         inter, p_sum, y_sum = _region_sums(logits, target, self.reduction)
-        dice = (2 * inter + self.smooth) / (p_sum + y_sum + self.smooth)
-        return 1 - dice.mean()
+        return 1 - self.ratio(inter, p_sum, y_sum).mean()
 
 
-class JaccardLoss(nn.Module):
+class DiceLoss(_RegionLoss):
+    r"""Soft Dice loss, ``1 - (2 Σpy + s) / (Σp + Σy + s)`` with ``p = sigmoid(logits)``.
+
+    Milletari et al., "V-Net: Fully Convolutional Neural Networks for Volumetric Medical
+    Image Segmentation" (3DV 2016), with the additive smoothing ``s`` of the reference report.
+    Arguments as :class:`_RegionLoss` (``smooth=1.0``, ``reduction="batch"``).
+    """
+
+    def ratio(self, inter: torch.Tensor, p_sum: torch.Tensor, y_sum: torch.Tensor) -> torch.Tensor:
+        return (2 * inter + self.smooth) / (p_sum + y_sum + self.smooth)
+
+
+class JaccardLoss(_RegionLoss):
     r"""Soft Jaccard (IoU) loss, ``1 - (Σpy + s) / (Σp + Σy - Σpy + s)``.
 
     Rahman & Wang, "Optimizing Intersection-Over-Union in Deep Neural Networks for Image
     Segmentation" (ISVC 2016): the intersection and union of the probabilities replace those
-    of the binary sets, which makes IoU differentiable.
-
-    Args:
-        smooth: the constant ``s`` added to numerator and denominator.
-        reduction: ``"batch"`` or ``"image"`` (see the module docstring).
+    of the binary sets, which makes IoU differentiable. Arguments as :class:`_RegionLoss`.
     """
 
-    def __init__(self, smooth: float = 1.0, reduction: str = "batch") -> None:
-        super().__init__()
-        self.smooth = float(smooth)
-        self.reduction = _check_reduction(reduction)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logits, target (B, 1, H, W)`` -> scalar loss in [0, 1]."""
-        inter, p_sum, y_sum = _region_sums(logits, target, self.reduction)
-        iou = (inter + self.smooth) / (p_sum + y_sum - inter + self.smooth)
-        return 1 - iou.mean()
+    def ratio(self, inter: torch.Tensor, p_sum: torch.Tensor, y_sum: torch.Tensor) -> torch.Tensor:
+        return (inter + self.smooth) / (p_sum + y_sum - inter + self.smooth)
 
 
 class FocalLoss(nn.Module):
