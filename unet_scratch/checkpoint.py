@@ -48,9 +48,14 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_json(obj: object, path: str | Path) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write_bytes((json.dumps(obj, indent=2) + "\n").encode(), path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import contextlib
 import copy
 import csv
 import hashlib
+import io
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from .augment import augment
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
+    atomic_write_bytes,
     atomic_write_json,
     load_checkpoint,
     load_model_state,
@@ -387,12 +388,11 @@ def _fmt_time(seconds: float) -> str:
 
 def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
     """Rewrite ``metrics.csv`` from the history kept in the checkpoint (atomic)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(text.getvalue().encode(), path)
 
 
 def fit(
