@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             sync(device)
             wall = time.perf_counter() - t
             print(
-                f"full epoch {epoch} (363 train steps of {bs}, flips, + 65 val frames): {wall:.1f} s wall, "
+                f"full epoch {epoch} ({r.steps} steps of {bs} over 363 train frames, flips, "
+                f"+ 65 val frames): {wall:.1f} s wall, "
                 f"{r.seconds / r.steps:.3f} s/step; 20 epochs ~ {20 * wall / 60:.1f} min"
             )
     print(f"peak memory: {peak_memory_text(device)}")

@@ -140,3 +140,16 @@ def test_curves_without_matplotlib(
 def test_no_runs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--runs", str(tmp_path / "none")]) == 2
     assert "train first" in capsys.readouterr().err
+
+
+def test_threshold_option(runs: Path, synthetic_root: Path, tmp_path: Path) -> None:
+    # threshold 0: every pixel is called polyp, so Dice = 2|y| / (|y| + S^2) per image
+    assert evaluate(runs, synthetic_root, "--threshold", "0", "--json", str(tmp_path / "r.json")) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["threshold"] == 0.0
+    row = next(r for r in report["runs"] if r["name"] == "dice-run")
+    _, masks = load_frames(synthetic_root, [9, 10, 11, 12], 32)
+    area = masks.flatten(1).sum(1).double()
+    expected = (2 * area / (area + 32 * 32)).tolist()
+    got = [row["per_image"][str(n)]["dice"] for n in (9, 10, 11, 12)]
+    assert got == pytest.approx(expected)

@@ -89,6 +89,7 @@ def score_run(
     frames: list[int],
     overlays: Path | None,
     n_overlays: int,
+    threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Predict the test frames with ``run_dir/best.pt`` and compute every reported number."""
     ckpt = load_checkpoint(run_dir / "best.pt")
@@ -98,7 +99,7 @@ def score_run(
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
     probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()
-    meter = SegmentationMeter()
+    meter = SegmentationMeter(threshold=threshold)
     meter.update(probs, masks)
     s = meter.summary()
     row = {
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/CVC-ClinicDB", help="dataset folder, or 'synthetic'")
     p.add_argument("--test-frames", default="429-612", help="frames to score, e.g. 429-612")
     p.add_argument("--tta", action="store_true", help="average the 4 flip variants' probabilities")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability above which a pixel is polyp (analysis only: never tune it on test frames)",
+    )
     p.add_argument("--json", default="", help="also write the numbers and per-image scores here")
     p.add_argument("--overlays", default="", help="write a PNG per run of the worst/best frames here")
     p.add_argument("--n-overlays", type=int, default=4, help="worst and best frames per overlay grid")
@@ -198,12 +205,22 @@ def run(args: argparse.Namespace) -> int:
             )
             continue
         rows.append(
-            score_run(run_dir, data_for, device, args.amp, args.tta, frames, overlays, args.n_overlays)
+            score_run(
+                run_dir,
+                data_for,
+                device,
+                args.amp,
+                args.tta,
+                frames,
+                overlays,
+                args.n_overlays,
+                args.threshold,
+            )
         )
     rows = sort_runs(rows)
 
     print(
-        f"test frames {describe_frames(frames)} ({len(frames)} images), threshold 0.5, "
+        f"test frames {describe_frames(frames)} ({len(frames)} images), threshold {args.threshold}, "
         f"TTA {'on (4 flips)' if args.tta else 'off'}; Dice/Jaccard = mean per image\n"
     )
     print(results_table(rows))
@@ -220,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
             "contours: ground truth green, prediction yellow)"
         )
     if args.json:
-        atomic_write_json({"test_frames": args.test_frames, "tta": args.tta, "runs": rows}, args.json)
+        report = {"test_frames": args.test_frames, "threshold": args.threshold, "tta": args.tta, "runs": rows}
+        atomic_write_json(report, args.json)
         print(f"json -> {args.json}")
     return 0 if scored else 2
 
