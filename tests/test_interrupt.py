@@ -86,15 +86,22 @@ def test_ctrl_c_exits_130_and_keeps_last(tmp_path: Path, synthetic_root: Path) -
     out = tmp_path / "runs"
     cmd = command(synthetic_root, out, "c")
     cmd[cmd.index("--epochs") + 1] = "1000"
+    # a terminal delivers Ctrl-C to a process whose SIGINT is at its default; a non-interactive
+    # shell starts background jobs with SIGINT ignored, so restore the default as a terminal has it
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+        cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 120
     while not (out / "c" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"no exit 60 s after SIGINT; stderr: {proc.communicate()[1][-2000:]}")
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in err
     assert load_checkpoint(out / "c" / "last.pt")["epoch"] >= 1
