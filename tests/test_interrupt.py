@@ -92,16 +92,17 @@ def test_ctrl_c_exits_130_and_keeps_last(tmp_path: Path, synthetic_root: Path) -
         cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    deadline = time.time() + 120
-    while not (out / "c" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
     try:
+        deadline = time.time() + 120
+        while not (out / "c" / "last.pt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"no exit 60 s after SIGINT; stderr: {proc.communicate()[1][-2000:]}")
+    finally:
+        if proc.poll() is None:  # never leave a 1000-epoch run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in err
     assert load_checkpoint(out / "c" / "last.pt")["epoch"] >= 1
