@@ -34,14 +34,12 @@ FOLDS = {
     4: "68-151",  # sequences 4-7
 }
 
-# recipes: train.py flags on top of --preset reference
+# recipes: train.py flags (explicit flags win over a preset's values)
 RECIPES = {
-    "reference": [],
-    "adamw-cosine": ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
-                     "--schedule", "cosine", "--warmup-epochs", "1"],
-    "tuned": ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4", "--schedule", "cosine",
-              "--warmup-epochs", "1", "--augment", "flips,rot90,affine,color", "--ema", "0.99",
-              "--loss-reduction", "image"],
+    "reference": ["--preset", "reference"],
+    "adamw-cosine": ["--preset", "reference", "--optimizer", "adamw", "--lr", "1e-3",
+                     "--weight-decay", "1e-4", "--schedule", "cosine", "--warmup-epochs", "1"],
+    "tuned": ["--preset", "tuned"],
 }  # fmt: skip
 
 
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{recipe}-f{fold}-s{seed}"
                 if args.report_only or best_val_dice(Path(args.out) / name) is not None:
                     continue
-                flags = ["--preset", "reference", *RECIPES[recipe], "--loss", args.loss,
+                flags = [*RECIPES[recipe], "--loss", args.loss,
                          "--data", args.data, "--train-frames", train_frames_for(FOLDS[fold]),
                          "--val-frames", FOLDS[fold], "--seed", str(seed), "--epochs", str(args.epochs),
                          "--out", args.out, "--name", name, "--overwrite", *extra]  # fmt: skip

@@ -84,3 +84,31 @@ def test_cosine_schedule_ema_and_augment_through_the_cli(tmp_path: Path, synthet
 def test_unknown_augment_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--augment", "flips,blur", "--out", str(tmp_path)]) == 2
     assert "unknown augmentation 'blur'" in capsys.readouterr().err
+
+
+def test_preset_tuned_is_the_ablation_recipe() -> None:
+    by_preset = configs_from_args(parse_args(["--preset", "tuned"]))[0]
+    by_flags = configs_from_args(
+        parse_args(
+            [
+                "--optimizer",
+                "adamw",
+                "--lr",
+                "1e-3",
+                "--weight-decay",
+                "1e-4",
+                "--schedule",
+                "cosine",
+                "--warmup-epochs",
+                "1",
+                "--augment",
+                "flips,rot90,affine,color",
+                "--ema",
+                "0.99",
+                "--loss-reduction",
+                "image",
+            ]
+        )  # fmt: skip
+    )[0]
+    assert by_preset == by_flags
+    assert TrainConfig() != by_preset  # the defaults are still the reference recipe
