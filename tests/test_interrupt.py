@@ -53,6 +53,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, synthetic_root: Path) -> None:
 
     rng = random.Random(1234)
     loadable = identical = 0
+    killed_after = [0, 0, 0, 0]  # trials by the epoch last.pt held when the kill came
     for trial in range(TRIALS):
         name = f"killed{trial}"
         proc = subprocess.Popen(
@@ -67,7 +68,9 @@ def test_kill_9_at_random_moments(tmp_path: Path, synthetic_root: Path) -> None:
         proc.wait()
         run_dir = out / name
         if (run_dir / "last.pt").exists():
-            load_checkpoint(run_dir / "last.pt")  # raises if half-written
+            killed_after[load_checkpoint(run_dir / "last.pt")["epoch"]] += 1  # raises if half-written
+        else:
+            killed_after[0] += 1  # killed during epoch 1: nothing to lose yet
         loadable += 1
         resume = ["--resume"] if run_dir.exists() else []
         done = subprocess.run(
@@ -78,7 +81,10 @@ def test_kill_9_at_random_moments(tmp_path: Path, synthetic_root: Path) -> None:
         identical += all(torch.equal(got[k], reference[k]) for k in reference)
         assert not list(run_dir.glob(".*.tmp"))  # no temp file left behind after the resume
         shutil.rmtree(run_dir)
-    print(f"kill -9 trials: {TRIALS}, loadable checkpoint: {loadable}, identical after resume: {identical}")
+    print(
+        f"kill -9 trials: {TRIALS}, loadable checkpoint: {loadable}, identical after resume: {identical}; "
+        f"last.pt held epoch 0/1/2/3 at the kill: {killed_after}"
+    )
     assert loadable == identical == TRIALS
 
 
