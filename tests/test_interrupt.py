@@ -63,7 +63,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, synthetic_root: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.3, 0.95) * duration)  # mid-epoch, mid-validation or mid-write
+        time.sleep(rng.uniform(0.15, 0.8) * duration)  # mid-epoch, mid-validation or mid-write
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         run_dir = out / name
