@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def _train_seconds(run_dir: Path, ckpt: dict[str, Any]) -> float | None:
 
 def score_run(
     run_dir: Path,
-    data_for: Any,
+    data_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp_mode: str,
     tta: bool,
