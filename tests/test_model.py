@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unet_scratch import ResNet50Encoder, UNetResNet50
-from unet_scratch.model import Bottleneck, DecoderBlock, UNetDecoder
+from unet_scratch.model import Bottleneck, DecoderBlock, InputNormalization, UNetDecoder
 from unet_scratch.summary import main as summary_main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
@@ -124,3 +124,42 @@ def test_summary_prints_totals(capsys: pytest.CaptureFixture[str]) -> None:
     for text in ["23,508,032", "9,012,928", "32,521,105", "(1, 2048, 2, 2)", "(1, 1, 64, 64)"]:
         assert text in out
     assert summary_main(["--input-size", "100"]) == 2
+
+
+def test_input_normalization_modes() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.equal(InputNormalization("none")(x), x)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    # the constants are stored in float32: equal to 1e-6
+    assert torch.allclose(InputNormalization("imagenet").double()(x), (x - mean) / std, rtol=1e-6, atol=1e-6)
+    z = InputNormalization("image")(x)
+    assert torch.allclose(z.mean(dim=(2, 3)), torch.zeros(2, 3, dtype=torch.float64), atol=1e-12)
+    # std + 1e-3 in the denominator: unit std up to that epsilon
+    assert torch.allclose(z.std(dim=(2, 3)), torch.full((2, 3), 1.0, dtype=torch.float64), atol=0.02)
+    flat = InputNormalization("image")(torch.full((1, 3, 8, 8), 0.7))
+    assert torch.equal(flat, torch.zeros_like(flat))  # a flat channel stays finite
+    with pytest.raises(ValueError, match="none, imagenet, image"):
+        InputNormalization("zscore")
+
+
+def test_image_normalization_ignores_brightness_and_contrast() -> None:
+    torch.manual_seed(0)
+    m = UNetResNet50(normalization="image").eval().double()
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64) * 0.5
+    scale = torch.tensor([1.5, 0.8, 1.2], dtype=torch.float64).view(1, 3, 1, 1)
+    shift = torch.tensor([0.1, -0.05, 0.2], dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out, out_affine = m(x), m(x * scale + shift)
+    # equal up to the 1e-3 epsilon's share of each channel's std
+    assert torch.allclose(out, out_affine, atol=1e-2 * out.abs().max().item())
+    torch.manual_seed(0)  # the same weights without the normalisation: a different output
+    plain = UNetResNet50(normalization="none").eval().double()
+    with torch.no_grad():
+        assert not torch.allclose(out, plain(x), atol=1e-3)
+
+
+def test_normalization_keeps_the_state_dict_keys() -> None:
+    plain, norm = UNetResNet50().state_dict(), UNetResNet50(normalization="imagenet").state_dict()
+    assert list(plain) == list(norm)

@@ -112,3 +112,12 @@ def test_preset_tuned_is_the_ablation_recipe() -> None:
     )[0]
     assert by_preset == by_flags
     assert TrainConfig() != by_preset  # the defaults are still the reference recipe
+
+
+def test_old_configs_keep_their_normalization() -> None:
+    # a config saved before --normalization existed was trained without it, whatever the default
+    assert TrainConfig.from_dict({"loss": "dice"}).normalization == "none"
+    assert TrainConfig.from_dict({"normalization": "image"}).normalization == "image"
+    assert configs_from_args(parse_args(["--normalization", "image"]))[0].normalization == "image"
+    with pytest.raises(ValueError, match="--normalization"):
+        TrainConfig(normalization="zscore").validate()

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .augment import parse_augment
+from .model import NORMALIZATIONS
 
 LOSS_NAMES = ("dice", "jaccard", "focal", "combined")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -24,7 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference": {
         "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant",
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
-        "zero_init_residual": False, "loss_reduction": "batch", "smooth": 1.0,
+        "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
         "focal_alpha": 0.2, "focal_gamma": 2.0, "epochs": 20, "batch_size": 8, "input_size": 128,
     },
 }  # fmt: skip
@@ -58,6 +59,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     zero_init_residual: bool = False
+    normalization: str = "none"  # input scaling inside the model: none, imagenet or image
     smooth: float = 1.0
     loss_reduction: str = "batch"
     focal_alpha: float | None = 0.2
@@ -90,6 +92,10 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
             (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
             (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
+            (
+                self.normalization in NORMALIZATIONS,
+                f"--normalization must be one of {', '.join(NORMALIZATIONS)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -103,4 +109,9 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a saved dict, ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**SAVED_BEFORE, **{k: v for k, v in d.items() if k in names}})
+
+
+# Settings that change what a saved model computes, with the value that configs saved before
+# the setting existed meant (a default changing later must not change an old run).
+SAVED_BEFORE: dict[str, Any] = {"normalization": "none"}

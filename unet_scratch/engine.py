@@ -111,7 +111,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def build_model(config: TrainConfig) -> UNetResNet50:
     """A freshly initialised model: the same ``config.seed`` gives the same weights."""
     torch.manual_seed(config.seed)
-    return UNetResNet50(in_channels=3, num_classes=1, zero_init_residual=config.zero_init_residual)
+    return UNetResNet50(
+        in_channels=3,
+        num_classes=1,
+        zero_init_residual=config.zero_init_residual,
+        normalization=config.normalization,
+    )
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

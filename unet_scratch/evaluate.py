@@ -95,7 +95,7 @@ def score_run(
     """Predict the test frames with ``run_dir/best.pt`` and compute every reported number."""
     ckpt = load_checkpoint(run_dir / "best.pt")
     config = TrainConfig.from_dict(ckpt["config"])
-    model = UNetResNet50()
+    model = UNetResNet50(normalization=config.normalization)
     load_model_state(model, ckpt["model"], run_dir / "best.pt")
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)

@@ -30,6 +30,7 @@ from .data import describe_frames, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import fit, pick_device
 from .errors import ArgumentParser, UserError
+from .model import NORMALIZATIONS
 from .synthetic import ensure_synthetic
 
 # settings that may differ between a run and its --resume without changing the result
@@ -106,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--zero-init-residual",
         action="store_true",
         help="start each residual block as the identity (last BN scale 0)",
+    )
+    p.add_argument(
+        "--normalization",
+        default=d.normalization,
+        choices=NORMALIZATIONS,
+        help="input scaling inside the model: none, imagenet (fixed constants) or image "
+        "(each image's channels to mean 0, std 1)",
     )
     p.add_argument(
         "--preset",

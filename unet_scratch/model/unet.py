@@ -81,6 +81,44 @@ class UNetDecoder(nn.Module):
         return x
 
 
+NORMALIZATIONS = ("none", "imagenet", "image")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputNormalization(nn.Module):
+    """Fixed (not learned) input scaling, part of the model so training and inference agree.
+
+    ``x (B, C, H, W)`` in [0, 1] ->  same shape:
+
+    - ``none``: unchanged;
+    - ``imagenet``: ``(x - mean) / std`` with ImageNet's per-channel constants (C = 3);
+    - ``image``: each image's channels standardised by their own mean and standard deviation
+      over ``H x W``, which removes a frame's overall brightness and contrast.
+
+    The constants are non-persistent buffers, so the state_dict keeps torchvision's keys.
+    """
+
+    def __init__(self, mode: str = "none") -> None:
+        super().__init__()
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {mode!r}")
+        self.mode = mode
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "imagenet":
+            return (x - self.mean) / self.std
+        if self.mode == "image":
+            std, mean = torch.std_mean(x, dim=(2, 3), keepdim=True)
+            return (x - mean) / (std + 1e-3)  # eps: a flat channel stays finite
+        return x
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+
 class SegmentationHead(nn.Conv2d):
     """conv3x3 from the decoder's channels to ``num_classes`` logits, full resolution."""
 
@@ -91,12 +129,20 @@ class SegmentationHead(nn.Conv2d):
 class UNetResNet50(nn.Module):
     """ResNet50 encoder + UNet decoder + head: ``(B, C, H, W)`` -> ``(B, num_classes, H, W)``.
 
+    The input is an RGB batch in [0, 1]; :class:`InputNormalization` scales it first.
     H and W must be multiples of 32 (the encoder halves the resolution five times and the
     decoder doubles it back). 32,521,105 parameters at the defaults.
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 1, zero_init_residual: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        zero_init_residual: bool = False,
+        normalization: str = "none",
+    ) -> None:
         super().__init__()
+        self.normalize = InputNormalization(normalization)
         self.encoder = ResNet50Encoder(in_channels, zero_init_residual=zero_init_residual)
         self.decoder = UNetDecoder(self.encoder.out_channels)
         self.head = SegmentationHead(16, num_classes)
@@ -116,4 +162,4 @@ class UNetResNet50(nn.Module):
             raise ValueError(
                 f"input height and width must be multiples of 32, got {h}x{w} (resize to e.g. 128x128)"
             )
-        return self.head(self.decoder(self.encoder(x)))
+        return self.head(self.decoder(self.encoder(self.normalize(x))))
