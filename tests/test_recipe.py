@@ -111,7 +111,10 @@ def test_preset_tuned_is_the_ablation_recipe() -> None:
         )  # fmt: skip
     )[0]
     assert by_preset == by_flags
-    assert TrainConfig() != by_preset  # the defaults are still the reference recipe
+    assert TrainConfig(name=by_preset.name) == by_preset  # the defaults are the tuned recipe
+    reference = configs_from_args(parse_args(["--preset", "reference"]))[0]
+    assert (reference.train_frames, reference.val_frames) == ("1-363", "364-428")
+    assert (TrainConfig().train_frames, TrainConfig().val_frames) == ("1-428", "none")
 
 
 def test_old_configs_keep_their_normalization() -> None:

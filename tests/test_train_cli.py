@@ -119,7 +119,7 @@ def test_resume_with_other_settings_is_refused(
 ) -> None:
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 0
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
-    assert "lr 0.0001 -> 0.01" in capsys.readouterr().err
+    assert "lr 0.001 -> 0.01" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
 
