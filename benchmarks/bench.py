@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet_scratch.config import TrainConfig  # noqa: E402
 from unet_scratch.engine import (  # noqa: E402
+    ModelEMA,
     amp_dtype,
     build_model,
     build_optimizer,
@@ -40,7 +41,7 @@ from unet_scratch.engine import (  # noqa: E402
     train_one_epoch,
     train_step,
 )
-from unet_scratch.losses import DiceLoss  # noqa: E402
+from unet_scratch.losses import DiceLoss, build_loss  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -69,6 +70,7 @@ def make_step(
     batch: int,
     size: int,
     fused: bool = True,
+    compile: bool = False,
 ) -> tuple[Callable[[], object], int]:
     """A closure running one training step on fixed random data; also the FLOPs of a step."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -83,8 +85,10 @@ def make_step(
     loss_fn = DiceLoss()
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
 
+    net = torch.compile(model) if compile else model
+
     def step() -> object:
-        return train_step(model, x, y, loss_fn, optimizer, amp, scaler)
+        return train_step(net, x, y, loss_fn, optimizer, amp, scaler)
 
     flops = 0
     try:
@@ -128,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure segmentation_models_pytorch.Unet('resnet50') when installed",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure the fast path under torch.compile (training step and inference)",
+    )
     args = p.parse_args(argv)
 
     device = pick_device(args.device)
@@ -139,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results = {}
-    variants = [("fast path (autocast + channels_last + fused Adam)", amp, True, True)]
+    fast = "fast path (autocast + channels_last + fused Adam)"
+    variants = [(fast, amp, True, True, False)]
     if not args.skip_fp32:
-        variants.insert(0, ("fp32 (NCHW, no autocast, Adam)", None, False, False))
+        variants.insert(0, ("fp32 (NCHW, no autocast, Adam)", None, False, False, False))
+    if args.compile:
+        variants.append(("fast path + torch.compile", amp, True, True, True))
     models = [("unet-scratch", lambda: build_model(TrainConfig()))]
     if args.compare_smp:
         try:
@@ -153,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("segmentation_models_pytorch is not installed: --compare-smp skipped")
     # interleave models inside each variant so both see the same machine state
-    for label, vamp, cl, fused in variants:
+    for label, vamp, cl, fused, compiled in variants:
         for name, make in models:
-            step, flops = make_step(make(), device, vamp, cl, bs, size, fused)
+            if compiled:  # the first call compiles: time it apart from the steps
+                t = time.perf_counter()
+                step, flops = make_step(make(), device, vamp, cl, bs, size, fused, compiled)
+                step()
+                print(f"torch.compile of the training step ({name}): {time.perf_counter() - t:.0f} s")
+            else:
+                step, flops = make_step(make(), device, vamp, cl, bs, size, fused)
             t = median_time(step, device, args.steps, args.warmup)
             results[(name, label)] = (t, flops)
             gflops = flops / t / 1e9 if flops else float("nan")
@@ -166,14 +184,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if amp is not None:
         peak = matmul_peak(device, amp)
-        t, flops = results[("unet-scratch", variants[-1][0])]
+        t, flops = results[("unet-scratch", fast)]
         print(
             f"matmul peak ({str(amp).replace('torch.', '')}): {peak / 1e12:.2f} TFLOP/s; "
             f"fast-path training step reaches {100 * flops / t / peak:.1f} % of it"
         )
 
-    for name, make in models:
+    inference = [(name, make, False) for name, make in models]
+    if args.compile:
+        inference += [(f"{name} compiled", make, True) for name, make in models]
+    for name, make, compiled in inference:
         model = make().to(device, memory_format=torch.channels_last)
+        model = torch.compile(model) if compiled else model
         for b in (1, 32):
             images = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)
 
@@ -187,23 +209,28 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig()
         model = build_model(config).to(device, memory_format=torch.channels_last)
         optimizer = build_optimizer(model, config, device)
+        ema = ModelEMA(model, config.ema) if config.ema else None
         g = torch.Generator().manual_seed(0)
         train = (
             torch.randint(0, 256, (363, 3, size, size), dtype=torch.uint8, generator=g).to(device),
             (torch.rand(363, 1, size, size, generator=g) > 0.8).to(torch.uint8).to(device),
         )
         val = (train[0][:65], train[1][:65])
-        loss_fn = DiceLoss()
+        loss_fn = build_loss(
+            config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
+        )
         for epoch in (1, 2):  # the first epoch includes one-time warm-up
             sync(device)
             t = time.perf_counter()
-            r = train_one_epoch(model, *train, loss_fn, optimizer, config, epoch, amp, progress=False)
-            evaluate(model, *val, amp)
+            r = train_one_epoch(
+                model, *train, loss_fn, optimizer, config, epoch, amp, progress=False, ema=ema
+            )
+            evaluate(ema.module if ema is not None else model, *val, amp)
             sync(device)
             wall = time.perf_counter() - t
             print(
-                f"full epoch {epoch} ({r.steps} steps of {bs} over 363 train frames, flips, "
-                f"+ 65 val frames): {wall:.1f} s wall, "
+                f"full epoch {epoch} ({r.steps} steps of {bs} over 363 train frames, "
+                f"augment {config.augment}, EMA {config.ema}, + 65 val frames): {wall:.1f} s wall, "
                 f"{r.seconds / r.steps:.3f} s/step; 20 epochs ~ {20 * wall / 60:.1f} min"
             )
     print(f"peak memory: {peak_memory_text(device)}")

@@ -141,3 +141,27 @@ def test_diverging_run_stops_with_epoch_and_step(
     err = capsys.readouterr().err
     assert "epoch 1, step" in err and "lower --lr" in err
     assert not (tmp_path / "runs" / "focal").exists()  # nothing half-written left behind
+
+
+def test_compile_trains_the_same_and_saves_plain_keys(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.compile with the "eager" backend traces the model with TorchDynamo but runs the
+    # same kernels, so the losses match the uncompiled run; inductor's code generation takes
+    # minutes on a CPU and is measured by benchmarks/bench.py --compile instead
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model: torch.nn.Module, **kwargs: object) -> torch.nn.Module:
+        calls.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    flags = ["--epochs", "1", "--val-frames", "none", "--amp", "off"]
+    assert train(tmp_path, synthetic_root, *flags, "--compile", "--name", "compiled") == 0
+    assert calls == ["UNetResNet50"]
+    assert train(tmp_path, synthetic_root, *flags, "--name", "plain") == 0
+    compiled, plain = (tmp_path / "runs" / n / "last.pt" for n in ("compiled", "plain"))
+    assert list(weights(compiled)) == list(weights(plain))  # no "_orig_mod." prefixes
+    loss = [float(read_csv(p.parent / "metrics.csv")[0]["train_loss"]) for p in (compiled, plain)]
+    assert loss[0] == pytest.approx(loss[1], rel=1e-4)

@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
+    compile: bool = False  # torch.compile the training model (same maths, fused kernels)
     sync_bn: bool = False
     out: str = "runs"
     name: str = ""

@@ -468,6 +468,8 @@ def fit(
         if config.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:  # the first steps then spend a minute or more compiling
+        net = torch.compile(net)
 
     images, masks = (t.to(device) for t in train_data)
     val = tuple(t.to(device) for t in val_data) if val_data is not None else None

@@ -34,7 +34,7 @@ from .model import NORMALIZATIONS
 from .synthetic import ensure_synthetic
 
 # settings that may differ between a run and its --resume without changing the result
-RESUME_FREE = {"device", "out", "name", "cache_dir", "data"}
+RESUME_FREE = {"device", "out", "name", "cache_dir", "data", "compile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-channels-last",
         action="store_true",
         help="keep NCHW memory layout (channels_last is faster on CPU and GPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model for training (compiles for a minute or more at the start)",
     )
     p.add_argument(
         "--sync-bn",
