@@ -230,11 +230,12 @@ def plan_run(
     if not (run_dir / "last.pt").is_file():
         say(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
         return False
-    saved = load_checkpoint(run_dir / "last.pt")["config"]
+    # the config only: the tensors are mapped, not read (fit loads the checkpoint itself)
+    saved = TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt", mmap=True)["config"]).to_dict()
     differ = [
         f"{k} {saved[k]!r} -> {v!r}"
         for k, v in config.to_dict().items()
-        if k in saved and k not in RESUME_FREE and saved[k] != v
+        if k not in RESUME_FREE and saved[k] != v
     ]
     if differ and not force:
         raise UserError(
