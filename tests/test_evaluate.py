@@ -73,7 +73,7 @@ def test_table_matches_metrics_and_reports_every_run(
     by_name = {r["name"]: r for r in report["runs"]}
     for name, size in (("focal-run", 64), ("dice-run", 32)):
         ckpt = torch.load(runs / name / "best.pt", weights_only=True)
-        model = build_model(TrainConfig(seed=ckpt["config"]["seed"]))
+        model = build_model(TrainConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
         images, masks = load_frames(synthetic_root, [9, 10, 11, 12], size)
         meter = SegmentationMeter()
@@ -89,6 +89,7 @@ def test_table_matches_metrics_and_reports_every_run(
         assert row["best_epoch"] == 2 and row["train_seconds"] == 30.0
         table_row = next(line for line in lines if f"| {name} |" in line)
         assert f"{row['dice']:.4f}" in table_row and f"{row['pooled_dice']:.4f}" in table_row
+        assert table_row.endswith("| 2 | 0:30 |")  # best epoch, training time
     assert "best by test Dice" in out
 
 

@@ -386,7 +386,8 @@ CSV_FIELDS = [
 ]
 
 
-def _fmt_time(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"`` (progress lines and result tables)."""
     m, s = divmod(int(round(seconds)), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
@@ -529,7 +530,7 @@ def fit(
         val_text = f"val dice {row['val_dice']:.4f} iou {row['val_iou']:.4f}" if val is not None else "no val"
         log(
             f"epoch {epoch:>2}/{config.epochs}  loss {row['train_loss']:.4f}  {val_text}  "
-            f"{row['images_per_s']:.1f} img/s  {_fmt_time(elapsed)} elapsed  ETA {_fmt_time(eta)}"
+            f"{row['images_per_s']:.1f} img/s  {format_duration(elapsed)} elapsed  ETA {format_duration(eta)}"
             + ("  *" if improved and val is not None else "")
         )
     return best

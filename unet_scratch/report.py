@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .engine import format_duration
 from .errors import UserError
 
 LOSS_ORDER = ("dice", "jaccard", "focal", "combined")
@@ -18,10 +19,7 @@ PRED_COLOUR = (255, 220, 0)  # predicted contour: yellow
 
 
 def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "—"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m}m{sec:02d}s"
+    return "—" if s is None else format_duration(s)
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:
