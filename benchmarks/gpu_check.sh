@@ -3,9 +3,9 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # 1. installs the project (torch must already be a CUDA build),
 # 2. runs the test suite,
-# 3. runs the speed benchmark on cuda,
-# 4. times a 20-epoch single-loss run and the 4-loss study on synthetic data (frames 1-363 train,
-#    364-428 validation, the defaults), then evaluates the study on frames 429-612.
+# 3. runs the speed benchmark on cuda, eager and under torch.compile,
+# 4. times a 20-epoch single-loss run (eager and --compile) and the 4-loss study on synthetic
+#    data (the defaults: frames 1-428, no validation), then evaluates the study on 429-612.
 # Every figure is printed; OUT_DIR (default gpu-check/) keeps the runs and the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ echo "== tests"
 python3 -m pytest -q -x -p no:cacheprovider || echo "TESTS FAILED"
 
 echo "== benchmark (cuda)"
-python3 benchmarks/bench.py --device cuda --steps 30 --warmup 10
+python3 benchmarks/bench.py --device cuda --steps 30 --warmup 10 --compile
 
 echo "== one 20-epoch run (dice, synthetic data, cache warm-up first)"
 python3 -m unet_scratch.synthetic "$out/synthetic" --count 612 >/dev/null
@@ -30,6 +30,9 @@ python3 train.py --data "$out/synthetic" --epochs 1 --out "$out/warmup" --name w
 start=$EPOCHREALTIME
 python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice
 python3 -c "print(f'single 20-epoch run: {$EPOCHREALTIME - $start:.1f} s wall')"
+start=$EPOCHREALTIME
+python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice-compiled --compile
+python3 -c "print(f'single 20-epoch run, --compile: {$EPOCHREALTIME - $start:.1f} s wall')"
 
 echo "== the 4-loss study (20 epochs each)"
 start=$EPOCHREALTIME
