@@ -48,16 +48,21 @@ def train_frames_for(fold: str) -> str:
     return describe_frames([n for n in range(1, 429) if n not in held_out])
 
 
-def best_val_dice(run_dir: Path) -> tuple[float, int] | None:
-    path = run_dir / "best.pt"
+def run_scores(run_dir: Path) -> tuple[float, int, float] | None:
+    """``(best-epoch val mDice, best epoch, last-epoch val mDice)`` of a finished run, else None."""
+    path = run_dir / "last.pt"
     if not path.is_file():
         return None
-    ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    if ckpt["epoch"] != ckpt["config"]["epochs"] and (run_dir / "last.pt").is_file():
-        last = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")
-        if last["epoch"] < last["config"]["epochs"]:
-            return None  # unfinished
-    return ckpt["best"]["val_dice"], ckpt["epoch"]
+    last = torch.load(path, weights_only=True, map_location="cpu", mmap=True)  # history only
+    if last["epoch"] < last["config"]["epochs"]:
+        return None  # unfinished
+    return last["best"]["val_dice"], last["best"]["epoch"], last["history"][-1]["val_dice"]
+
+
+def mean_sd(scores: list[float]) -> str:
+    if len(scores) > 1:
+        return f"{statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}"
+    return f"{scores[0]:.3f}" if scores else "—"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds:
             for seed in seeds:
                 name = f"{recipe}-f{fold}-s{seed}"
-                if args.report_only or best_val_dice(Path(args.out) / name) is not None:
+                if args.report_only or run_scores(Path(args.out) / name) is not None:
                     continue
                 flags = [*RECIPES[recipe], "--loss", args.loss,
                          "--data", args.data, "--train-frames", train_frames_for(FOLDS[fold]),
@@ -89,19 +94,17 @@ def main(argv: list[str] | None = None) -> int:
                 if train_main(flags) != 0:
                     return 2
 
-    print(f"\nloss {args.loss}, best-epoch validation mDice@0.5, folds {args.folds}, seeds {args.seeds}\n")
-    print("| recipe | mean ± sd | " + " | ".join(f"f{f}-s{s}" for f in folds for s in seeds) + " |")
-    print("|---|---|" + "---|" * (len(folds) * len(seeds)))
-    for recipe in recipes:
-        cells, scores = [], []
-        for fold in folds:
-            for seed in seeds:
-                r = best_val_dice(Path(args.out) / f"{recipe}-f{fold}-s{seed}")
-                cells.append(f"{r[0]:.3f} (ep {r[1]})" if r else "—")
-                scores += [r[0]] if r else []
-        spread = f"{statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else (
-            f"{scores[0]:.3f}" if scores else "—")  # fmt: skip
-        print(f"| {recipe} | {spread} | " + " | ".join(cells) + " |")
+    runs = [(fold, seed) for fold in folds for seed in seeds]
+    for label, pick in (("best-epoch", 0), ("last-epoch (no selection)", 2)):
+        print(f"\nloss {args.loss}, {label} validation mDice@0.5, folds {args.folds}, seeds {args.seeds}\n")
+        print("| recipe | mean ± sd | " + " | ".join(f"f{f}-s{s}" for f, s in runs) + " |")
+        print("|---|---|" + "---|" * len(runs))
+        for recipe in recipes:
+            results = [run_scores(Path(args.out) / f"{recipe}-f{f}-s{s}") for f, s in runs]
+            epoch = [f" (ep {r[1]})" if r is not None and pick == 0 else "" for r in results]
+            cells = ["—" if r is None else f"{r[pick]:.3f}{e}" for r, e in zip(results, epoch)]
+            scores = [r[pick] for r in results if r is not None]
+            print(f"| {recipe} | {mean_sd(scores)} | " + " | ".join(cells) + " |")
     return 0
 
 
