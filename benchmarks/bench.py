@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -42,6 +43,24 @@ from unet_scratch.engine import (  # noqa: E402
     train_step,
 )
 from unet_scratch.losses import DiceLoss, build_loss  # noqa: E402
+
+
+class Variant(NamedTuple):
+    """One way of running the training step."""
+
+    label: str
+    amp: torch.dtype | None  # autocast dtype, None = off
+    channels_last: bool = True
+    fused: bool = True  # fused Adam(W) vs the per-tensor loop
+    compiled: bool = False  # torch.compile
+    conv_bf16: bool = False  # torch.backends.mkldnn.conv.fp32_precision = "bf16"
+
+
+def set_conv_bf16(on: bool) -> None:
+    """fp32 convolutions computed by oneDNN in bf16 (torch >= 2.9), or back to the default."""
+    conv = getattr(torch.backends.mkldnn, "conv", None)
+    if conv is not None:
+        conv.fp32_precision = "bf16" if on else "none"
 
 
 def sync(device: torch.device) -> None:
@@ -149,11 +168,15 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     fast = "fast path (autocast + channels_last + fused Adam)"
-    variants = [(fast, amp, True, True, False)]
+    variants = [Variant(fast, amp)]
     if not args.skip_fp32:
-        variants.insert(0, ("fp32 (NCHW, no autocast, Adam)", None, False, False, False))
+        variants.insert(0, Variant("fp32 (NCHW, no autocast, Adam)", None, False, False))
+    if device.type == "cpu" and amp == torch.bfloat16:
+        # the alternative to autocast: fp32 tensors everywhere, oneDNN rounds conv inputs to bf16
+        label = "fp32 + oneDNN bf16 conv math (no autocast), CL, fused"
+        variants.append(Variant(label, None, conv_bf16=True))
     if args.compile:
-        variants.append(("fast path + torch.compile", amp, True, True, True))
+        variants.append(Variant("fast path + torch.compile", amp, compiled=True))
     models = [("unet-scratch", lambda: build_model(TrainConfig()))]
     if args.compare_smp:
         try:
@@ -165,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("segmentation_models_pytorch is not installed: --compare-smp skipped")
     # interleave models inside each variant so both see the same machine state
-    for label, vamp, cl, fused, compiled in variants:
+    for label, vamp, cl, fused, compiled, conv_bf16 in variants:
         for name, make in models:
+            set_conv_bf16(conv_bf16)
             if compiled:  # the first call compiles: time it apart from the steps
                 t = time.perf_counter()
                 step, flops = make_step(make(), device, vamp, cl, bs, size, fused, compiled)
@@ -175,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 step, flops = make_step(make(), device, vamp, cl, bs, size, fused)
             t = median_time(step, device, args.steps, args.warmup)
+            set_conv_bf16(False)
             results[(name, label)] = (t, flops)
             gflops = flops / t / 1e9 if flops else float("nan")
             print(
