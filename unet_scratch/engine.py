@@ -1,11 +1,11 @@
 """The training loop: one epoch, validation, and ``fit`` which runs a whole run folder.
 
 Plain PyTorch, read top to bottom. The data already sits on the training device as uint8
-tensors (see data.py); each step indexes a batch there, converts it to float, flips it,
-and runs the model under autocast. Nothing in an epoch waits for the host except the
+tensors (see data.py); each step indexes a batch there, converts it to float, augments it
+(augment.py), and runs the model under autocast. Nothing in an epoch waits for the host except the
 optional progress line.
 
-Reproducibility: the batch order and the flips of epoch ``e`` come from generators seeded with
+Reproducibility: the batch order and the augmentations of epoch ``e`` come from generators seeded with
 ``(seed, e)``, and the model's initial weights from ``seed`` alone. So every loss of a study
 starts from the same weights and sees the same batches, and ``--resume`` after epoch ``k``
 replays epochs ``k+1..`` exactly as an uninterrupted run would.

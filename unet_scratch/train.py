@@ -4,8 +4,9 @@
     python train.py --loss all --data synthetic            # no download needed
     python train.py --loss dice --resume                   # continue runs/dice from last.pt
 
-Frames 1-363 train, 364-428 validate (the last three training video sequences); the test
-frames 429-612 are never read here, they belong to evaluate.py.
+By default frames 1-428 train and the last epoch is kept; ``--train-frames 1-363
+--val-frames 364-428`` holds out the last three training video sequences for validation. The
+test frames 429-612 are never read here, they belong to evaluate.py.
 """
 
 from __future__ import annotations
