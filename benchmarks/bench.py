@@ -123,6 +123,21 @@ def make_step(
     return step, flops
 
 
+def print_profile(step: Callable[[], object], device: torch.device, steps: int = 4) -> None:
+    """Self time per operator over ``steps`` training steps, largest first (top 15)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    step()  # warm-up outside the profile
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=15))
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """Measured FLOP/s of a large square matmul in ``dtype`` (the practical peak)."""
     n = 2048 if device.type == "cpu" else 8192
@@ -154,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure segmentation_models_pytorch.Unet('resnet50') when installed",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print the operators of the fast-path training step by time (torch.profiler)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="also measure the fast path under torch.compile (training step and inference)",
@@ -169,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results = {}
-    fast = "fast path (autocast + channels_last + fused Adam)"
+    fast = "fast path (autocast + channels_last + fused AdamW)"
     variants = [Variant(fast, amp)]
     if not args.skip_fp32:
         variants.insert(0, Variant("fp32 (NCHW, no autocast, Adam)", None, False, False))
@@ -209,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"train step  {name:<18} {label:<52} {t:.3f} s/step  {bs / t:6.1f} img/s  "
                 f"{flops / 1e9:6.1f} GFLOP/step  {gflops:7.1f} GFLOP/s"
             )
+
+    if args.profile:
+        print_profile(make_step(build_model(TrainConfig()), device, amp, True, bs, size)[0], device)
 
     if amp is not None:
         peak = matmul_peak(device, amp)
