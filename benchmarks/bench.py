@@ -3,14 +3,21 @@
     python benchmarks/bench.py                    # CPU (or the default device), bs 8, 128x128
     python benchmarks/bench.py --device cuda --steps 30
     python benchmarks/bench.py --compare-smp      # also segmentation_models_pytorch, if installed
+    python benchmarks/bench.py --compile --profile --data DIR
 
 Prints, for batch 8 at 128x128 unless told otherwise:
-  - median seconds per training step and images/s, fp32 (NCHW, no autocast) and the default
-    fast path (autocast + channels_last + fused Adam), through ``engine.train_step``;
+  - median seconds per training step and images/s through ``engine.train_step``: fp32 (NCHW,
+    no autocast, per-tensor Adam), the default fast path (autocast + channels_last + fused
+    AdamW), on CPUs with bf16 fp32 tensors with oneDNN's bf16 convolution math, and with
+    ``--compile`` the fast path under torch.compile;
   - the wall time of one full epoch through the real code path (``train_one_epoch`` on
-    device-resident uint8 data with flips, then validation), 363 train + 65 val frames;
-  - inference images/s at batch 1 and batch 32 (``engine.predict``);
+    device-resident uint8 data with the default augmentations and weight average, then
+    validation), 363 train + 65 val frames;
+  - inference images/s at batch 1 and batch 32 (``engine.predict``), compiled too with
+    ``--compile``;
   - achieved FLOP/s of a training step against a measured matmul peak;
+  - ``--profile``: the step's operators by self time; ``--data``: the time to decode and resize
+    the 363 training frames, which a per-epoch DataLoader pipeline pays every epoch;
   - peak memory (process RSS on CPU, max allocated on CUDA).
 Timed figures are medians over ``--steps`` steps after ``--warmup`` steps.
 """
@@ -31,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet_scratch.config import TrainConfig  # noqa: E402
+from unet_scratch.data import load_frames  # noqa: E402
 from unet_scratch.engine import (  # noqa: E402
     ModelEMA,
     amp_dtype,
@@ -169,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure segmentation_models_pytorch.Unet('resnet50') when installed",
     )
     p.add_argument(
+        "--data",
+        help="a dataset folder: also time decoding + resizing frames 1-363 from disk, the work a "
+        "DataLoader pipeline repeats every epoch (this project does it once and caches it)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="print the operators of the fast-path training step by time (torch.profiler)",
@@ -288,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"augment {config.augment}, EMA {config.ema}, + 65 val frames): {wall:.1f} s wall, "
                 f"{r.seconds / r.steps:.3f} s/step; 20 epochs ~ {20 * wall / 60:.1f} min"
             )
+    if args.data:
+        t = time.perf_counter()
+        load_frames(args.data, list(range(1, 364)), size)  # no cache_dir: decode everything
+        wall = time.perf_counter() - t
+        print(f"decode + resize of frames 1-363 from {args.data} (no cache): {wall:.1f} s per pass")
     print(f"peak memory: {peak_memory_text(device)}")
     return 0
 
