@@ -45,12 +45,13 @@ from unet_scratch.engine import (  # noqa: E402
     build_model,
     build_optimizer,
     evaluate,
+    loss_for,
     pick_device,
     predict,
     train_one_epoch,
     train_step,
 )
-from unet_scratch.losses import DiceLoss, build_loss  # noqa: E402
+from unet_scratch.losses import DiceLoss  # noqa: E402
 
 
 class Variant(NamedTuple):
@@ -284,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             (torch.rand(363, 1, size, size, generator=g) > 0.8).to(torch.uint8).to(device),
         )
         val = (train[0][:65], train[1][:65])
-        loss_fn = build_loss(
-            config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
-        )
+        loss_fn = loss_for(config)
         for epoch in (1, 2):  # the first epoch includes one-time warm-up
             sync(device)
             t = time.perf_counter()

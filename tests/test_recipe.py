@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unet_scratch.config import PRESETS, TrainConfig
-from unet_scratch.engine import ModelEMA, build_model, lr_factor, train_step
+from unet_scratch.engine import ModelEMA, build_model, loss_for, lr_factor, train_step
 from unet_scratch.losses import DiceLoss
 from unet_scratch.train import configs_from_args, main, parse_args
 
@@ -124,3 +124,17 @@ def test_old_configs_keep_their_normalization() -> None:
     assert configs_from_args(parse_args(["--normalization", "image"]))[0].normalization == "image"
     with pytest.raises(ValueError, match="--normalization"):
         TrainConfig(normalization="zscore").validate()
+
+
+def test_focal_alpha_per_loss() -> None:
+    assert loss_for(TrainConfig(loss="focal")).alpha == 0.75
+    assert loss_for(TrainConfig(loss="combined")).focal.alpha == 0.2
+    flags = ["--focal-alpha", "0.6", "--combined-focal-alpha", "0.3", "--loss", "all"]
+    by_loss = {c.loss: loss_for(c) for c in configs_from_args(parse_args(flags))}
+    assert by_loss["focal"].alpha == 0.6 and by_loss["combined"].focal.alpha == 0.3
+    reference = configs_from_args(parse_args(["--preset", "reference", "--loss", "combined"]))[0]
+    assert loss_for(reference).focal.alpha == 0.2
+    # a config saved before combined_focal_alpha existed used focal_alpha inside combined
+    assert TrainConfig.from_dict({"loss": "combined", "focal_alpha": 0.4}).loss_focal_alpha == 0.4
+    with pytest.raises(ValueError, match="--combined-focal-alpha must be in"):
+        TrainConfig(combined_focal_alpha=1.5).validate()

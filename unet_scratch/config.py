@@ -31,7 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant",
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
         "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
-        "focal_alpha": 0.2, "focal_gamma": 2.0, "epochs": 20, "batch_size": 8, "input_size": 128,
+        "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
+        "epochs": 20, "batch_size": 8, "input_size": 128,
         "train_frames": "1-363", "val_frames": "364-428",
     },
 }  # fmt: skip
@@ -61,7 +62,8 @@ class TrainConfig:
     normalization: str = "none"  # input scaling inside the model: none, imagenet or image
     smooth: float = 1.0
     loss_reduction: str = "image"  # Dice/Jaccard ratio per image, then the mean; or "batch"
-    focal_alpha: float | None = 0.75  # weight of polyp pixels (0.2 in the reference: see RESULTS)
+    focal_alpha: float | None = 0.75  # focal loss: weight of polyp pixels (reference: 0.2)
+    combined_focal_alpha: float | None = 0.2  # the same for the focal third of the combined loss
     focal_gamma: float = 2.0
     device: str = "auto"
     amp: str = "auto"
@@ -93,6 +95,14 @@ class TrainConfig:
             (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
             (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
             (
+                self.focal_alpha is None or 0 <= self.focal_alpha <= 1,
+                f"--focal-alpha must be in [0, 1], got {self.focal_alpha}",
+            ),
+            (
+                self.combined_focal_alpha is None or 0 <= self.combined_focal_alpha <= 1,
+                f"--combined-focal-alpha must be in [0, 1], got {self.combined_focal_alpha}",
+            ),
+            (
                 self.normalization in NORMALIZATIONS,
                 f"--normalization must be one of {', '.join(NORMALIZATIONS)}",
             ),
@@ -109,11 +119,18 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a saved dict, ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**SAVED_BEFORE, **{k: v for k, v in d.items() if k in names}})
+        before = {**SAVED_BEFORE, "combined_focal_alpha": d.get("focal_alpha", 0.2)}
+        return cls(**{**before, **{k: v for k, v in d.items() if k in names}})
+
+    @property
+    def loss_focal_alpha(self) -> float | None:
+        """The α of the focal term in ``self.loss``: ``combined_focal_alpha`` inside combined."""
+        return self.combined_focal_alpha if self.loss == "combined" else self.focal_alpha
 
 
-# Settings that change what a saved model computes, with the value that configs saved before
-# the setting existed meant (a default changing later must not change an old run).
+# Settings that change what a saved run computes, with the value that configs saved before the
+# setting existed meant (a default changing later must not change an old run); before
+# combined_focal_alpha existed, the combined loss used focal_alpha (see from_dict).
 SAVED_BEFORE: dict[str, Any] = {"normalization": "none"}
 
 # --preset tuned: the defaults' recipe by name (what benchmarks/ablation.py calls "tuned")

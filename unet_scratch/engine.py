@@ -119,6 +119,13 @@ def build_model(config: TrainConfig) -> UNetResNet50:
     )
 
 
+def loss_for(config: TrainConfig) -> nn.Module:
+    """The training loss of ``config`` with the settings that apply to it."""
+    return build_loss(
+        config.loss, config.smooth, config.loss_reduction, config.loss_focal_alpha, config.focal_gamma
+    )
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     """Multiplier of the base learning rate at global step ``step`` (0-based).
 
@@ -430,9 +437,7 @@ def fit(
     init_sha = state_sha256(model)
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config, device)
-    loss_fn = build_loss(
-        config.loss, config.smooth, config.loss_reduction, config.focal_alpha, config.focal_gamma
-    )
+    loss_fn = loss_for(config)
     if ctx.is_main:
         for stale in run_dir.glob(".*.tmp"):  # temp files of a write killed half-way
             stale.unlink()

@@ -133,7 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--focal-alpha",
         type=float,
         default=d.focal_alpha,
-        help="focal weight of polyp pixels (background gets 1 - alpha)",
+        help="focal loss: weight of polyp pixels (background gets 1 - alpha)",
+    )
+    p.add_argument(
+        "--combined-focal-alpha",
+        type=float,
+        default=d.combined_focal_alpha,
+        help="focal weight of polyp pixels inside the combined loss",
     )
     p.add_argument("--focal-gamma", type=float, default=d.focal_gamma, help="focal exponent")
     p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
