@@ -145,8 +145,9 @@ class FocalLoss(nn.Module):
 class CombinedLoss(nn.Module):
     """The mean of :class:`DiceLoss`, :class:`JaccardLoss` and :class:`FocalLoss`.
 
-    Each part uses the same settings as when it is trained alone (the reference report's
-    combined loss silently dropped focal's α; this one does not).
+    Each part takes the settings given here (the reference report's combined loss silently
+    dropped focal's α; this one does not). Training passes ``combined_focal_alpha`` as
+    ``alpha`` (0.2 by default, while the focal loss alone trains with 0.75; docs/RESULTS.md).
     """
 
     def __init__(
