@@ -19,10 +19,9 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unet_scratch.checkpoint import load_checkpoint  # noqa: E402
 from unet_scratch.data import describe_frames, parse_frames  # noqa: E402
 from unet_scratch.train import main as train_main  # noqa: E402
 
@@ -53,7 +52,7 @@ def run_scores(run_dir: Path) -> tuple[float, int, float] | None:
     path = run_dir / "last.pt"
     if not path.is_file():
         return None
-    last = torch.load(path, weights_only=True, map_location="cpu", mmap=True)  # history only
+    last = load_checkpoint(path, mmap=True)  # history only: the tensors are mapped, not read
     if last["epoch"] < last["config"]["epochs"]:
         return None  # unfinished
     return last["best"]["val_dice"], last["best"]["epoch"], last["history"][-1]["val_dice"]

@@ -27,10 +27,9 @@ import torch
 from .checkpoint import atomic_write_json, load_checkpoint, load_model_state
 from .config import AMP_MODES, TrainConfig
 from .data import describe_frames, load_frames, parse_frames
-from .engine import amp_dtype, pick_device, predict
+from .engine import amp_dtype, build_model, pick_device, predict
 from .errors import ArgumentParser, UserError
 from .metrics import SegmentationMeter
-from .model import UNetResNet50
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
 
@@ -95,7 +94,7 @@ def score_run(
     """Predict the test frames with ``run_dir/best.pt`` and compute every reported number."""
     ckpt = load_checkpoint(run_dir / "best.pt")
     config = TrainConfig.from_dict(ckpt["config"])
-    model = UNetResNet50(normalization=config.normalization)
+    model = build_model(config)  # the architecture the run trained, then its weights
     load_model_state(model, ckpt["model"], run_dir / "best.pt")
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
