@@ -82,8 +82,8 @@ def test_cosine_schedule_ema_and_augment_through_the_cli(tmp_path: Path, synthet
 
 
 def test_unknown_augment_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--augment", "flips,blur", "--out", str(tmp_path)]) == 2
-    assert "unknown augmentation 'blur'" in capsys.readouterr().err
+    assert main(["--augment", "flips,mixup", "--out", str(tmp_path)]) == 2
+    assert "unknown augmentation 'mixup'" in capsys.readouterr().err
 
 
 def test_preset_tuned_is_the_ablation_recipe() -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from unet_scratch import engine
+from unet_scratch.runfolder import state_sha256
 from unet_scratch.train import main
 
 TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2"]
@@ -58,7 +59,7 @@ def test_loss_all_starts_from_identical_weights(tmp_path: Path, synthetic_root: 
     assert len(shas) == 1
     # and the fingerprint is that of the seed's freshly built model
     fresh = engine.build_model(engine.TrainConfig(seed=47))
-    assert shas == {engine.state_sha256(fresh)}
+    assert shas == {state_sha256(fresh)}
     # different losses do train differently from there
     assert not torch.equal(
         weights(runs[0] / "last.pt")["head.weight"], weights(runs[2] / "last.pt")["head.weight"]

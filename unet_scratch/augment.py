@@ -13,6 +13,22 @@ value back to the host, so a CUDA step never waits.
   ``grid_sample`` per batch; the image is sampled bilinearly, the mask bilinearly then
   re-binarised at 0.5; areas moved in from outside are black, like the endoscope's border;
 - ``color``: brightness, contrast and saturation jitter (+-20 % each), image only.
+
+Stronger, nnU-Net-style options (Isensee et al., "nnU-Net", Nature Methods 2021, whose 2D
+pipeline they follow in kind and range), each applied to a sample with its own probability:
+
+- ``affine-wide``: scale 0.7-1.4 and rotation +-45 degrees (with ``rot90``: any angle), shift +-10 %;
+- ``gamma``: ``x ** g``, g in 0.7-1.5 (p 0.3);
+- ``blur``: Gaussian blur, sigma 0.5-1.0 pixel (p 0.2);
+- ``noise``: additive Gaussian noise, sigma 0-0.05 of the [0, 1] range (p 0.15);
+- ``lowres``: simulated low resolution, nearest-neighbour sampling on a grid 1-2x coarser (p 0.25).
+
+Mixing samples of the batch (after the per-sample ones; the masks follow the pixels):
+
+- ``copypaste``: the polyp of another sample pasted onto this one (p 0.5; Ghiasi et al.,
+  "Simple Copy-Paste is a Strong Data Augmentation Method for Instance Segmentation", CVPR 2021);
+- ``cutmix``: a box of another sample, a quarter to half of the frame, pasted in (p 0.5; Yun et
+  al., "CutMix", ICCV 2019; French et al. 2020 for segmentation).
 """
 
 from __future__ import annotations
@@ -22,7 +38,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("flips", "rot90", "affine", "color")
+AUGMENTATIONS = (
+    "flips", "rot90", "affine", "color",
+    "affine-wide", "gamma", "blur", "noise", "lowres", "copypaste", "cutmix",
+)  # fmt: skip
 
 
 def _uniform(n: int, lo: float, hi: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -98,6 +117,101 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator, strength: flo
     return images.clamp(0, 1)
 
 
+def _chosen(n: int, p: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``(n, 1, 1, 1)`` booleans, each True with probability ``p``."""
+    return torch.rand(n, 1, 1, 1, device=like.device, generator=generator) < p
+
+
+def random_gamma(
+    images: torch.Tensor, generator: torch.Generator, gamma: tuple[float, float] = (0.7, 1.5), p: float = 0.3
+) -> torch.Tensor:
+    """``x ** g`` per sample (darker or brighter mid-tones, same black and white), image only."""
+    b = images.shape[0]
+    g = _uniform(b, *gamma, images, generator)
+    return torch.where(_chosen(b, p, images, generator), images.clamp_min(1e-6) ** g, images)
+
+
+def gaussian_blur(
+    images: torch.Tensor, generator: torch.Generator, sigma: tuple[float, float] = (0.5, 1.0), p: float = 0.2
+) -> torch.Tensor:
+    """A separable Gaussian blur with a per-sample sigma (7-tap kernels), image only."""
+    b, c, h, w = images.shape
+    s = _uniform(b, *sigma, images, generator).view(b, 1)
+    taps = torch.arange(-3, 4, device=images.device, dtype=images.dtype).view(1, 7)
+    kernel = torch.exp(-0.5 * (taps / s) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B * C, 7)
+    x = images.reshape(1, b * c, h, w)  # one group per (sample, channel)
+    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), kernel.view(b * c, 1, 1, 7), groups=b * c)
+    x = F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), kernel.view(b * c, 1, 7, 1), groups=b * c)
+    return torch.where(_chosen(b, p, images, generator), x.view(b, c, h, w), images)
+
+
+def gaussian_noise(
+    images: torch.Tensor, generator: torch.Generator, sigma: float = 0.05, p: float = 0.15
+) -> torch.Tensor:
+    """Additive Gaussian noise with a per-sample sigma in [0, ``sigma``], image only."""
+    b = images.shape[0]
+    s = _uniform(b, 0.0, sigma, images, generator)
+    noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=images.dtype)
+    return torch.where(_chosen(b, p, images, generator), (images + s * noise).clamp(0, 1), images)
+
+
+def simulate_low_resolution(
+    images: torch.Tensor, generator: torch.Generator, zoom: tuple[float, float] = (1.0, 2.0), p: float = 0.25
+) -> torch.Tensor:
+    """Each chosen sample seen at 1/z of its resolution (z per sample): every pixel takes the
+    value of its cell's centre on a grid z times coarser (nearest-neighbour), image only."""
+    b, _, h, w = images.shape
+    z = _uniform(b, *zoom, images, generator).view(b, 1, 1)
+    # continuous coordinates (pixel i spans [i, i + 1)): a pixel's centre falls in coarse cell k,
+    # which shows the pixel at the cell's start, k z; z = 1 gives every pixel itself
+    ys = torch.arange(h, device=images.device, dtype=images.dtype).view(1, h, 1) + 0.5
+    xs = torch.arange(w, device=images.device, dtype=images.dtype).view(1, 1, w) + 0.5
+    cy = torch.floor(torch.floor(ys / z) * z) + 0.5
+    cx = torch.floor(torch.floor(xs / z) * z) + 0.5
+    grid = torch.stack([(2 * cx / w - 1).expand(b, h, w), (2 * cy / h - 1).expand(b, h, w)], -1)
+    low = F.grid_sample(images, grid, mode="nearest", align_corners=False)
+    return torch.where(_chosen(b, p, images, generator), low, images)
+
+
+def copy_paste(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste the polyp pixels of another sample of the batch (a random derangement) over this
+    one's, where they lie in that sample; the mask becomes the union."""
+    b = images.shape[0]
+    if b < 2:
+        return images, masks
+    shift = torch.randint(1, b, (1,), device=images.device, generator=generator)
+    source = (torch.arange(b, device=images.device) + shift) % b  # never the sample itself
+    paste = (masks[source] > 0.5) & _chosen(b, p, images, generator)
+    return torch.where(paste, images[source], images), torch.where(paste, masks[source], masks)
+
+
+def cutmix(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.25, 0.5),
+    p: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace a random box (``area`` of the frame, the frame's aspect) of each chosen sample
+    with the same box of another sample, image and mask alike."""
+    b, _, h, w = images.shape
+    if b < 2:
+        return images, masks
+    shift = torch.randint(1, b, (1,), device=images.device, generator=generator)
+    source = (torch.arange(b, device=images.device) + shift) % b
+    side = _uniform(b, *area, images, generator).sqrt()  # box height / h = box width / w
+    top = _uniform(b, 0, 1, images, generator) * (1 - side)
+    left = _uniform(b, 0, 1, images, generator) * (1 - side)
+    ys = (torch.arange(h, device=images.device) + 0.5).view(1, 1, h, 1) / h
+    xs = (torch.arange(w, device=images.device) + 0.5).view(1, 1, 1, w) / w
+    box = (ys >= top) & (ys < top + side) & (xs >= left) & (xs < left + side)
+    box = box & _chosen(b, p, images, generator)
+    return torch.where(box, images[source], images), torch.where(box, masks[source], masks)
+
+
 def augment(
     images: torch.Tensor, masks: torch.Tensor, names: str, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +225,20 @@ def augment(
             images, masks = random_affine(images, masks, generator)
         elif name == "color":
             images = color_jitter(images, generator)
+        elif name == "affine-wide":
+            images, masks = random_affine(images, masks, generator, scale=(0.7, 1.4), degrees=45.0)
+        elif name == "gamma":
+            images = random_gamma(images, generator)
+        elif name == "blur":
+            images = gaussian_blur(images, generator)
+        elif name == "noise":
+            images = gaussian_noise(images, generator)
+        elif name == "lowres":
+            images = simulate_low_resolution(images, generator)
+        elif name == "copypaste":
+            images, masks = copy_paste(images, masks, generator)
+        elif name == "cutmix":
+            images, masks = cutmix(images, masks, generator)
     return images, masks
 
 

@@ -22,6 +22,8 @@ LOSS_NAMES = ("dice", "jaccard", "focal", "combined")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
+SKIPS = ("all", "none")
+KEEP = ("all", "best")
 
 # --preset reference: the recipe of the report this project replaces, spelled out so that it
 # stays the same whatever the defaults become: Adam 1e-4, flips, focal alpha 0.2, and the best
@@ -31,7 +33,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant",
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
         "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
-        "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
+        "skips": "all", "drop_path": 0.0, "head_dropout": 0.0, "deep_supervision": False,
+        "jaccard_log": False, "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
         "epochs": 20, "batch_size": 8, "input_size": 128,
         "train_frames": "1-363", "val_frames": "364-428",
     },
@@ -60,11 +63,16 @@ class TrainConfig:
     ema: float = 0.99  # decay of an exponential moving average of the weights; 0 = off
     zero_init_residual: bool = False
     normalization: str = "none"  # input scaling inside the model: none, imagenet or image
+    skips: str = "all"  # "none": the decoder without its skip connections (an ablation)
+    drop_path: float = 0.0  # stochastic depth of the deepest encoder block (linear in depth)
+    head_dropout: float = 0.0  # channel dropout before the head
+    deep_supervision: bool = False  # auxiliary heads on decoder blocks 1-3, training only
     smooth: float = 1.0
     loss_reduction: str = "image"  # Dice/Jaccard ratio per image, then the mean; or "batch"
     focal_alpha: float | None = 0.75  # focal loss: weight of polyp pixels (reference: 0.2)
     combined_focal_alpha: float | None = 0.2  # the same for the focal third of the combined loss
     focal_gamma: float = 2.0
+    jaccard_log: bool = False  # the Jaccard loss as -log(IoU) instead of 1 - IoU
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -73,6 +81,8 @@ class TrainConfig:
     out: str = "runs"
     name: str = ""
     cache_dir: str = ""
+    checkpoint_every: int = 1  # write last.pt every K epochs (and after the last)
+    keep: str = "all"  # at the end keep "all" (best.pt + last.pt) or "best" (drop last.pt)
 
     def validate(self) -> None:
         """Raise ValueError naming the flag when a setting is out of range."""
@@ -106,6 +116,14 @@ class TrainConfig:
                 self.normalization in NORMALIZATIONS,
                 f"--normalization must be one of {', '.join(NORMALIZATIONS)}",
             ),
+            (self.skips in SKIPS, f"--skips must be one of {', '.join(SKIPS)}"),
+            (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
+            (0 <= self.head_dropout < 1, f"--head-dropout must be in [0, 1), got {self.head_dropout}"),
+            (
+                self.checkpoint_every >= 1,
+                f"--checkpoint-every must be at least 1, got {self.checkpoint_every}",
+            ),
+            (self.keep in KEEP, f"--keep must be one of {', '.join(KEEP)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -131,7 +149,14 @@ class TrainConfig:
 # Settings that change what a saved run computes, with the value that configs saved before the
 # setting existed meant (a default changing later must not change an old run); before
 # combined_focal_alpha existed, the combined loss used focal_alpha (see from_dict).
-SAVED_BEFORE: dict[str, Any] = {"normalization": "none"}
+SAVED_BEFORE: dict[str, Any] = {
+    "normalization": "none",
+    "skips": "all",
+    "drop_path": 0.0,
+    "head_dropout": 0.0,
+    "deep_supervision": False,
+    "jaccard_log": False,
+}
 
 # --preset tuned: the defaults' recipe by name (what benchmarks/ablation.py calls "tuned")
 PRESETS["tuned"] = {k: getattr(TrainConfig(), k) for k in PRESETS["reference"] if "frames" not in k}

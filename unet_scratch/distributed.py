@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .errors import UserError
 
@@ -71,6 +72,19 @@ def device_for(ctx: DistContext, device: torch.device) -> torch.device:
     if ctx.enabled and device.type == "cuda":
         return torch.device("cuda", ctx.local_rank)
     return device
+
+
+def wrap_model(
+    ctx: DistContext, model: torch.nn.Module, sync_bn: bool, device: torch.device
+) -> torch.nn.Module:
+    """The module the loop calls: ``model`` itself, or under torchrun a DistributedDataParallel
+    around it (gradients averaged over ranks during backward), optionally with SyncBatchNorm.
+    ``model`` stays the bare module whose state_dict is saved."""
+    if not ctx.enabled:
+        return model
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def check_batch(ctx: DistContext, batch_size: int) -> None:

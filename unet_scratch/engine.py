@@ -1,25 +1,23 @@
-"""The training loop: one epoch, validation, and ``fit`` which runs a whole run folder.
+"""The training loop: a step, an epoch, validation, and ``fit``, which strings them together.
 
-Plain PyTorch, read top to bottom. The data already sits on the training device as uint8
-tensors (see data.py); each step indexes a batch there, converts it to float, augments it
-(augment.py), and runs the model under autocast. Nothing in an epoch waits for the host except the
-optional progress line.
+Plain PyTorch, meant to be read top to bottom. The data already sits on the training device
+as uint8 tensors (see data.py); each step indexes a batch there, converts it to float, augments
+it (augment.py) and runs the model under autocast; the loss is computed in float32 from the
+logits (losses.py). Nothing in an epoch waits for the host except the optional progress bar.
+What a run leaves on disk (config.json, checkpoints, metrics.csv, resume) is runfolder.py's
+business, and torchrun's process plumbing is distributed.py's: ``fit`` only calls them.
 
-Reproducibility: the batch order and the augmentations of epoch ``e`` come from generators seeded with
-``(seed, e)``, and the model's initial weights from ``seed`` alone. So every loss of a study
-starts from the same weights and sees the same batches, and ``--resume`` after epoch ``k``
-replays epochs ``k+1..`` exactly as an uninterrupted run would.
+Reproducibility: the batch order, the augmentations and any dropout of epoch ``e`` come from
+random streams seeded with ``(seed, e)``, and the model's initial weights from ``seed`` alone.
+So every loss of a study starts from the same weights and sees the same batches, and
+``--resume`` after epoch ``k`` replays epochs ``k+1..`` exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import hashlib
-import io
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,23 +26,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from .augment import augment
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_checkpoint,
-    load_model_state,
-)
 from .config import TrainConfig
-from .distributed import DistContext, broadcast_buffers, device_for, gather_objects, mean_across
+from .distributed import DistContext, broadcast_buffers, device_for, gather_objects, mean_across, wrap_model
 from .errors import UserError
-from .losses import build_loss
+from .losses import DeepSupervisionLoss, build_loss
 from .metrics import SegmentationMeter
 from .model import UNetResNet50
+from .progress import Progress
+from .runfolder import RunFolder
 
 SINGLE = DistContext()  # a plain, single-process run
 
@@ -81,7 +72,7 @@ def amp_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``--amp mode`` on ``device`` (None: full fp32).
 
     ``auto``: CUDA -> bf16 where supported, else fp16; CPU -> bf16 when the CPU has native
-    bf16, else fp32; MPS -> fp16.
+    bf16, else fp32 (emulated bf16 is slower than fp32); MPS -> fp16.
     """
     if mode == "off":
         return None
@@ -105,7 +96,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# ----------------------------------------------------------------------------- model, optimiser
+# ----------------------------------------------------------------------------- model, loss, optimiser
 
 
 def build_model(config: TrainConfig) -> UNetResNet50:
@@ -116,14 +107,35 @@ def build_model(config: TrainConfig) -> UNetResNet50:
         num_classes=1,
         zero_init_residual=config.zero_init_residual,
         normalization=config.normalization,
+        skips=config.skips == "all",
+        drop_path=config.drop_path,
+        head_dropout=config.head_dropout,
+        deep_supervision=config.deep_supervision,
     )
 
 
 def loss_for(config: TrainConfig) -> nn.Module:
     """The training loss of ``config`` with the settings that apply to it."""
-    return build_loss(
-        config.loss, config.smooth, config.loss_reduction, config.loss_focal_alpha, config.focal_gamma
+    loss = build_loss(
+        config.loss,
+        config.smooth,
+        config.loss_reduction,
+        config.loss_focal_alpha,
+        config.focal_gamma,
+        config.jaccard_log,
     )
+    return DeepSupervisionLoss(loss) if config.deep_supervision else loss
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; the fused multi-tensor kernel where the device supports it."""
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    # fused=True updates all parameters in one kernel instead of a loop of small ops
+    fused = device.type in ("cuda", "cpu")
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -160,27 +172,7 @@ class ModelEMA:
             e.copy_(b)
 
 
-def state_sha256(model: nn.Module) -> str:
-    """A fingerprint of the model's weights (to check that runs start from the same ones)."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD; the fused multi-tensor kernel where the device supports it."""
-    params = model.parameters()
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    # fused=True updates all parameters in one kernel instead of a loop of small ops
-    fused = device.type in ("cuda", "cpu")
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-
-
-# ----------------------------------------------------------------------------- epoch, validation
+# ----------------------------------------------------------------------------- a step, an epoch
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -201,31 +193,6 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, world: in
     return batches
 
 
-class Progress:
-    """A one-line, self-overwriting progress indicator, shown only on a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
-        self.total, self.label, self.start = total, label, time.perf_counter()
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def update(self, done: int, images: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        rate = images / elapsed if elapsed > 0 else 0.0
-        bar = "#" * int(20 * done / self.total)
-        print(
-            f"\r{self.label} [{bar:<20}] {done}/{self.total} {rate:5.1f} img/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        if self.enabled:
-            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
-
-
 def train_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -239,15 +206,15 @@ def train_step(
     """One optimisation step on ``x (B, 3, S, S)`` float, ``y (B, 1, S, S)``; returns the
     detached loss (a device tensor: reading it would be a host sync)."""
     with autocast(x.device, amp):
-        logits = model(x)  # (B, 1, S, S), bf16/fp16 under autocast
-    loss = loss_fn(logits, y)  # computed in float32 from the logits
+        out = model(x)  # logits (B, 1, S, S) in bf16/fp16 under autocast (+ aux logits, deep supervision)
+    loss = loss_fn(out, y)  # computed in float32 from the logits
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
         scaler.scale(loss).backward()
         if grad_clip:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # skipped when a gradient overflowed
         scaler.update()
     else:
         loss.backward()
@@ -281,13 +248,14 @@ def train_one_epoch(
 ) -> EpochResult:
     """One pass over ``images (N, 3, S, S) uint8`` / ``masks (N, 1, S, S) uint8``.
 
-    Under torchrun every rank draws the same global batches and flips, then trains on its
-    slice of each (see distributed.py). Raises :class:`UserError` naming the epoch and step
+    Under torchrun every rank draws the same global batches and augmentations, then trains on
+    its slice of each (see distributed.py). Raises :class:`UserError` naming the epoch and step
     when the loss stops being finite.
     """
     device = images.device
     model.train()
-    generator = epoch_generator(config.seed, epoch, device)
+    generator = epoch_generator(config.seed, epoch, device)  # batch order and augmentations
+    torch.manual_seed(config.seed * 100_003 + epoch + 50_000)  # dropout, stochastic depth
     batches = batch_indices(len(images), config.batch_size, generator, ctx.world)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     step_losses = torch.zeros(len(batches), device=device)  # kept on the device: no sync per step
@@ -320,6 +288,9 @@ def train_one_epoch(
             "training diverged; lower --lr (the last good checkpoint is kept)"
         )
     return EpochResult(losses.mean().item(), len(batches), seen, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- prediction, validation
 
 
 @torch.inference_mode()
@@ -379,35 +350,6 @@ def evaluate(
 # ----------------------------------------------------------------------------- fit
 
 
-CSV_FIELDS = [
-    "epoch",
-    "train_loss",
-    "val_dice",
-    "val_iou",
-    "val_soft_dice",
-    "val_pooled_dice",
-    "lr",
-    "images_per_s",
-    "epoch_seconds",
-    "elapsed_seconds",
-]
-
-
-def format_duration(seconds: float) -> str:
-    """``75`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"`` (progress lines and result tables)."""
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """Rewrite ``metrics.csv`` from the history kept in the checkpoint (atomic)."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_bytes(text.getvalue().encode(), path)
-
-
 def fit(
     config: TrainConfig,
     run_dir: Path,
@@ -419,123 +361,43 @@ def fit(
     progress: bool | None = None,
     ctx: DistContext = SINGLE,
 ) -> dict[str, Any]:
-    """Train one run into ``run_dir``; returns the best epoch's record.
+    """Train one run into ``run_dir`` (see runfolder.py for what is written); returns the best
+    epoch's record ``{"epoch", "val_iou", "val_dice"}``.
 
-    Writes ``config.json`` (the config plus ``extra`` facts), then after every epoch
-    ``last.pt`` (model, optimiser, history) and, when validation IoU improves, ``best.pt``;
-    ``metrics.csv`` is rewritten from the history. Without validation data ``best.pt`` is the
-    last epoch. Under torchrun (``ctx``) only rank 0 writes and logs.
+    Epoch by epoch: train (:func:`train_one_epoch`), validate the weight average when there is
+    validation data (:func:`evaluate`), then let the run folder record the epoch.
     """
     device = device_for(ctx, pick_device(config.device))
     amp = amp_dtype(device, config.amp)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # fp16 needs it
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    if not ctx.is_main:
-        log, progress = (lambda _: None), False
 
-    model = build_model(config)
-    init_sha = state_sha256(model)
-    model = model.to(device, memory_format=memory_format)
+    model = build_model(config).to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config, device)
     loss_fn = loss_for(config)
-    if ctx.is_main:
-        for stale in run_dir.glob(".*.tmp"):  # temp files of a write killed half-way
-            stale.unlink()
-    start_epoch, history, best = 1, [], {"epoch": 0, "val_iou": -1.0}
-    if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        load_model_state(model, ckpt["model"], run_dir / "last.pt")
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError) as e:
-            raise UserError(
-                f"{run_dir / 'last.pt'}: its optimiser state does not fit --optimizer "
-                f"{config.optimizer} ({e}); resume with the run's own settings"
-            ) from e
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
-        init_sha = ckpt.get("init_sha256", init_sha)
-        log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
-    elif ctx.is_main:
-        meta = {
-            "init_sha256": init_sha,
-            "device": str(device),
-            "amp": str(amp).replace("torch.", ""),
-            "processes": ctx.world,
-        }
-        atomic_write_json({**config.to_dict(), "run": {**meta, **(extra or {})}}, run_dir / "config.json")
     ema = ModelEMA(model, config.ema) if config.ema else None
-    if ema is not None and resume:
-        load_model_state(ema.module, ckpt["ema"], run_dir / "last.pt")
     eval_model = ema.module if ema is not None else model  # validated, and saved as best.pt
-    net = model  # what the loop calls; `model` stays the bare module whose state_dict is saved
-    if ctx.enabled:
-        if config.sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    run = RunFolder(run_dir, config, ctx, log if ctx.is_main else (lambda _: None))
+    if resume:
+        start_epoch = run.resume(model, optimizer, scaler, ema)
+    else:
+        meta = {"device": str(device), "amp": str(amp).replace("torch.", ""), "processes": ctx.world}
+        start_epoch = run.start(model, {**meta, **(extra or {})})
+    net = wrap_model(ctx, model, config.sync_bn, device)  # DistributedDataParallel under torchrun
     if config.compile:  # the first steps then spend a minute or more compiling
         net = torch.compile(net)
 
     images, masks = (t.to(device) for t in train_data)
     val = tuple(t.to(device) for t in val_data) if val_data is not None else None
-    elapsed = history[-1]["elapsed_seconds"] if history else 0.0
-    session_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         result = train_one_epoch(
-            net, images, masks, loss_fn, optimizer, config, epoch, amp, scaler, progress, ctx, ema
-        )
+            net, images, masks, loss_fn, optimizer, config, epoch, amp, scaler,
+            progress if ctx.is_main else False, ctx, ema,
+        )  # fmt: skip
         broadcast_buffers(ctx, eval_model)  # every rank validates with rank 0's BatchNorm statistics
         scores = evaluate(eval_model, *val, amp, config.channels_last, ctx) if val is not None else {}
-        elapsed += time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "train_loss": round(result.loss, 6),
-            "val_dice": round(scores.get("dice", math.nan), 6),
-            "val_iou": round(scores.get("iou", math.nan), 6),
-            "val_soft_dice": round(scores.get("soft_dice", math.nan), 6),
-            "val_pooled_dice": round(scores.get("pooled_dice", math.nan), 6),
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": round(result.images / result.seconds, 2),
-            "epoch_seconds": round(time.perf_counter() - t0, 3),
-            "elapsed_seconds": round(elapsed, 3),
-        }
-        history.append(row)
-        improved = val is None or scores["iou"] > best["val_iou"]
-        if improved:
-            best = {
-                "epoch": epoch,
-                "val_iou": scores.get("iou", math.nan),
-                "val_dice": scores.get("dice", math.nan),
-            }
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "model": eval_model.state_dict(),
-            "config": config.to_dict(),
-            "epoch": epoch,
-            "metrics": row,
-            "best": best,
-            "history": history,
-            "init_sha256": init_sha,
-        }
-        if ctx.is_main:
-            # best.pt first: if we die between the two writes, last.pt still says "redo this epoch"
-            if improved:
-                atomic_torch_save(state, run_dir / "best.pt")
-            state["optimizer"] = optimizer.state_dict()
-            if ema is not None:  # last.pt: the trained weights to resume from, and their average
-                state["model"], state["ema"] = model.state_dict(), ema.module.state_dict()
-            state["scaler"] = scaler.state_dict() if scaler is not None else {}
-            atomic_torch_save(state, run_dir / "last.pt")
-            _write_csv(history, run_dir / "metrics.csv")
-
-        per_epoch = (time.perf_counter() - session_start) / (epoch - start_epoch + 1)
-        eta = per_epoch * (config.epochs - epoch)
-        val_text = f"val dice {row['val_dice']:.4f} iou {row['val_iou']:.4f}" if val is not None else "no val"
-        log(
-            f"epoch {epoch:>2}/{config.epochs}  loss {row['train_loss']:.4f}  {val_text}  "
-            f"{row['images_per_s']:.1f} img/s  {format_duration(elapsed)} elapsed  ETA {format_duration(eta)}"
-            + ("  *" if improved and val is not None else "")
-        )
-    return best
+        run.end_epoch(epoch, result, scores, time.perf_counter() - t0, model, optimizer, scaler, ema)
+    run.finish()
+    return run.best

@@ -60,20 +60,25 @@ class _RegionLoss(nn.Module):
         smooth: the constant ``s`` added to numerator and denominator; it keeps the loss
             defined (and its gradient finite) for empty masks.
         reduction: ``"batch"`` or ``"image"`` (see the module docstring).
+        log: ``mean(-log(ratio))`` instead of ``1 - mean(ratio)`` (segmentation_models_pytorch's
+            ``log_loss``): the same minimum, but each image's gradient is divided by its ratio,
+            so images the model gets badly wrong weigh more than ones it already gets right.
     """
 
-    def __init__(self, smooth: float = 1.0, reduction: str = "batch") -> None:
+    def __init__(self, smooth: float = 1.0, reduction: str = "batch", log: bool = False) -> None:
         super().__init__()
         self.smooth = float(smooth)
         self.reduction = _check_reduction(reduction)
+        self.log = log
 
     def ratio(self, inter: torch.Tensor, p_sum: torch.Tensor, y_sum: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logits, target (B, 1, H, W)`` -> scalar loss in [0, 1]."""
+        """``logits, target (B, 1, H, W)`` -> scalar loss in [0, 1] (``log``: in [0, inf))."""
         inter, p_sum, y_sum = _region_sums(logits, target, self.reduction)
-        return 1 - self.ratio(inter, p_sum, y_sum).mean()
+        ratio = self.ratio(inter, p_sum, y_sum)
+        return -ratio.log().mean() if self.log else 1 - ratio.mean()
 
 
 class DiceLoss(_RegionLoss):
@@ -156,16 +161,44 @@ class CombinedLoss(nn.Module):
         reduction: str = "batch",
         alpha: float | None = 0.2,
         gamma: float = 2.0,
+        jaccard_log: bool = False,
     ) -> None:
         super().__init__()
         self.dice = DiceLoss(smooth, reduction)
-        self.jaccard = JaccardLoss(smooth, reduction)
+        self.jaccard = JaccardLoss(smooth, reduction, log=jaccard_log)
         self.focal = FocalLoss(alpha, gamma, reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits, target (B, 1, H, W)`` -> scalar loss."""
         parts = (self.dice(logits, target), self.jaccard(logits, target), self.focal(logits, target))
         return sum(parts) / 3
+
+
+class DeepSupervisionLoss(nn.Module):
+    """A loss on the main logits plus the same loss on auxiliary, coarser logits.
+
+    Deep supervision as nnU-Net uses it (Isensee et al., Nature Methods 2021): the output at
+    each coarser scale gets half the weight of the next finer one, and the weights are
+    normalised to sum to 1. The target at a coarser scale is the full-resolution target
+    average-pooled to it, i.e. the fraction of each cell that is polyp, so a small polyp is not
+    lost at ``/8``. ``output`` is ``logits (B, 1, H, W)`` alone (then this is just ``loss``) or
+    ``(logits, [aux (B, 1, H/f, W/f), ...])`` with the aux logits coarsest first.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, output: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(output, torch.Tensor):
+            return self.loss(output, target)
+        logits, aux = output
+        total, weights = self.loss(logits, target), 1.0
+        for k, a in enumerate(reversed(aux), start=1):  # finest first: weights 1/2, 1/4, ...
+            factor = target.shape[-1] // a.shape[-1]
+            total = total + 0.5**k * self.loss(a, F.avg_pool2d(target, factor))
+            weights += 0.5**k
+        return total / weights
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -182,12 +215,15 @@ def build_loss(
     reduction: str = "batch",
     alpha: float | None = 0.2,
     gamma: float = 2.0,
+    jaccard_log: bool = False,
 ) -> nn.Module:
     """The loss registered under ``name``, given only the settings that apply to it."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    if name in ("dice", "jaccard"):
-        return LOSSES[name](smooth=smooth, reduction=reduction)
+    if name == "dice":
+        return DiceLoss(smooth=smooth, reduction=reduction)
+    if name == "jaccard":
+        return JaccardLoss(smooth=smooth, reduction=reduction, log=jaccard_log)
     if name == "focal":
         return FocalLoss(alpha=alpha, gamma=gamma, reduction=reduction)
-    return CombinedLoss(smooth=smooth, reduction=reduction, alpha=alpha, gamma=gamma)
+    return CombinedLoss(smooth=smooth, reduction=reduction, alpha=alpha, gamma=gamma, jaccard_log=jaccard_log)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .engine import format_duration
 from .errors import UserError
+from .progress import format_duration
 
 LOSS_ORDER = ("dice", "jaccard", "focal", "combined")
 

@@ -26,7 +26,7 @@ import torch
 
 from .augment import AUGMENTATIONS
 from .checkpoint import load_checkpoint
-from .config import AMP_MODES, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import fit, pick_device
@@ -35,7 +35,7 @@ from .model import NORMALIZATIONS
 from .synthetic import ensure_synthetic
 
 # settings that may differ between a run and its --resume without changing the result
-RESUME_FREE = {"device", "out", "name", "cache_dir", "data", "compile"}
+RESUME_FREE = {"device", "out", "name", "cache_dir", "data", "compile", "checkpoint_every", "keep"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(each image's channels to mean 0, std 1)",
     )
     p.add_argument(
+        "--skips",
+        default=d.skips,
+        choices=SKIPS,
+        help="decoder skip connections: all, or none (an ablation: the U without its skips)",
+    )
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=d.drop_path,
+        help="stochastic depth: the deepest encoder block skips its residual branch with this "
+        "probability, the others linearly less (0: off)",
+    )
+    p.add_argument(
+        "--head-dropout", type=float, default=d.head_dropout, help="channel dropout before the head (0: off)"
+    )
+    p.add_argument(
+        "--deep-supervision",
+        action="store_true",
+        help="auxiliary heads on decoder blocks 1-3 with losses at 1/8, 1/4, 1/2 resolution (training only)",
+    )
+    p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         help="start from a named recipe (reference: the report's Adam 1e-4 + flips); "
@@ -142,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="focal weight of polyp pixels inside the combined loss",
     )
     p.add_argument("--focal-gamma", type=float, default=d.focal_gamma, help="focal exponent")
+    p.add_argument(
+        "--jaccard-log",
+        action="store_true",
+        help="the Jaccard loss (alone and in combined) as -log(IoU) instead of 1 - IoU",
+    )
     p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
     p.add_argument(
         "--amp",
@@ -170,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cache-dir", default=d.cache_dir, help="where decoded frames are cached (default: OUT/.cache)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="write last.pt (~520 MB) every K epochs and after the last; a resume restarts from it",
+    )
+    p.add_argument(
+        "--keep",
+        default=d.keep,
+        choices=KEEP,
+        help="what stays when a run ends: all (best.pt + last.pt, resumable) or best (best.pt only)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run folder from last.pt")
     p.add_argument(

@@ -17,6 +17,20 @@ import torch
 from torch import nn
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero the whole residual branch of each sample with probability ``p``.
+
+    Huang et al., "Deep Networks with Stochastic Depth" (ECCV 2016), per sample as in
+    torchvision's ``StochasticDepth(mode="row")``. Kept branches are scaled by ``1 / (1 - p)`` so
+    the expected output is unchanged and inference (``training=False``) is the identity. Uses the
+    global random stream, which the training loop seeds per epoch. ``x (B, C, H, W)``.
+    """
+    if p == 0.0 or not training:
+        return x
+    keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= p
+    return x * keep.to(x.dtype) / (1 - p)
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias (a BatchNorm follows it)."""
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -37,7 +51,12 @@ class Bottleneck(nn.Module):
     expansion: int = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        drop_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
@@ -48,13 +67,14 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_prob = drop_prob  # stochastic depth; a number, not a module: the keys stay torchvision's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(drop_path(out, self.drop_prob, self.training) + identity)
 
 
 class ResNet50Encoder(nn.Module):
@@ -70,12 +90,16 @@ class ResNet50Encoder(nn.Module):
 
     ``zero_init_residual`` zeroes the last BN scale of every block so each residual branch
     starts as the identity (Goyal et al., "Accurate, Large Minibatch SGD", 2017).
+    ``drop_path`` is the stochastic-depth probability of the deepest block; block ``i`` of the 16
+    gets ``drop_path * i / 15`` (the linear rule of Huang et al.), so the first block always runs.
     """
 
     out_channels: tuple[int, ...] = (64, 256, 512, 1024, 2048)
     layers: tuple[int, ...] = (3, 4, 6, 3)  # the ResNet50 depths
 
-    def __init__(self, in_channels: int = 3, zero_init_residual: bool = False) -> None:
+    def __init__(
+        self, in_channels: int = 3, zero_init_residual: bool = False, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -99,6 +123,9 @@ class ResNet50Encoder(nn.Module):
             for m in self.modules():
                 if isinstance(m, Bottleneck):
                     nn.init.zeros_(m.bn3.weight)
+        blocks = [m for m in self.modules() if isinstance(m, Bottleneck)]
+        for i, block in enumerate(blocks):
+            block.drop_prob = drop_path * i / (len(blocks) - 1)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         """A stage of ``blocks`` bottlenecks; only the first one changes shape."""

@@ -54,31 +54,40 @@ class UNetDecoder(nn.Module):
     """Five :class:`DecoderBlock` s from ``/32`` back to full resolution.
 
     ``features`` are the encoder's five maps (shallow to deep); the decoder starts from the
-    deepest one and uses the other four as skips, deepest first. The last block has no skip.
-    Output: ``(B, decoder_channels[-1], H, W)``.
+    deepest one and uses the other four as skips, deepest first. The last block has no skip:
+    at full resolution the encoder has no feature map (its first one, the stem, is at ``/2``).
+    ``skips=False`` drops all four (an ablation: what the skips carry). Output:
+    ``(B, decoder_channels[-1], H, W)``; :meth:`forward` with ``return_all=True`` also returns
+    every block's output (deep supervision, feature pictures).
     """
 
     def __init__(
         self,
         encoder_channels: tuple[int, ...] = (64, 256, 512, 1024, 2048),
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        skips: bool = True,
     ) -> None:
         super().__init__()
         if len(encoder_channels) != 5 or len(decoder_channels) != 5:
             raise ValueError("UNetDecoder expects 5 encoder and 5 decoder channel counts")
+        self.skips = skips
         # block i takes the previous block's output and the skip of the matching resolution
         in_channels = [encoder_channels[-1], *decoder_channels[:-1]]
-        skip_channels = [*reversed(encoder_channels[:-1]), 0]  # 1024, 512, 256, 64, none
+        skip_channels = (
+            [*reversed(encoder_channels[:-1]), 0] if skips else [0] * 5
+        )  # 1024, 512, 256, 64, none
         self.blocks = nn.ModuleList(
             DecoderBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels)
         )
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], return_all: bool = False):  # noqa: ANN201
         *skips, x = features
-        skips = skips[::-1] + [None]  # deepest skip first, nothing for the last block
+        skips = skips[::-1] + [None] if self.skips else [None] * 5  # deepest skip first
+        outputs = []
         for block, skip in zip(self.blocks, skips):
             x = block(x, skip)
-        return x
+            outputs.append(x)
+        return (x, outputs) if return_all else x
 
 
 NORMALIZATIONS = ("none", "imagenet", "image")
@@ -132,6 +141,13 @@ class UNetResNet50(nn.Module):
     The input is an RGB batch in [0, 1]; :class:`InputNormalization` scales it first.
     H and W must be multiples of 32 (the encoder halves the resolution five times and the
     decoder doubles it back). 32,521,105 parameters at the defaults.
+
+    Options that leave the defaults' weights and keys untouched: ``drop_path`` (stochastic
+    depth in the encoder's residual branches), ``head_dropout`` (channel dropout before the
+    head); both act in training only. ``skips=False`` builds the decoder without skip
+    connections. ``deep_supervision=True`` adds a 1x1-conv head to decoder blocks 1-3 (at
+    ``/8``, ``/4``, ``/2``); in training mode :meth:`forward` then returns
+    ``(logits, [aux logits at /8, /4, /2])``, in eval mode the logits alone.
     """
 
     def __init__(
@@ -140,11 +156,18 @@ class UNetResNet50(nn.Module):
         num_classes: int = 1,
         zero_init_residual: bool = False,
         normalization: str = "none",
+        skips: bool = True,
+        drop_path: float = 0.0,
+        head_dropout: float = 0.0,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         self.normalize = InputNormalization(normalization)
-        self.encoder = ResNet50Encoder(in_channels, zero_init_residual=zero_init_residual)
-        self.decoder = UNetDecoder(self.encoder.out_channels)
+        self.encoder = ResNet50Encoder(
+            in_channels, zero_init_residual=zero_init_residual, drop_path=drop_path
+        )
+        self.decoder = UNetDecoder(self.encoder.out_channels, skips=skips)
+        self.dropout = nn.Dropout2d(head_dropout)  # no parameters: the keys stay the same
         self.head = SegmentationHead(16, num_classes)
         # Decoder initialisation: kaiming for convs as in the encoder, BN at (1, 0).
         for m in [*self.decoder.modules(), self.head]:
@@ -155,11 +178,19 @@ class UNetResNet50(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        self.aux_heads = None
+        if deep_supervision:  # built after the rest, so the other weights are those of the plain model
+            self.aux_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in (128, 64, 32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):  # noqa: ANN201 - a tensor, or (tensor, list) under deep supervision
         h, w = x.shape[-2:]
         if h % 32 or w % 32:
             raise ValueError(
                 f"input height and width must be multiples of 32, got {h}x{w} (resize to e.g. 128x128)"
             )
-        return self.head(self.decoder(self.encoder(self.normalize(x))))
+        features = self.encoder(self.normalize(x))
+        if self.aux_heads is None or not self.training:
+            return self.head(self.dropout(self.decoder(features)))
+        d, outputs = self.decoder(features, return_all=True)
+        aux = [head(o) for head, o in zip(self.aux_heads, outputs[1:4])]
+        return self.head(self.dropout(d)), aux
