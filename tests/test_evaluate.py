@@ -1,31 +1,54 @@
-"""evaluate.py: table numbers, missing runs, JSON, overlays, curves, input size from the checkpoint."""
+"""evaluate.py: every reported number against a closed form, the run/data rule, labels, files.
+
+The scored runs hold constant-output checkpoints: the head's weights are zero and its bias is
++0.5 or -0.5, so every pixel gets probability sigmoid(+-0.5) whatever the frame. Every score is
+then a function of the masks alone (written out below), independent of the code under test.
+"""
 
 from __future__ import annotations
 
 import builtins
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
 from unet_scratch.checkpoint import atomic_torch_save, atomic_write_json
 from unet_scratch.config import TrainConfig
-from unet_scratch.data import load_frames
-from unet_scratch.engine import build_model, predict
-from unet_scratch.evaluate import bootstrap_ci, main
-from unet_scratch.metrics import SegmentationMeter
+from unet_scratch.data import frame_fingerprint, load_frames
+from unet_scratch.engine import build_model
+from unet_scratch.evaluate import bootstrap_ci, build_parser, main
+from unet_scratch.synthetic import write_dataset
+from unet_scratch.train import build_parser as build_train_parser
 
-FRAMES = "9-12"
+FRAMES = [9, 10, 11, 12]
 
 
-def make_run(runs: Path, name: str, loss: str, size: int, seed: int) -> Path:
-    """A run folder as train.py leaves it, with an untrained model (fast, and just as scorable)."""
+def make_run(
+    runs: Path,
+    name: str,
+    loss: str,
+    size: int,
+    head_bias: float,
+    data: Path,
+    train_frames: str = "1-6",
+    val_frames: str = "7-8",
+) -> Path:
+    """A run folder as train.py leaves it, whose model outputs the logit ``head_bias`` everywhere."""
     run = runs / name
     run.mkdir(parents=True)
-    config = TrainConfig(loss=loss, input_size=size, seed=seed, train_frames="1-6", val_frames="7-8")
+    config = TrainConfig(
+        loss=loss, input_size=size, seed=1, data=str(data), train_frames=train_frames, val_frames=val_frames
+    )
     model = build_model(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(head_bias)  # +-0.5: exact in bf16 too
     history = [
         {"epoch": 1, "train_loss": 0.9, "val_dice": 0.1, "val_iou": 0.05, "elapsed_seconds": 12.0},
         {"epoch": 2, "train_loss": 0.8, "val_dice": 0.2, "val_iou": 0.1, "elapsed_seconds": 30.0},
@@ -38,7 +61,9 @@ def make_run(runs: Path, name: str, loss: str, size: int, seed: int) -> Path:
         "history": history,
     }
     atomic_torch_save(state, run / "best.pt")
-    atomic_write_json(config.to_dict(), run / "config.json")
+    first = int(train_frames.split("-")[0])
+    check = {"frame": first, "sha256": frame_fingerprint(data, first)}
+    atomic_write_json({**config.to_dict(), "run": {"data_check": check}}, run / "config.json")
     (run / "metrics.csv").write_text(
         "epoch,train_loss,val_dice,val_iou,elapsed_seconds\n1,0.9,0.1,0.05,12.0\n2,0.8,0.2,0.1,30.0\n"
     )
@@ -46,51 +71,154 @@ def make_run(runs: Path, name: str, loss: str, size: int, seed: int) -> Path:
 
 
 @pytest.fixture()
-def runs(tmp_path: Path) -> Path:
+def runs(tmp_path: Path, synthetic_root: Path) -> Path:
     runs = tmp_path / "runs"
-    make_run(runs, "focal-run", "focal", 64, seed=1)
-    make_run(runs, "dice-run", "dice", 32, seed=2)
+    make_run(runs, "all-polyp", "dice", 64, +0.5, synthetic_root)  # p = 0.62 > 0.5: every pixel polyp
+    make_run(runs, "no-polyp", "focal", 32, -0.5, synthetic_root)  # p = 0.38: nothing predicted
     (runs / "crashed").mkdir()
     atomic_write_json({"loss": "jaccard"}, runs / "crashed" / "config.json")
     return runs
 
 
-def evaluate(runs: Path, root: Path, *extra: str) -> int:
-    return main(["--runs", str(runs), "--data", str(root), "--test-frames", FRAMES, *extra])
+def evaluate(runs: Path, *extra: str) -> int:
+    return main(["--runs", str(runs), "--test-frames", "9-12", "--device", "cpu", *extra])
 
 
-def test_table_matches_metrics_and_reports_every_run(
+def expected_scores(root: Path, size: int, bias: float) -> dict[str, list[float]]:
+    """Closed forms for a constant probability p on every pixel of ``size x size`` frames."""
+    _, masks = load_frames(root, FRAMES, size)
+    a = masks.flatten(1).sum(1).double().numpy()  # polyp area per frame
+    n = size * size
+    p = 1 / (1 + math.exp(-bias))
+    if p > 0.5:  # prediction = the whole frame
+        dice, iou = 2 * a / (a + n), a / n
+    else:  # an empty prediction against a non-empty mask
+        dice, iou = np.zeros_like(a), np.zeros_like(a)
+    return {
+        "dice": list(dice),
+        "jaccard": list(iou),
+        "soft_dice": list(2 * p * a / (p * n + a)),  # smooth 0
+        "soft_jaccard": list((p * a + 1) / (p * n + a - p * a + 1)),  # smooth 1
+        "pooled_dice": [2 * a.sum() / (a.sum() + len(a) * n) if p > 0.5 else 0.0],
+    }
+
+
+def test_every_number_matches_its_closed_form(
     runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert evaluate(runs, synthetic_root, "--json", str(tmp_path / "r.json")) == 0
+    assert evaluate(runs, "--json", str(tmp_path / "r.json")) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["dice", "jaccard", "focal"]  # order
     assert "crashed" in lines[2] and "no best.pt" in lines[2]  # reported, not dropped
 
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["test_frames"] == FRAMES
+    assert report["test_frames"] == "9-12" and report["data"] == str(synthetic_root)
     by_name = {r["name"]: r for r in report["runs"]}
-    for name, size in (("focal-run", 64), ("dice-run", 32)):
-        ckpt = torch.load(runs / name / "best.pt", weights_only=True)
-        model = build_model(TrainConfig.from_dict(ckpt["config"]))
-        model.load_state_dict(ckpt["model"])
-        images, masks = load_frames(synthetic_root, [9, 10, 11, 12], size)
-        meter = SegmentationMeter()
-        meter.update(predict(model, images, None), masks)
-        s, row = meter.summary(), by_name[name]
+    for name, size, bias in (("all-polyp", 64, 0.5), ("no-polyp", 32, -0.5)):
+        want, row = expected_scores(synthetic_root, size, bias), by_name[name]
+        assert min(want["dice"] + [1.0]) >= 0 and (bias < 0 or min(want["dice"]) > 0)  # masks not empty
         assert row["input_size"] == size  # the checkpoint's size, not a default
-        assert row["dice"] == pytest.approx(s["dice"], abs=0.02)  # bf16 inference vs fp32 here
-        assert row["soft_dice"] == pytest.approx(s["soft_dice"], abs=0.02)
-        assert sorted(row["per_image"]) == ["10", "11", "12", "9"]
-        per_image = [row["per_image"][str(n)]["dice"] for n in (9, 10, 11, 12)]
-        assert row["dice"] == pytest.approx(sum(per_image) / 4)
-        assert row["dice_ci95"] == pytest.approx(list(bootstrap_ci(per_image)))
+        per_image = [row["per_image"][str(n)] for n in FRAMES]
+        assert [d["dice"] for d in per_image] == pytest.approx(want["dice"], abs=1e-9)
+        assert [d["jaccard"] for d in per_image] == pytest.approx(want["jaccard"], abs=1e-9)
+        assert row["dice"] == pytest.approx(np.mean(want["dice"]), abs=1e-9)
+        assert row["jaccard"] == pytest.approx(np.mean(want["jaccard"]), abs=1e-9)
+        assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)
+        assert row["soft_jaccard"] == pytest.approx(np.mean(want["soft_jaccard"]), rel=1e-6)
+        assert row["pooled_dice"] == pytest.approx(want["pooled_dice"][0], abs=1e-9)
+        assert row["dice_ci95"] == pytest.approx(list(bootstrap_ci(want["dice"])))
         assert row["best_epoch"] == 2 and row["train_seconds"] == 30.0
+        assert row["frames_role"] == "held-out"
         table_row = next(line for line in lines if f"| {name} |" in line)
-        assert f"{row['dice']:.4f}" in table_row and f"{row['pooled_dice']:.4f}" in table_row
-        assert table_row.endswith("| 2 | 0:30 |")  # best epoch, training time
-    assert "best by test Dice" in out
+        cells = [c.strip() for c in table_row.strip("|").split("|")]
+        assert cells[2:4] == [f"{np.mean(want['dice']):.4f}", f"{np.mean(want['jaccard']):.4f}"]
+        assert cells[5] == f"{np.mean(want['soft_dice']):.4f}" and cells[7] == f"{want['pooled_dice'][0]:.4f}"
+        assert cells[-2:] == ["2", "0:30"]  # best epoch, training time
+    assert "best by held-out Dice: dice (all-polyp)" in out
+    assert "held out of training" in out and "test frames" not in out
+
+
+def test_full_resolution_scores_use_the_original_masks(
+    runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate(runs, "--full-res", "--json", str(tmp_path / "r.json")) == 0
+    row = next(r for r in json.loads((tmp_path / "r.json").read_text())["runs"] if r["name"] == "all-polyp")
+    expected = []
+    for n in FRAMES:  # every pixel of the 288 x 384 frame predicted polyp: Dice 2a / (a + HW)
+        a = float((tifffile.imread(synthetic_root / "Ground Truth" / f"{n}.tif") > 127).sum())
+        expected.append(2 * a / (a + 288 * 384))
+    assert [row["full_res"]["per_image"][str(n)]["dice"] for n in FRAMES] == pytest.approx(expected, abs=1e-9)
+    assert row["full_res"]["dice"] == pytest.approx(np.mean(expected), abs=1e-9)
+    assert f"{np.mean(expected):.4f}" in capsys.readouterr().out
+
+
+def test_threshold_option(runs: Path, synthetic_root: Path, tmp_path: Path) -> None:
+    # above the constant probability 0.62 nothing is polyp: Dice 0 for every non-empty mask
+    assert evaluate(runs, "--threshold", "0.7", "--json", str(tmp_path / "r.json")) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["threshold"] == 0.7
+    row = next(r for r in report["runs"] if r["name"] == "all-polyp")
+    assert [row["per_image"][str(n)]["dice"] for n in FRAMES] == [0.0] * 4
+
+
+def test_a_run_is_not_scored_on_other_data(
+    runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)  # same layout, other pixels
+    assert evaluate(runs, "--data", str(other)) == 2  # nothing scored
+    out = capsys.readouterr().out
+    for name in ("all-polyp", "no-polyp"):
+        row = next(line for line in out.splitlines() if f"| {name} |" in line)
+        assert f"trained on {synthetic_root}, not {other} (frame 1 differs)" in row
+        assert "--allow-other-data" in row
+    assert evaluate(runs, "--data", str(other), "--allow-other-data") == 0  # the user insists
+    # the run's own data, found in its config.json, needs no --data and passes the check
+    assert evaluate(runs) == 0 and evaluate(runs, "--data", str(synthetic_root)) == 0
+
+
+def test_runs_trained_on_different_data_need_data(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)
+    make_run(tmp_path / "runs", "a", "dice", 32, 0.5, synthetic_root)
+    make_run(tmp_path / "runs", "b", "dice", 32, 0.5, other)
+    assert evaluate(tmp_path / "runs") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on different data" in err and "pass --data" in err
+
+
+def test_labels_name_validation_frames(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--runs", str(runs), "--test-frames", "7-8", "--device", "cpu"]) == 0  # the runs' val frames
+    out = capsys.readouterr().out
+    assert "validation frames 7-8 (2 images)" in out and "not test scores" in out
+    assert "best by validation Dice" in out and "test Dice" not in out
+
+
+def test_runs_may_be_a_single_run_folder(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert evaluate(runs / "all-polyp") == 0
+    out = capsys.readouterr().out
+    assert "| all-polyp |" in out and "no-polyp" not in out
+
+
+def test_runs_one_level_up_are_pointed_to(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate(tmp_path) == 2  # tmp_path/runs holds the runs, tmp_path itself none
+    err = capsys.readouterr().err
+    assert f"{runs} holds runs: python evaluate.py --runs {runs}" in err
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--runs", str(tmp_path / "none")]) == 2
+    assert "train first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parser", [build_parser, build_train_parser], ids=["evaluate", "train"])
+def test_help_shows_no_empty_defaults(parser) -> None:  # noqa: ANN001
+    text = " ".join(parser().format_help().split())  # undo the line wrapping
+    assert "(default: )" not in text and "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: auto)" in text  # --device, a real default, is still shown
 
 
 def test_bootstrap_interval() -> None:
@@ -100,29 +228,28 @@ def test_bootstrap_interval() -> None:
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.2, abs=0.05)  # ~ 2 * 1.96 * 0.05
 
 
-def test_overlays_are_valid_pngs(runs: Path, synthetic_root: Path, tmp_path: Path) -> None:
-    assert evaluate(runs, synthetic_root, "--overlays", str(tmp_path / "ov"), "--n-overlays", "1") == 0
-    with Image.open(tmp_path / "ov" / "focal-run.png") as im:
+def test_overlays_are_valid_pngs(runs: Path, tmp_path: Path) -> None:
+    assert evaluate(runs, "--overlays", str(tmp_path / "ov"), "--n-overlays", "1") == 0
+    with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
         im.verify()
-    with Image.open(tmp_path / "ov" / "focal-run.png") as im:
+    with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
         assert im.size == (4 * 256, 2 * 256) and im.mode == "RGB"  # 64 px tiles scaled x4, worst + best
-    with Image.open(tmp_path / "ov" / "dice-run.png") as im:
+        pixels = np.asarray(im)
+    assert (pixels[:, 512:768] == 255).all()  # third tile: the prediction, all polyp (white)
+    with Image.open(tmp_path / "ov" / "no-polyp.png") as im:
         assert im.size == (4 * 256, 2 * 256)  # 32 px tiles scaled x8
+        assert (np.asarray(im)[:, 512:768] == 0).all()  # nothing predicted
 
 
-def test_curves_with_matplotlib(runs: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_curves_with_matplotlib(runs: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    assert evaluate(runs, synthetic_root, "--curves", str(tmp_path / "c.png")) == 0
+    assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0
     with Image.open(tmp_path / "c.png") as im:
         assert im.size[0] > 600
 
 
 def test_curves_without_matplotlib(
-    runs: Path,
-    synthetic_root: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real_import = builtins.__import__
 
@@ -132,25 +259,7 @@ def test_curves_without_matplotlib(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    assert evaluate(runs, synthetic_root, "--curves", str(tmp_path / "c.png")) == 0  # the table still prints
+    assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0  # the table still prints
     captured = capsys.readouterr()
     assert "pip install" in captured.err and "| focal |" in captured.out
     assert not (tmp_path / "c.png").exists()
-
-
-def test_no_runs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--runs", str(tmp_path / "none")]) == 2
-    assert "train first" in capsys.readouterr().err
-
-
-def test_threshold_option(runs: Path, synthetic_root: Path, tmp_path: Path) -> None:
-    # threshold 0: every pixel is called polyp, so Dice = 2|y| / (|y| + S^2) per image
-    assert evaluate(runs, synthetic_root, "--threshold", "0", "--json", str(tmp_path / "r.json")) == 0
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["threshold"] == 0.0
-    row = next(r for r in report["runs"] if r["name"] == "dice-run")
-    _, masks = load_frames(synthetic_root, [9, 10, 11, 12], 32)
-    area = masks.flatten(1).sum(1).double()
-    expected = (2 * area / (area + 32 * 32)).tolist()
-    got = [row["per_image"][str(n)]["dice"] for n in (9, 10, 11, 12)]
-    assert got == pytest.approx(expected)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unet_scratch import ResNet50Encoder, UNetResNet50
 from unet_scratch.model import Bottleneck, DecoderBlock, InputNormalization, UNetDecoder
@@ -92,16 +93,89 @@ def test_input_not_multiple_of_32_is_a_clear_error(model: UNetResNet50) -> None:
         model(torch.randn(1, 3, 100, 100))
 
 
-def test_kaiming_initialisation_like_torchvision() -> None:
+@pytest.mark.parametrize(
+    "name, fan_out",
+    [
+        ("encoder.layer1.0.conv3.weight", 256),  # 64 -> 256, 1x1: fan_in 64, fan_out 256
+        ("encoder.layer4.0.conv1.weight", 512),  # 1024 -> 512, 1x1: fan_in 1024
+        ("decoder.blocks.0.conv1.0.weight", 256 * 9),  # 3072 -> 256, 3x3: fan_in 3072 * 9
+        ("encoder.conv1.weight", 64 * 49),  # 3 -> 64, 7x7: fan_in 3 * 49
+    ],
+)
+def test_kaiming_initialisation_is_fan_out_like_torchvision(name: str, fan_out: int) -> None:
+    # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), std sqrt(2 / fan_out);
+    # each layer has fan_in != fan_out, so a fan_in initialisation is 2x-30x off
+    torch.manual_seed(0)
+    w = dict(UNetResNet50().named_parameters())[name]
+    assert w.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.03)
+    assert abs(w.mean().item()) < 0.1 * w.std().item()
+
+
+def test_norm_layers_start_at_identity_and_init_is_seeded() -> None:
     torch.manual_seed(0)
     m = UNetResNet50()
-    w = m.encoder.layer3[0].conv2.weight  # 256 -> 256, 3x3: fan_out = 256 * 9
-    assert w.std().item() == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.02)
-    assert torch.all(m.encoder.bn1.weight == 1) and torch.all(m.encoder.bn1.bias == 0)
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert len(bns) == 53 + 10  # 53 in the encoder, 2 per decoder block
+    assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
     assert torch.all(m.head.bias == 0)
     torch.manual_seed(0)
     again = UNetResNet50()
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
+
+
+def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The ResNet50-UNet written out with torch.nn.functional from a state_dict alone: an
+    independent re-computation of what UNetResNet50 should do in eval mode."""
+
+    def bn(h: torch.Tensor, p: str) -> torch.Tensor:
+        w, b, mean, var = (sd[f"{p}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
+        return (h - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + 1e-5) * w.view(
+            1, -1, 1, 1
+        ) + b.view(1, -1, 1, 1)
+
+    h = F.relu(bn(F.conv2d(x, sd["encoder.conv1.weight"], stride=2, padding=3), "encoder.bn1"))
+    features = [h]
+    h = F.max_pool2d(h, kernel_size=3, stride=2, padding=1)
+    for layer, (blocks, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, 2)), start=1):
+        for b in range(blocks):
+            p, s = f"encoder.layer{layer}.{b}", stride if b == 0 else 1
+            out = F.relu(bn(F.conv2d(h, sd[f"{p}.conv1.weight"]), f"{p}.bn1"))
+            out = F.relu(bn(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))
+            out = bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
+            if b == 0:  # the projection shortcut, strided like the 3x3 (v1.5)
+                h = bn(F.conv2d(h, sd[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1")
+            h = F.relu(out + h)
+        features.append(h)
+    d = features[4]
+    for i, skip in enumerate([features[3], features[2], features[1], features[0], None]):
+        d = F.interpolate(d, scale_factor=2, mode="nearest")
+        if skip is not None:
+            d = torch.cat([d, skip], dim=1)  # upsampled decoder channels first, then the skip's
+        for c in (1, 2):
+            p = f"decoder.blocks.{i}.conv{c}"
+            d = F.relu(bn(F.conv2d(d, sd[f"{p}.0.weight"], padding=1), f"{p}.1"))
+    return F.conv2d(d, sd["head.weight"], sd["head.bias"], padding=1)
+
+
+def test_forward_equals_a_functional_recomputation_from_its_own_weights() -> None:
+    torch.manual_seed(0)
+    model = UNetResNet50().double().eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # BatchNorm statistics and affine terms away from (0, 1), a non-zero head bias
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(0.1 * torch.randn(m.num_features, generator=g))
+        model.head.bias.fill_(0.3)
+    x = torch.rand(2, 3, 64, 96, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(x)
+        expected = reference_forward(model.state_dict(), x)
+    assert got.shape == (2, 1, 64, 96)
+    assert expected.abs().max() > 1e-3  # a non-trivial output
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_zero_init_residual() -> None:

@@ -199,7 +199,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     return a
 
 
-def _resize(a: np.ndarray, size: int) -> np.ndarray:
+def resize_image(a: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W[, C])`` uint8 -> ``(size, size[, C])`` with Pillow's bicubic filter (the reference
+    pipeline's ``Resize(BICUBIC)``); frames and masks alike."""
     return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC))
 
 
@@ -214,9 +216,24 @@ def load_pair(image_path: str | Path, mask_path: str | Path, size: int) -> tuple
             f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
             f"{image.shape[1]}x{image.shape[0]}: masks must match their frames"
         )
-    image = _resize(image, size).transpose(2, 0, 1)
-    mask = (_resize(mask, size) > 127).astype(np.uint8)[None]
+    image = resize_image(image, size).transpose(2, 0, 1)
+    mask = (resize_image(mask, size) > 127).astype(np.uint8)[None]
     return np.ascontiguousarray(image), mask
+
+
+def frame_fingerprint(root: str | Path, n: int) -> str | None:
+    """A short hash of frame ``n``'s decoded pixels (None when ``root`` has no such frame).
+
+    It identifies the data a run was trained on: evaluate.py compares it with the same frame
+    of the data it is asked to score on. Pixels, not file bytes, so a compressed and an
+    uncompressed copy of the same frame agree.
+    """
+    folder = Path(root) / IMAGE_DIR
+    path = _numbered_files(folder)[0].get(n) if folder.is_dir() else None
+    if path is None:
+        return None
+    image = read_image(path)
+    return hashlib.sha256(f"{image.shape}".encode() + image.tobytes()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- cache

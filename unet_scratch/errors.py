@@ -13,8 +13,23 @@ class UserError(Exception):
     """A user-fixable problem; ``str(e)`` is the whole message."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after a flag's help, except where there is nothing to show
+    (an empty or unset default, an off switch): the help text says what happens then."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, "", False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (``prog: error: ... (see --help)``) and exit status 2."""
+    """argparse with a one-line error (``prog: error: ... (see --help)``) and exit status 2,
+    and :class:`HelpFormatter` unless told otherwise."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)

@@ -1,14 +1,18 @@
-"""``python evaluate.py``: score every trained run on the test frames, in one table.
+"""``python evaluate.py``: score trained runs on frames they never trained on, in one table.
 
-    python evaluate.py                                 # every run under runs/, frames 429-612
+    python evaluate.py                                 # every run under runs/, test frames 429-612
+    python evaluate.py --runs runs/synthetic           # the quick start's runs, on their own data
     python evaluate.py --test-frames 364-428           # validation frames (when 429-612 are absent)
     python evaluate.py runs/dice runs/focal --tta --json results.json --overlays overlays/
+    python evaluate.py --full-res                      # also score at each frame's original size
     python evaluate.py --curves curves.png             # learning curves (needs matplotlib)
 
 For each run the model is rebuilt from the config stored in its ``best.pt`` (so a run trained
 at 64x64 is evaluated at 64x64), loaded with ``weights_only=True``, and scored per image at
-threshold 0.5. The 95 % interval of the mean Dice is a percentile bootstrap over test images
-(fixed seed). "soft" Dice/Jaccard are the reference report's formulas on probabilities.
+threshold 0.5. The data are those the runs were trained on (``--data`` to choose), and a run is
+only scored on data whose frames are the ones it trained on (``--allow-other-data`` to insist).
+The 95 % interval of the mean Dice is a percentile bootstrap over images (fixed seed). "soft"
+Dice/Jaccard are the reference report's formulas on probabilities.
 """
 
 from __future__ import annotations
@@ -26,14 +30,24 @@ import torch
 
 from .checkpoint import atomic_write_json, load_checkpoint, load_model_state
 from .config import AMP_MODES, TrainConfig
-from .data import describe_frames, load_frames, parse_frames
+from .data import (
+    describe_frames,
+    find_pairs,
+    frame_fingerprint,
+    load_frames,
+    parse_frames,
+    read_mask,
+    select_pairs,
+)
 from .engine import amp_dtype, build_model, pick_device, predict
 from .errors import ArgumentParser, UserError
+from .inference import to_size
 from .metrics import SegmentationMeter
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
 
 BOOTSTRAP_SAMPLES = 2000
+TEST_FRAMES = "429-612"  # the assignment's test split
 
 
 def bootstrap_ci(values: list[float], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
@@ -45,8 +59,16 @@ def bootstrap_ci(values: list[float], seed: int = 0, samples: int = BOOTSTRAP_SA
     return float(lo), float(hi)
 
 
+# ----------------------------------------------------------------------------- runs and their data
+
+
+def is_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / f).exists() for f in ("config.json", "best.pt", "last.pt"))
+
+
 def find_runs(paths: list[str], runs_root: str) -> list[Path]:
-    """The run folders given, or every sub-folder of ``runs_root`` that looks like a run."""
+    """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
+    ``runs_root`` itself when it is one)."""
     if paths:
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
@@ -55,29 +77,94 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"--runs {root} does not exist: train first (python train.py) or pass --runs DIR")
-    runs = [
-        d
-        for d in sorted(root.iterdir())
-        if d.is_dir()
-        and not d.name.startswith(".")
-        and any((d / f).exists() for f in ("config.json", "best.pt", "last.pt"))
-    ]
+    if is_run(root):
+        return [root]
+    folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    runs = [d for d in folders if is_run(d)]
     if not runs:
-        raise UserError(f"--runs {root} holds no run folders (with config.json or best.pt): train first")
+        nested = [d for d in folders if any(is_run(r) for r in d.iterdir())]
+        hint = f"; {nested[0]} holds runs: python evaluate.py --runs {nested[0]}" if nested else ""
+        raise UserError(
+            f"--runs {root} holds no run folders (with config.json or best.pt): train first{hint}"
+        )
     return runs
 
 
-def _run_loss(run_dir: Path) -> str:
-    """The loss a run was trained with, from config.json (or its name) for reporting."""
+def run_info(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run ({} when it is missing or unreadable)."""
     try:
-        return json.loads((run_dir / "config.json").read_text())["loss"]
-    except (OSError, ValueError, KeyError):
-        return run_dir.name
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def data_of_runs(run_dirs: list[Path]) -> str:
+    """The one dataset the runs were trained on (``--data`` of train.py)."""
+    by_data: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        data = run_info(run_dir).get("data")
+        if data:
+            by_data.setdefault(data, []).append(run_dir.name)
+    if not by_data:
+        return TrainConfig().data
+    if len(by_data) > 1:
+        listed = "; ".join(f"{d}: {', '.join(names)}" for d, names in by_data.items())
+        raise UserError(
+            f"these runs were trained on different data ({listed}): pass --data, or score them separately"
+        )
+    return next(iter(by_data))
+
+
+def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None:
+    """Why ``root`` is not the data the run trained on, or None when it is (or cannot be told).
+
+    The run recorded a fingerprint of its first training frame's pixels; the same frame of
+    ``root`` must match it. A run saved before the fingerprint existed, or data without that
+    frame, cannot be checked and is scored.
+    """
+    check = info.get("run", {}).get("data_check") or {}
+    if not check.get("sha256"):
+        return None
+    mine = frame_fingerprint(root, check["frame"])
+    if mine is None or mine == check["sha256"]:
+        return None
+    return (
+        f"trained on {info.get('data', 'other data')}, not {data} (frame {check['frame']} differs): "
+        "not scored; --allow-other-data scores it anyway"
+    )
+
+
+def frames_role(frames: list[int], config: TrainConfig) -> str:
+    """What ``frames`` are to a run: training, validation, test (429-612) or held-out frames."""
+    frames_set = set(frames)
+    if frames_set & set(parse_frames(config.train_frames)):
+        return "training"
+    val = set(parse_frames(config.val_frames))
+    if val and frames_set <= val:
+        return "validation"
+    return "test" if frames_set <= set(parse_frames(TEST_FRAMES)) else "held-out"
+
+
+# ----------------------------------------------------------------------------- scoring
 
 
 def _train_seconds(run_dir: Path, ckpt: dict[str, Any]) -> float | None:
     rows = read_metrics(run_dir) or ckpt.get("history", [])
     return float(rows[-1]["elapsed_seconds"]) if rows and "elapsed_seconds" in rows[-1] else None
+
+
+def full_resolution_scores(
+    probs: torch.Tensor, mask_paths: list[Path], frames: list[int], threshold: float
+) -> dict[str, Any]:
+    """Scores at each frame's own size: ``probs (N, 1, S, S)`` resized back (bilinear, as
+    predict.py does), against the masks read at full size and binarised at > 127."""
+    meter = SegmentationMeter(threshold=threshold)
+    for prob, path in zip(probs, mask_paths):
+        mask = torch.from_numpy(read_mask(path) > 127)[None, None]
+        meter.update(to_size(prob[None], *mask.shape[-2:]), mask)
+    s = meter.summary()
+    per_image = {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)}
+    return {"dice": s["dice"], "jaccard": s["iou"], "pooled_dice": s["pooled_dice"], "per_image": per_image}
 
 
 def score_run(
@@ -90,8 +177,10 @@ def score_run(
     overlays: Path | None,
     n_overlays: int,
     threshold: float = 0.5,
+    mask_paths: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Predict the test frames with ``run_dir/best.pt`` and compute every reported number."""
+    """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
+    ``mask_paths`` also the scores at the frames' original size."""
     ckpt = load_checkpoint(run_dir / "best.pt")
     config = TrainConfig.from_dict(ckpt["config"])
     model = build_model(config)  # the architecture the run trained, then its weights
@@ -107,6 +196,7 @@ def score_run(
         "path": str(run_dir),
         "loss": config.loss,
         "input_size": config.input_size,
+        "frames_role": frames_role(frames, config),
         "dice": s["dice"],
         "jaccard": s["iou"],
         "dice_ci95": list(bootstrap_ci(meter.dice)),
@@ -117,9 +207,11 @@ def score_run(
         "train_seconds": _train_seconds(run_dir, ckpt),
         "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
     }
-    overlap = set(frames) & set(parse_frames(config.train_frames))
-    if overlap:
-        row["warning"] = f"{len(overlap)} test frame(s) were training frames of {run_dir.name}"
+    if mask_paths is not None:
+        row["full_res"] = full_resolution_scores(probs, mask_paths, frames, threshold)
+    if row["frames_role"] == "training":
+        overlap = set(frames) & set(parse_frames(config.train_frames))
+        row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run_dir.name}"
     if overlays is not None:
         order = np.argsort(np.asarray(meter.dice), kind="stable")
         n = min(n_overlays, len(order))
@@ -135,16 +227,26 @@ def score_run(
     return row
 
 
+# ----------------------------------------------------------------------------- CLI
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="evaluate.py",
-        description="Score trained runs on the test frames and print one markdown table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Score trained runs on frames they did not train on and print one markdown table.",
     )
     p.add_argument("run_dirs", nargs="*", help="run folders (default: every run under --runs)")
-    p.add_argument("--runs", default="runs", help="folder whose sub-folders are runs")
-    p.add_argument("--data", default="data/CVC-ClinicDB", help="dataset folder, or 'synthetic'")
-    p.add_argument("--test-frames", default="429-612", help="frames to score, e.g. 429-612")
+    p.add_argument("--runs", default="runs", help="folder whose sub-folders are runs (or one run folder)")
+    p.add_argument(
+        "--data",
+        help="dataset folder, or 'synthetic' (default: the data the runs were trained on, from config.json)",
+    )
+    p.add_argument("--test-frames", default=TEST_FRAMES, help="frames to score, e.g. 429-612 or 364-428")
+    p.add_argument(
+        "--allow-other-data",
+        action="store_true",
+        help="score runs even on data other than what they were trained on",
+    )
     p.add_argument("--tta", action="store_true", help="average the 4 flip variants' probabilities")
     p.add_argument(
         "--threshold",
@@ -152,13 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="probability above which a pixel is polyp (analysis only: never tune it on test frames)",
     )
-    p.add_argument("--json", default="", help="also write the numbers and per-image scores here")
-    p.add_argument("--overlays", default="", help="write a PNG per run of the worst/best frames here")
+    p.add_argument(
+        "--full-res",
+        action="store_true",
+        help="also score at each frame's original size (probabilities resized back, as predict.py does)",
+    )
+    p.add_argument("--json", help="also write the numbers and per-image scores to this file")
+    p.add_argument("--overlays", help="write a PNG per run of its worst and best frames into this folder")
     p.add_argument("--n-overlays", type=int, default=4, help="worst and best frames per overlay grid")
-    p.add_argument("--curves", default="", help="draw learning curves of every run to this PNG")
+    p.add_argument("--curves", help="draw learning curves of every run to this PNG")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision for inference")
-    p.add_argument("--cache-dir", default="", help="decoded-frame cache (default: RUNS/.cache)")
+    p.add_argument("--cache-dir", help="decoded-frame cache (default: RUNS/.cache)")
     return p
 
 
@@ -171,6 +278,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
+    """The table's title line and the word for the scores ("test", "validation", ...)."""
+    what = f"frames {describe_frames(frames)} ({len(frames)} images)"
+    if roles == {"test"}:
+        return f"test {what}", "test"
+    if roles == {"validation"}:
+        return (
+            f"validation {what}: they selected the epoch or the recipe, so these scores are optimistic "
+            "and are not test scores",
+            "validation",
+        )
+    if "training" in roles:
+        return f"{what}, some of them training frames: these are not test scores", "training-frame"
+    return f"{what}, held out of training (not the test split {TEST_FRAMES})", "held-out"
+
+
 def run(args: argparse.Namespace) -> int:
     run_dirs = find_runs(args.run_dirs, args.runs)
     if args.curves:
@@ -180,8 +303,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {e}", file=sys.stderr)
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.runs) / ".cache"
-    root = ensure_synthetic(cache_dir) if args.data == "synthetic" else Path(args.data)
+    data = args.data or data_of_runs(run_dirs)
+    given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
+    runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
+    cache_dir = Path(args.cache_dir) if args.cache_dir else runs_root / ".cache"
+    root = ensure_synthetic(cache_dir) if data == "synthetic" else Path(data)
+    mask_paths = None
+    if args.full_res:
+        mask_paths = [m for _, _, m in select_pairs(find_pairs(root), frames, "--test-frames", root)]
     loaded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def data_for(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,13 +323,17 @@ def run(args: argparse.Namespace) -> int:
     overlays = Path(args.overlays) if args.overlays else None
     rows = []
     for run_dir in run_dirs:
-        if not (run_dir / "best.pt").is_file():
+        info = run_info(run_dir)
+        problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
+        if problem is None and not args.allow_other_data:
+            problem = other_data_reason(info, data, root)
+        if problem:
             rows.append(
                 {
                     "name": run_dir.name,
                     "path": str(run_dir),
-                    "loss": _run_loss(run_dir),
-                    "error": "no best.pt (not trained past epoch 1?)",
+                    "loss": info.get("loss", run_dir.name),
+                    "error": problem,
                 }
             )
             continue
@@ -215,29 +348,40 @@ def run(args: argparse.Namespace) -> int:
                 overlays,
                 args.n_overlays,
                 args.threshold,
+                mask_paths,
             )
         )
     rows = sort_runs(rows)
-
+    scored = [r for r in rows if not r.get("error")]
+    title, role = describe_role({r["frames_role"] for r in scored}, frames)
     print(
-        f"test frames {describe_frames(frames)} ({len(frames)} images), threshold {args.threshold}, "
-        f"TTA {'on (4 flips)' if args.tta else 'off'}; Dice/Jaccard = mean per image\n"
+        f"{data}: {title}\nthreshold {args.threshold}, TTA {'on (4 flips)' if args.tta else 'off'}; "
+        f"Dice/Jaccard = mean per image at the run's input size"
+        + ("; full res = at each frame's original size" if args.full_res else "")
+        + "\n"
     )
-    print(results_table(rows))
+    print(results_table(rows, full_res=args.full_res))
     for r in rows:
         if r.get("warning"):
             print(f"warning: {r['warning']}: those scores are not test scores", file=sys.stderr)
-    scored = [r for r in rows if not r.get("error")]
     if scored:
         best = max(scored, key=lambda r: r["dice"])
-        print(f"\nbest by test Dice: {best['loss']} ({best['name']}), {best['dice']:.4f}")
+        print(f"\nbest by {role} Dice: {best['loss']} ({best['name']}), {best['dice']:.4f}")
     if args.overlays:
         print(
             f"overlays -> {args.overlays}/ (rows: {args.n_overlays} worst then best frames; "
             "contours: ground truth green, prediction yellow)"
         )
     if args.json:
-        report = {"test_frames": args.test_frames, "threshold": args.threshold, "tta": args.tta, "runs": rows}
+        report = {
+            "data": data,
+            "test_frames": args.test_frames,
+            "frames_role": role,
+            "threshold": args.threshold,
+            "tta": args.tta,
+            "resolution": "input size" + (" and full (each row's full_res)" if args.full_res else ""),
+            "runs": rows,
+        }
         atomic_write_json(report, args.json)
         print(f"json -> {args.json}")
     return 0 if scored else 2

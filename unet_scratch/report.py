@@ -22,23 +22,32 @@ def _fmt_seconds(s: float | None) -> str:
     return "—" if s is None else format_duration(s)
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """One markdown row per run; a run without scores shows its problem in the row."""
-    header = (
-        "| loss | run | test Dice | test Jaccard | Dice 95% CI | soft Dice | soft Jaccard "
-        "| pooled Dice | best epoch | train time |"
-    )
-    lines = [header, "|" + "---|" * 10]
+def results_table(rows: list[dict[str, Any]], full_res: bool = False) -> str:
+    """One markdown row per run; a run without scores shows its problem in the row. With
+    ``full_res`` two more columns: Dice and Jaccard at the frames' original size."""
+    columns = ["loss", "run", "Dice", "Jaccard", "Dice 95% CI", "soft Dice", "soft Jaccard", "pooled Dice"]
+    columns += ["Dice full res", "Jaccard full res"] if full_res else []
+    columns += ["best epoch", "train time"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         if r.get("error"):
-            lines.append(f"| {r['loss']} | {r['name']} | {r['error']} | — | — | — | — | — | — | — |")
+            lines.append(f"| {r['loss']} | {r['name']} | {r['error']} |" + " — |" * (len(columns) - 3))
             continue
         lo, hi = r["dice_ci95"]
-        lines.append(
-            f"| {r['loss']} | {r['name']} | {r['dice']:.4f} | {r['jaccard']:.4f} | "
-            f"[{lo:.3f}, {hi:.3f}] | {r['soft_dice']:.4f} | {r['soft_jaccard']:.4f} | "
-            f"{r['pooled_dice']:.4f} | {r['best_epoch']} | {_fmt_seconds(r['train_seconds'])} |"
-        )
+        cells = [
+            r["loss"],
+            r["name"],
+            f"{r['dice']:.4f}",
+            f"{r['jaccard']:.4f}",
+            f"[{lo:.3f}, {hi:.3f}]",
+            f"{r['soft_dice']:.4f}",
+            f"{r['soft_jaccard']:.4f}",
+            f"{r['pooled_dice']:.4f}",
+        ]
+        if full_res:
+            cells += [f"{r['full_res']['dice']:.4f}", f"{r['full_res']['jaccard']:.4f}"]
+        cells += [str(r["best_epoch"]), _fmt_seconds(r["train_seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

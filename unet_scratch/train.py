@@ -27,12 +27,14 @@ import torch
 from .augment import AUGMENTATIONS
 from .checkpoint import load_checkpoint
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
-from .data import describe_frames, load_frames, parse_frames
+from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import fit, pick_device
 from .errors import ArgumentParser, UserError
 from .model import NORMALIZATIONS
 from .synthetic import ensure_synthetic
+
+SYNTHETIC_OUT = "runs/synthetic"  # where --data synthetic runs go unless --out says otherwise
 
 # settings that may differ between a run and its --resume without changing the result
 RESUME_FREE = {"device", "out", "name", "cache_dir", "data", "compile", "checkpoint_every", "keep"}
@@ -43,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="train.py",
         description="Train a ResNet50-UNet for polyp segmentation (CVC-ClinicDB).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--loss",
@@ -190,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="under torchrun: BatchNorm statistics over the global batch (CUDA only)",
     )
-    p.add_argument("--out", default=d.out, help="folder that holds the run folders")
+    p.add_argument(
+        "--out",
+        help=f"folder that holds the run folders (default: {d.out}; {SYNTHETIC_OUT} with --data "
+        "synthetic, so practice runs never mix with real ones)",
+    )
     p.add_argument(
         "--name", default=d.name, help="run folder name (default: the loss; with --loss all, NAME-<loss>)"
     )
@@ -234,6 +239,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     losses = list(LOSS_NAMES) if args.loss == "all" else [args.loss]
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     given["channels_last"] = not args.no_channels_last
+    given["out"] = args.out or (SYNTHETIC_OUT if args.data == "synthetic" else TrainConfig().out)
     configs = []
     for loss in losses:
         name = args.name or loss
@@ -273,6 +279,11 @@ def plan_run(
     if not run_dir.is_dir():
         raise UserError(f"--resume: {run_dir} does not exist: check --out/--name, or drop --resume")
     if not (run_dir / "last.pt").is_file():
+        if (run_dir / "best.pt").is_file():
+            raise UserError(
+                f"--resume: {run_dir} holds best.pt but no last.pt (a run that finished with --keep best): "
+                "nothing to resume; --overwrite to train it again"
+            )
         say(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
         return False
     # the config only: the tensors are mapped, not read (fit loads the checkpoint itself)
@@ -367,6 +378,8 @@ def train_runs(
             val = load(val_frames, flag="--val-frames", verbose=ctx.is_main) if val_frames else None
     extra = {
         "data_root": str(root),
+        # the pixels of the first training frame: evaluate.py checks it is scoring the same data
+        "data_check": {"frame": train_frames[0], "sha256": frame_fingerprint(root, train_frames[0])},
         "train_count": len(train_frames),
         "val_count": len(val_frames),
         "torch": torch.__version__,
