@@ -29,16 +29,23 @@ CHECKPOINT_FORMAT = 1
 def _atomic_write(path: Path, write: Any) -> None:
     """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
 
-    A reader sees the old file or the new one, never half of one, even after a kill -9.
+    A reader sees the old file or the new one, never half of one, even after a kill -9. A write
+    that fails (a full disk, no permission) raises :class:`UserError` naming the file and leaves
+    the old file as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, no permission, ...: the previous file is still whole
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise UserError(
+            f"cannot write {path} ({e.strerror or e}): free disk space or write elsewhere (--out){kept}"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
 
