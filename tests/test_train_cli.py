@@ -13,7 +13,8 @@ from unet_scratch import engine
 from unet_scratch.runfolder import state_sha256
 from unet_scratch.train import main
 
-TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2"]
+TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
+        "--device", "cpu"]  # fmt: skip
 
 
 def train(tmp_path: Path, root: Path, *extra: str) -> int:
@@ -74,23 +75,20 @@ def test_same_seed_same_losses(tmp_path: Path, synthetic_root: Path) -> None:
     assert [r["val_dice"] for r in a] == [r["val_dice"] for r in b]
 
 
-RECIPE = [
-    "--schedule",
-    "cosine",
-    "--warmup-epochs",
-    "1",
-    "--ema",
-    "0.9",
-    "--augment",
-    "flips,rot90,affine,color",
-]
+# two recipes that differ in every lever a resume must restore: optimiser and its state, the lr
+# schedule's position, the augmentations' random stream and the weight average
+RECIPES = {
+    "reference": ["--preset", "reference"],  # Adam 1e-4 constant, flips, no average
+    "defaults": ["--ema", "0.9"],  # AdamW + warm-up + cosine, all augmentations, a weight average
+}
 
 
-@pytest.mark.parametrize("recipe", [[], RECIPE], ids=["reference", "cosine-ema-augment"])
+@pytest.mark.parametrize("recipe", list(RECIPES))
 def test_resume_equals_uninterrupted(
-    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, recipe: list[str]
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, recipe: str
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "straight", *recipe) == 0
+    flags = ["--epochs", "2", *RECIPES[recipe]]
+    assert train(tmp_path, synthetic_root, *flags, "--name", "straight") == 0
 
     real = engine.train_one_epoch
 
@@ -100,19 +98,28 @@ def test_resume_equals_uninterrupted(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", *recipe) == 130
+    assert train(tmp_path, synthetic_root, *flags, "--name", "resumed") == 130
     assert torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(engine, "train_one_epoch", real)
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", "resumed", "--resume", *recipe) == 0
+    assert train(tmp_path, synthetic_root, *flags, "--name", "resumed", "--resume") == 0
 
-    for part in ("model", "ema") if recipe else ("model",):
-        a = torch.load(tmp_path / "runs/straight/last.pt", weights_only=True)[part]
-        b = torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)[part]
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (torch.load(tmp_path / f"runs/{n}/last.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert ("ema" in a) == (recipe == "defaults") and a.keys() == b.keys()
+    for part in ("model", "ema") if recipe == "defaults" else ("model",):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    moments = [(x, y) for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())
+               for x, y in zip(sa.values(), sb.values())]  # fmt: skip
+    assert moments and all(torch.equal(x, y) for x, y in moments)  # Adam's moments too
+    best_a, best_b = (
+        torch.load(tmp_path / f"runs/{n}/best.pt", weights_only=True) for n in ("straight", "resumed")
+    )
+    assert best_a["epoch"] == best_b["epoch"] and all(
+        torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"]
+    )
     rows = read_csv(tmp_path / "runs/resumed/metrics.csv")
-    assert [r["train_loss"] for r in rows] == [
-        r["train_loss"] for r in read_csv(tmp_path / "runs/straight/metrics.csv")
-    ]
+    straight = read_csv(tmp_path / "runs/straight/metrics.csv")
+    for key in ("train_loss", "val_dice", "lr"):
+        assert [r[key] for r in rows] == [r[key] for r in straight]
 
 
 def test_resume_with_other_settings_is_refused(
