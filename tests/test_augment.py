@@ -1,4 +1,4 @@
-"""Flips: image and mask move together, per sample, with probability p."""
+"""Augmentations: image and mask move together, per sample, with their probabilities and ranges."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import torch
 from unet_scratch.augment import (
     augment,
     color_jitter,
+    copy_paste,
+    cutmix,
+    gaussian_blur,
+    gaussian_noise,
     parse_augment,
     random_affine,
     random_flips,
+    random_gamma,
     random_rot90,
+    simulate_low_resolution,
 )
 
 
@@ -102,3 +108,76 @@ def test_augment_names() -> None:
     a = augment(images, masks, "flips", torch.Generator().manual_seed(9))
     b = random_flips(images, masks, torch.Generator().manual_seed(9))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# ----------------------------------------------------------------------------- nnU-Net-style and mixing
+
+
+def test_gamma_is_a_power_per_sample() -> None:
+    images, masks = make_batch(8)
+    out = random_gamma(images, torch.Generator().manual_seed(0), gamma=(1.5, 1.5), p=1.0)
+    torch.testing.assert_close(out, images.clamp_min(1e-6) ** 1.5)
+    assert torch.equal(random_gamma(images, torch.Generator(), p=0.0), images)
+    chosen = [
+        not torch.equal(o, i)
+        for o, i in zip(
+            random_gamma(make_batch(400)[0], torch.Generator().manual_seed(1)), make_batch(400)[0]
+        )
+    ]
+    assert sum(chosen) / 400 == pytest.approx(0.3, abs=0.07)  # p = 0.3 per sample
+
+
+def test_blur_is_a_normalised_gaussian() -> None:
+    flat = torch.full((2, 3, 16, 16), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat, torch.Generator(), p=1.0), flat)  # replicate padding
+    delta = torch.zeros(1, 1, 15, 15)
+    delta[..., 7, 7] = 1.0
+    out = gaussian_blur(delta, torch.Generator().manual_seed(0), sigma=(1.0, 1.0), p=1.0)[0, 0]
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-5)  # mass kept
+    k = torch.exp(-0.5 * torch.arange(-3.0, 4.0) ** 2)
+    k = k / k.sum()
+    torch.testing.assert_close(out[4:11, 4:11], torch.outer(k, k))  # the separable sigma-1 kernel
+
+
+def test_noise_and_low_resolution() -> None:
+    images, _ = make_batch(8)
+    noisy = gaussian_noise(images, torch.Generator().manual_seed(0), sigma=0.05, p=1.0)
+    assert 0 <= noisy.min() and noisy.max() <= 1 and (noisy - images).abs().max() < 0.3
+    assert (noisy - images).abs().mean() > 1e-3
+    g = torch.Generator()
+    assert torch.equal(simulate_low_resolution(images, g, zoom=(1.0, 1.0), p=1.0), images)
+    low = simulate_low_resolution(images, g, zoom=(2.0, 2.0), p=1.0)  # 2x2 cells, each its top-left pixel
+    assert torch.equal(low, images[..., ::2, ::2].repeat_interleave(2, -1).repeat_interleave(2, -2))
+
+
+@pytest.mark.parametrize("mix", [copy_paste, cutmix])
+def test_mixing_keeps_image_and_mask_aligned(mix) -> None:  # noqa: ANN001
+    images, masks = binary_batch(16)  # images are their masks: alignment is exact
+    out_i, out_m = mix(images, masks, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(out_i[:, :1], out_m) and set(out_m.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(out_m, masks)
+    same = mix(images, masks, torch.Generator().manual_seed(0), p=0.0)
+    assert torch.equal(same[0], images) and torch.equal(same[1], masks)
+
+
+def test_copy_paste_adds_another_samples_polyp() -> None:
+    images, masks = binary_batch(16)
+    images = images * torch.arange(1, 17).view(16, 1, 1, 1) / 16  # tell the samples apart
+    out_i, out_m = copy_paste(images, masks, torch.Generator().manual_seed(0), p=1.0)
+    for k in range(16):
+        assert (out_m[k] >= masks[k]).all()  # the own polyp stays
+        pasted = out_m[k].bool() & ~masks[k].bool()
+        if pasted.any():  # pasted pixels carry one other sample's values
+            values = out_i[k, 0][pasted[0]].unique()
+            assert len(values) == 1 and values.item() != images[k].max().item()
+
+
+def test_cutmix_box_area() -> None:
+    images = torch.arange(64.0).view(64, 1, 1, 1).expand(64, 3, 32, 32) / 64  # every sample its own value
+    masks = torch.zeros(64, 1, 32, 32)
+    out_i, _ = cutmix(images, masks, torch.Generator().manual_seed(0), p=1.0)
+    changed = (out_i[:, 0] != images[:, 0]).float()
+    area = changed.flatten(1).mean(1)
+    assert area.min() > 0.2 and area.max() < 0.56  # a quarter to half of the frame, for every sample
+    rows, cols = changed.any(2), changed.any(1)  # a box: its area is its height times its width
+    assert torch.equal(changed.flatten(1).sum(1), rows.sum(1) * cols.sum(1))

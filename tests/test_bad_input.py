@@ -30,6 +30,8 @@ TINY = [
     "2",
     "--epochs",
     "1",
+    "--device",
+    "cpu",
 ]
 
 

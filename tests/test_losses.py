@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unet_scratch.losses import LOSSES, CombinedLoss, DiceLoss, FocalLoss, JaccardLoss, build_loss
+from unet_scratch.losses import (
+    LOSSES,
+    CombinedLoss,
+    DeepSupervisionLoss,
+    DiceLoss,
+    FocalLoss,
+    JaccardLoss,
+    build_loss,
+)
 
 # two 1x1x2 "images": logits 0 -> p = 0.5 everywhere
 LOGITS = torch.zeros(2, 1, 1, 2)
@@ -124,3 +132,44 @@ def test_invalid_options_list_valid_ones() -> None:
         FocalLoss(alpha=1.5)
     with pytest.raises(ValueError, match="same shape"):
         DiceLoss()(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2))
+
+
+class Probe(torch.nn.Module):
+    """A stand-in loss that records what it was given and returns a value known per scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, torch.Tensor]] = []
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls.append((logits.shape[-1], target))
+        return torch.tensor(float(logits.shape[-1]))  # 32, 16, 8, 4: one value per scale
+
+
+def test_deep_supervision_weights_and_pooled_targets() -> None:
+    probe = Probe()
+    loss = DeepSupervisionLoss(probe)
+    target = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    aux = [torch.zeros(2, 1, s, s) for s in (4, 8, 16)]  # coarsest first, as the model returns them
+    value = loss((torch.zeros(2, 1, 32, 32), aux), target)
+    # full scale weight 1, then 1/2, 1/4, 1/8 for /2, /4, /8; normalised by their sum 1.875
+    assert value.item() == pytest.approx((32 + 16 / 2 + 8 / 4 + 4 / 8) / 1.875)
+    by_size = dict(probe.calls)
+    assert torch.equal(by_size[32], target)
+    for size in (16, 8, 4):  # the fraction of each cell that is polyp
+        f = 32 // size
+        expected = target.view(2, 1, size, f, size, f).mean(dim=(3, 5))
+        torch.testing.assert_close(by_size[size], expected)
+    assert loss(torch.zeros(2, 1, 32, 32), target).item() == 32  # logits alone: the plain loss
+
+
+def test_log_jaccard_is_minus_log_iou() -> None:
+    # batch: (1.5 + 1) / (2 + 3 - 1.5 + 1) as in the closed-form test above
+    got = JaccardLoss(reduction="batch", log=True)(LOGITS, TARGET).item()
+    assert got == pytest.approx(-math.log(2.5 / 4.5))
+    per_image = [1.5 / 2.5, 2 / 3]
+    got = JaccardLoss(reduction="image", log=True)(LOGITS, TARGET).item()
+    assert got == pytest.approx(-sum(math.log(r) for r in per_image) / 2)
+    assert (
+        build_loss("jaccard", jaccard_log=True).log and build_loss("combined", jaccard_log=True).jaccard.log
+    )

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from unet_scratch import ResNet50Encoder, UNetResNet50
 from unet_scratch.model import Bottleneck, DecoderBlock, InputNormalization, UNetDecoder
+from unet_scratch.model.resnet import drop_path
 from unet_scratch.summary import main as summary_main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
@@ -237,3 +238,71 @@ def test_image_normalization_ignores_brightness_and_contrast() -> None:
 def test_normalization_keeps_the_state_dict_keys() -> None:
     plain, norm = UNetResNet50().state_dict(), UNetResNet50(normalization="imagenet").state_dict()
     assert list(plain) == list(norm)
+
+
+# ----------------------------------------------------------------------------- levers
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(4000, 2, 3, 3)
+    out = drop_path(x, 0.3, training=True)
+    per_sample = out.flatten(1)
+    dropped = (per_sample == 0).all(1)
+    assert ((per_sample == 0) | (per_sample == 1 / 0.7)).all()  # whole samples, kept ones rescaled
+    assert (per_sample[~dropped] == 1 / 0.7).all()
+    assert dropped.float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.05)  # the expectation is unchanged
+    assert torch.equal(drop_path(x, 0.3, training=False), x) and torch.equal(drop_path(x, 0.0, True), x)
+
+
+def test_drop_path_rule_and_unchanged_keys() -> None:
+    m = UNetResNet50(drop_path=0.3, head_dropout=0.2)
+    probs = [b.drop_prob for b in m.encoder.modules() if isinstance(b, Bottleneck)]
+    assert len(probs) == 16 and probs[0] == 0 and probs[-1] == pytest.approx(0.3)
+    assert probs == pytest.approx([0.3 * i / 15 for i in range(16)])  # linear in depth
+    assert list(m.state_dict()) == list(UNetResNet50().state_dict())  # torchvision's keys, nothing added
+    m.eval()
+    torch.manual_seed(0)
+    plain = UNetResNet50().eval()
+    m.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), plain(x))  # both act in training only
+        m.train()
+        torch.manual_seed(1)
+        assert not torch.equal(m(x), plain.train()(x))
+
+
+def test_decoder_without_skips_ignores_the_skip_features() -> None:
+    torch.manual_seed(0)
+    features = [
+        torch.randn(1, c, 64 // s, 64 // s) for c, s in [(64, 2), (256, 4), (512, 8), (1024, 16), (2048, 32)]
+    ]
+    zeroed = [torch.zeros_like(f) for f in features[:4]] + [features[4]]
+    for skips in (True, False):
+        decoder = UNetDecoder(skips=skips).eval()
+        with torch.no_grad():
+            same = torch.equal(decoder(features), decoder(zeroed))
+        assert same == (not skips)  # without skips only the deepest map matters
+    plain, no_skips = UNetDecoder(), UNetDecoder(skips=False)
+    assert [b.conv1[0].in_channels for b in no_skips.blocks] == [2048, 256, 128, 64, 32]
+    assert [b.conv1[0].in_channels for b in plain.blocks] == [2048 + 1024, 256 + 512, 128 + 256, 64 + 64, 32]
+    # the skips' channels add 9 * 256 * 1024 + 9 * 128 * 512 + 9 * 64 * 256 + 9 * 32 * 64 weights
+    assert n_params(plain) - n_params(no_skips) == 9 * (256 * 1024 + 128 * 512 + 64 * 256 + 32 * 64)
+
+
+def test_deep_supervision_heads_train_only_and_leave_the_rest_alone() -> None:
+    torch.manual_seed(0)
+    ds = UNetResNet50(deep_supervision=True)
+    torch.manual_seed(0)
+    plain = UNetResNet50()
+    extra = {k: v for k, v in ds.state_dict().items() if k.startswith("aux_heads.")}
+    assert sorted({k.split(".")[1] for k in extra}) == ["0", "1", "2"]
+    rest = {k: v for k, v in ds.state_dict().items() if k not in extra}
+    assert list(rest) == list(plain.state_dict())
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in rest.items())  # same seed, same weights
+    x = torch.rand(2, 3, 64, 64)
+    logits, aux = ds.train()(x)
+    assert logits.shape == (2, 1, 64, 64) and [a.shape[-1] for a in aux] == [8, 16, 32]  # /8, /4, /2
+    assert isinstance(ds.eval()(x), torch.Tensor)  # inference: the logits alone

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_scratch import engine
+from unet_scratch import engine, runfolder
+from unet_scratch.data import frame_fingerprint
 from unet_scratch.runfolder import state_sha256
-from unet_scratch.train import main
+from unet_scratch.train import configs_from_args, main, parse_args
 
 TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
         "--device", "cpu"]  # fmt: skip
@@ -38,6 +39,7 @@ def test_cli_writes_a_complete_run(
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
     config = json.loads((run / "config.json").read_text())
     assert config["loss"] == "jaccard" and config["input_size"] == 64 and config["run"]["train_count"] == 6
+    assert config["run"]["data_check"] == {"frame": 1, "sha256": frame_fingerprint(synthetic_root, 1)}
     rows = read_csv(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(0 <= float(r["val_dice"]) <= 1 for r in rows)
@@ -173,3 +175,41 @@ def test_compile_trains_the_same_and_saves_plain_keys(
     assert list(weights(compiled)) == list(weights(plain))  # no "_orig_mod." prefixes
     loss = [float(read_csv(p.parent / "metrics.csv")[0]["train_loss"]) for p in (compiled, plain)]
     assert loss[0] == pytest.approx(loss[1], rel=1e-4)
+
+
+def test_checkpoint_every_and_keep_best(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written: list[tuple[str, int]] = []
+    real_save = runfolder.atomic_torch_save
+
+    def record(state: dict, path: Path) -> None:
+        written.append((Path(path).name, state["epoch"]))
+        real_save(state, path)
+
+    monkeypatch.setattr(runfolder, "atomic_torch_save", record)
+    flags = ["--epochs", "3", "--val-frames", "none", "--checkpoint-every", "2", "--keep", "best"]
+    assert train(tmp_path, synthetic_root, *flags) == 0
+    # without validation best.pt follows last.pt's cadence; both after the last epoch
+    assert written == [("best.pt", 2), ("last.pt", 2), ("best.pt", 3), ("last.pt", 3)]
+    run = tmp_path / "runs" / "dice"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt",
+        "config.json",
+        "metrics.csv",
+    ]  # last.pt dropped
+    assert len(read_csv(run / "metrics.csv")) == 3  # every epoch is still recorded
+    capsys.readouterr()
+    assert train(tmp_path, synthetic_root, *flags, "--resume") == 2
+    assert "holds best.pt but no last.pt" in capsys.readouterr().err
+    written.clear()  # with validation a better epoch is saved at once, whatever the cadence
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--checkpoint-every", "5", "--name", "v") == 0
+    assert ("last.pt", 1) not in written and ("last.pt", 2) in written
+    best_epoch = torch.load(tmp_path / "runs" / "v" / "best.pt", weights_only=True)["epoch"]
+    assert ("best.pt", best_epoch) in written
+
+
+def test_synthetic_runs_go_to_their_own_folder() -> None:
+    assert configs_from_args(parse_args(["--data", "synthetic"]))[0].out == "runs/synthetic"
+    assert configs_from_args(parse_args([]))[0].out == "runs"
+    assert configs_from_args(parse_args(["--data", "synthetic", "--out", "x"]))[0].out == "x"
