@@ -12,6 +12,7 @@ Python object (which could run code when loaded) is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -116,3 +117,30 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
             "architecture or configuration"
         )
     model.load_state_dict(state)
+
+
+def load_encoder_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A torchvision ResNet50 checkpoint (the ``resnet50-*.pth`` torchvision saves: a plain
+    state_dict) as the encoder's state_dict, ``fc.*`` dropped; and the file's sha256.
+
+    Loaded with ``weights_only=True``. Every other key must be one of the encoder's, with its
+    shape: missing, unexpected or mis-shaped keys raise :class:`UserError` listing them.
+    """
+    from .model import ResNet50Encoder  # the model package does not import this module back
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--encoder-weights {path} does not exist: give the torchvision resnet50-*.pth file")
+    data = path.read_bytes()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line naming the file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"--encoder-weights {path} cannot be loaded safely ({reason})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(
+            f"--encoder-weights {path} is not a state_dict (a dict of tensors) in torchvision's layout"
+        )
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    load_model_state(ResNet50Encoder(), state, f"--encoder-weights {path}")  # checks keys and shapes
+    return state, hashlib.sha256(data).hexdigest()

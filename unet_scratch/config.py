@@ -62,6 +62,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     ema: float = 0.99  # decay of an exponential moving average of the weights; 0 = off
     zero_init_residual: bool = False
+    encoder_weights: str = ""  # a torchvision ResNet50 .pth to start the encoder from ("" = random)
     normalization: str = "none"  # input scaling inside the model: none, imagenet or image
     skips: str = "all"  # "none": the decoder without its skip connections (an ablation)
     drop_path: float = 0.0  # stochastic depth of the deepest encoder block (linear in depth)

@@ -308,7 +308,8 @@ def predict(
     up-down, both), each flipped back before averaging.
     """
     model.eval()
-    device = next(model.parameters()).device
+    weight = next(model.parameters(), None)  # an ONNX Runtime model (inference.py) has none
+    device = weight.device if weight is not None else torch.device("cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     flips = [(), (-1,), (-2,), (-1, -2)] if tta else [()]
     out = []
@@ -360,9 +361,11 @@ def fit(
     log: Callable[[str], None] = print,
     progress: bool | None = None,
     ctx: DistContext = SINGLE,
+    encoder_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir`` (see runfolder.py for what is written); returns the best
-    epoch's record ``{"epoch", "val_iou", "val_dice"}``.
+    epoch's record ``{"epoch", "val_iou", "val_dice"}``. ``encoder_state`` (a new run only)
+    replaces the encoder's random initial weights, e.g. torchvision's ImageNet ResNet50.
 
     Epoch by epoch: train (:func:`train_one_epoch`), validate the weight average when there is
     validation data (:func:`evaluate`), then let the run folder record the epoch.
@@ -372,7 +375,10 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # fp16 needs it
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
-    model = build_model(config).to(device, memory_format=memory_format)
+    model = build_model(config)
+    if encoder_state is not None and not resume:
+        model.encoder.load_state_dict(encoder_state)
+    model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config, device)
     loss_fn = loss_for(config)
     ema = ModelEMA(model, config.ema) if config.ema else None

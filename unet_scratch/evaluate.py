@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_json, load_checkpoint, load_model_state
+from .checkpoint import atomic_write_json
 from .config import AMP_MODES, TrainConfig
 from .data import (
     describe_frames,
@@ -39,9 +39,9 @@ from .data import (
     read_mask,
     select_pairs,
 )
-from .engine import amp_dtype, build_model, pick_device, predict
+from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError
-from .inference import to_size
+from .inference import load_run, to_size
 from .metrics import SegmentationMeter
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
@@ -181,10 +181,7 @@ def score_run(
 ) -> dict[str, Any]:
     """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
     ``mask_paths`` also the scores at the frames' original size."""
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    config = TrainConfig.from_dict(ckpt["config"])
-    model = build_model(config)  # the architecture the run trained, then its weights
-    load_model_state(model, ckpt["model"], run_dir / "best.pt")
+    model, config, ckpt = load_run(run_dir)
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
     probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()

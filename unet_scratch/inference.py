@@ -1,18 +1,45 @@
-"""From an image of any size to a mask of that size: the preparation a trained model needs.
+"""From an image of any size to a mask of that size: a trained model put to use.
 
 A model trained by this project sees ``S x S`` frames (``config.input_size``), resized from the
-original with Pillow's bicubic filter (data.py). To segment an image of any size, it is prepared
+original with Pillow's bicubic filter (data.py). To segment an image of any size it is prepared
 the same way, the model's probabilities are resized back to the image's own height and width
-(bilinear), and only then thresholded. evaluate.py ``--full-res`` and predict.py share this.
+(bilinear), and only then thresholded. predict.py, evaluate.py ``--full-res`` and export.py
+share what is here: loading a run's model, preparing a frame, resizing probabilities back, and
+running an exported ONNX model through ONNX Runtime as if it were the PyTorch one.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .checkpoint import load_checkpoint, load_model_state
+from .config import TrainConfig
 from .data import resize_image
+from .errors import UserError
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """The model of ``run_dir/best.pt`` (rebuilt from the config stored in it, loaded with
+    ``weights_only=True``) in eval mode, that config, and the checkpoint (its epoch, history).
+    A run without ``best.pt``, a pickled or a foreign checkpoint raises :class:`UserError`
+    naming the file."""
+    from .engine import build_model  # engine imports the training machinery; only needed here
+
+    run_dir = Path(run_dir)
+    path = run_dir / "best.pt"
+    if run_dir.is_dir() and not path.is_file():
+        raise UserError(f"{run_dir} has no best.pt: train it first (python train.py), or pick another run")
+    ckpt = load_checkpoint(path)
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = build_model(config)  # the architecture the run trained, then its weights
+    load_model_state(model, ckpt["model"], path)
+    return model.eval(), config, ckpt
 
 
 def prepare(image: np.ndarray, size: int) -> torch.Tensor:
@@ -24,9 +51,47 @@ def to_size(prob: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Probabilities ``(N, 1, S, S)`` -> ``(N, 1, height, width)``, bilinear, in [0, 1].
 
     Resizing probabilities (not a thresholded mask) keeps the boundary smooth: the 0.5
-    contour of the resized map is where the model's own boundary lies, between its pixels.
+    contour of the resized map runs between the model's pixels, where its boundary lies.
     """
     if prob.shape[-2:] == (height, width):
         return prob
     out = F.interpolate(prob.float(), size=(height, width), mode="bilinear", align_corners=False)
     return out.clamp_(0, 1)
+
+
+class OnnxModel(nn.Module):
+    """An exported ONNX model run by ONNX Runtime behind the PyTorch model's interface:
+    ``(B, 3, S, S)`` float in [0, 1] -> ``(B, 1, S, S)`` logits, on the CPU.
+
+    ``input_size`` is the exported graph's spatial size (its batch axis is dynamic).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise UserError(
+                "--onnx needs ONNX Runtime: pip install 'unet-scratch[export]' (or pip install onnxruntime)"
+            ) from e
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path} does not exist: export one with python -m unet_scratch.export")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types for bad files
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{path} is not a model ONNX Runtime can load ({reason})") from e
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        height, width = inp.shape[-2:]
+        if not (isinstance(height, int) and height == width):
+            raise UserError(f"{path}: expected a square, fixed input size, got {inp.shape}")
+        self.input_size = height
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feed = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])

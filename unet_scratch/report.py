@@ -109,11 +109,24 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
 # ----------------------------------------------------------------------------- overlays
 
 
-def _contour(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a boolean mask (the mask minus its 4-neighbour erosion)."""
-    padded = np.pad(mask, 1)
-    eroded = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+def contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The boundary band of a boolean mask, ``width`` pixels wide (the mask minus its
+    ``width``-fold 4-neighbour erosion)."""
+    eroded = mask
+    for _ in range(width):
+        p = np.pad(eroded, 1)
+        eroded = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
     return mask & ~eroded
+
+
+def outline_overlay(image: np.ndarray, mask: np.ndarray, tint: float = 0.35) -> np.ndarray:
+    """``image (H, W, 3)`` uint8 with the polyp ``mask (H, W)`` bool tinted and outlined in
+    :data:`PRED_COLOUR`; the outline is about 1/300 of the shorter side wide (at least 1 px)."""
+    out = image.astype(np.float32)
+    colour = np.asarray(PRED_COLOUR, np.float32)
+    out[mask] = (1 - tint) * out[mask] + tint * colour
+    out[contour(mask, max(1, round(min(mask.shape) / 300)))] = colour
+    return out.round().astype(np.uint8)
 
 
 def overlay_tiles(image: np.ndarray, target: np.ndarray, prob: np.ndarray, scale: int) -> np.ndarray:
@@ -128,8 +141,8 @@ def overlay_tiles(image: np.ndarray, target: np.ndarray, prob: np.ndarray, scale
         np.repeat(np.repeat(a, scale, 0), scale, 1) for a in (rgb, gt, pred)
     )  # nearest upscaling keeps pixels honest
     over = rgb_big.copy()
-    over[_contour(gt_big)] = GT_COLOUR
-    over[_contour(pred_big)] = PRED_COLOUR
+    over[contour(gt_big)] = GT_COLOUR
+    over[contour(pred_big)] = PRED_COLOUR
     gray = lambda m: np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=2)  # noqa: E731
     return np.concatenate([rgb_big, gray(gt_big), gray(pred_big), over], axis=1)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .augment import AUGMENTATIONS
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_encoder_weights
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
@@ -112,10 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--normalization",
-        default=d.normalization,
         choices=NORMALIZATIONS,
-        help="input scaling inside the model: none, imagenet (fixed constants) or image "
-        "(each image's channels to mean 0, std 1)",
+        help=f"input scaling inside the model: none, imagenet (fixed constants) or image (each image's "
+        f"channels to mean 0, std 1); default: {d.normalization}, or imagenet with --encoder-weights",
+    )
+    p.add_argument(
+        "--encoder-weights",
+        default=d.encoder_weights,
+        help="start the encoder from a torchvision ResNet50 checkpoint file (resnet50-*.pth, fc.* "
+        "dropped) instead of random initialisation",
     )
     p.add_argument(
         "--skips",
@@ -239,6 +244,8 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     losses = list(LOSS_NAMES) if args.loss == "all" else [args.loss]
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     given["channels_last"] = not args.no_channels_last
+    if given.get("normalization") is None:  # ImageNet weights expect ImageNet-normalised input
+        given["normalization"] = "imagenet" if args.encoder_weights else TrainConfig().normalization
     given["out"] = args.out or (SYNTHETIC_OUT if args.data == "synthetic" else TrainConfig().out)
     configs = []
     for loss in losses:
@@ -368,6 +375,9 @@ def train_runs(
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say) for d, c in zip(run_dirs, configs)
     ]
+    encoder_state = None
+    if first.encoder_weights:  # checked before any data is read or any folder made
+        encoder_state, encoder_sha = load_encoder_weights(first.encoder_weights)
     with main_first(ctx):  # rank 0 generates/caches, the others then read its cache
         root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
         with warnings.catch_warnings():
@@ -383,6 +393,7 @@ def train_runs(
         "train_count": len(train_frames),
         "val_count": len(val_frames),
         "torch": torch.__version__,
+        **({"encoder_weights_sha256": encoder_sha} if encoder_state is not None else {}),
     }
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         say(
@@ -396,7 +407,9 @@ def train_runs(
         barrier(ctx)
         start = time.perf_counter()
         try:
-            best = fit(config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx)
+            best = fit(
+                config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx, encoder_state=encoder_state
+            )
         except BaseException:
             # a run that failed before its first checkpoint leaves nothing behind
             if ctx.is_main and not resume and not (run_dir / "last.pt").exists():

@@ -1,0 +1,223 @@
+"""predict.py: images of any size and format in, masks and overlays of the same size out; videos;
+bad files named and skipped; runs refused as evaluate.py refuses them."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from unet_scratch.checkpoint import atomic_torch_save
+from unet_scratch.config import TrainConfig
+from unet_scratch.engine import build_model
+from unet_scratch.predict import Segmenter, main
+from unet_scratch.synthetic import make_frame
+
+P = 1 / (1 + np.exp(-0.5))  # the constant probability of the run below
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder whose model gives every pixel the logit +0.5 (probability 0.62)."""
+    run = tmp_path_factory.mktemp("runs") / "constant"
+    run.mkdir()
+    config = TrainConfig(input_size=64)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(0.5)
+    atomic_torch_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": 1}, run / "best.pt")
+    return run
+
+
+# (name, height, width) of the images the tests write, in several formats
+SIZES = [
+    ("a.tif", 288, 384),
+    ("b.png", 576, 720),
+    ("c.jpg", 1080, 1350),
+    ("d.bmp", 301, 300),
+    ("e.png", 50, 70),
+]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for n, (name, h, w) in enumerate(SIZES, start=1):
+        rgb, _ = make_frame(n, height=h, width=w)
+        if name.endswith(".tif"):  # the published CVC-ClinicDB format: RGB tagged MinIsBlack
+            tifffile.imwrite(
+                folder / name, rgb, photometric="minisblack", planarconfig="contig", rowsperstrip=16
+            )
+        elif name == "e.png":
+            Image.fromarray(rgb[..., 0]).save(folder / name)  # grayscale
+        else:
+            Image.fromarray(rgb).save(folder / name)
+    (folder / "z_broken.png").write_bytes(b"\x89PNG but not really")
+    (folder / "notes.txt").write_text("not an image: not picked up from a folder")
+    return folder
+
+
+def predict(*args: str) -> int:
+    return main([*args, "--device", "cpu"])
+
+
+def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert predict("--run", str(run), str(images), "--out", str(out), "--probabilities") == 2  # one bad file
+    captured = capsys.readouterr()
+    err_lines = captured.err.strip().splitlines()
+    assert len(err_lines) == 1 and "z_broken.png cannot be read as an image" in err_lines[0]
+    assert "Traceback" not in captured.err
+    for name, h, w in SIZES:
+        stem = Path(name).stem
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (h, w) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (mask == 255).all()  # p = 0.62 > 0.5 everywhere
+        with Image.open(out / f"{stem}_overlay.png") as overlay:
+            assert overlay.size == (w, h) and overlay.mode == "RGB"
+        with Image.open(out / f"{stem}_prob.png") as prob:
+            assert prob.mode == "I;16" and prob.size == (w, h)
+            assert np.abs(np.asarray(prob).astype(np.int64) - round(P * 65535)).max() <= 1
+        assert f"{name}: {w}x{h}, polyp 100.0 % of the frame" in captured.out
+    assert not list(out.glob("z_broken*")) and not list(out.glob("notes*"))
+    assert "5 images in" in captured.out and "1 input(s) skipped" in captured.out
+
+
+class RedChannel(torch.nn.Module):
+    """A stand-in model: logit 20 * (red - 0.5), so the mask is where the prepared image is red."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20 * (x[:, :1] - 0.5)
+
+
+@pytest.mark.parametrize("h, w", [(288, 384), (1080, 1350), (301, 300)])
+def test_probabilities_are_resized_back_to_the_image(run: Path, h: int, w: int) -> None:
+    segmenter = Segmenter(str(run), None, "cpu")
+    segmenter.model = RedChannel()
+    yy, xx = np.mgrid[0:h, 0:w]
+    disk = (yy - 0.4 * h) ** 2 / (0.25 * h) ** 2 + (xx - 0.6 * w) ** 2 / (0.2 * w) ** 2 < 1  # off-centre
+    image = np.zeros((h, w, 3), np.uint8)
+    image[disk] = (255, 40, 40)
+    (prob,) = segmenter.probabilities([image])
+    assert prob.shape == (h, w)
+    mask = prob.numpy() > 0.5
+    iou = (mask & disk).sum() / (mask | disk).sum()
+    assert iou > 0.97  # the disk comes back where it was, at the image's own size (64 px model input)
+
+
+def test_strict_stops_at_the_first_bad_file(run: Path, images: Path, tmp_path: Path) -> None:
+    bad = images / "z_broken.png"
+    assert (
+        predict("--run", str(run), str(bad), str(images / "a.tif"), "--out", str(tmp_path / "o"), "--strict")
+        == 2
+    )
+    assert not (tmp_path / "o" / "a_mask.png").exists()
+
+
+def test_existing_predictions_are_not_overwritten(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
+    before = (out / "e_mask.png").stat().st_mtime_ns
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds predictions" in err and "--overwrite" in err
+    assert (out / "e_mask.png").stat().st_mtime_ns == before
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
+
+
+@pytest.mark.parametrize("problem", ["no best.pt", "pickle", "foreign"])
+def test_bad_runs_are_refused_in_one_line(
+    tmp_path: Path, images: Path, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    if problem == "pickle":
+        atomic_torch_save({"model": Payload(), "config": {}}, run / "best.pt")
+    elif problem == "foreign":
+        atomic_torch_save({"state_dict": {"w": torch.zeros(1)}}, run / "best.pt")
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert {"no best.pt": "has no best.pt", "pickle": "could run code", "foreign": "not a unet-scratch"}[
+        problem
+    ] in err
+
+
+class Payload:
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("this would have run",))
+
+
+def write_clip(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for n in range(frames):
+            rgb, _ = make_frame(n + 1, height=height, width=width)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_gives_an_overlay_video_and_a_csv(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    av = pytest.importorskip("av")
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip)
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o"), "--batch-size", "3") == 0
+    with av.open(str(tmp_path / "o" / "clip_overlay.mp4")) as video:
+        stream = video.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (128, 96)
+        assert stream.average_rate == 10
+        assert sum(1 for _ in video.decode(stream)) == 8
+    with open(tmp_path / "o" / "clip_frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["frame"]) for r in rows] == list(range(8))
+    assert [float(r["time_s"]) for r in rows] == pytest.approx([n / 10 for n in range(8)])
+    assert all(
+        float(r["polyp_area_pct"]) == 100.0 and float(r["max_prob"]) == pytest.approx(P, abs=1e-4)
+        for r in rows
+    )
+    assert "8 video frames" in capsys.readouterr().out
+
+
+def test_video_without_pyav_names_the_install(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 10)
+    real_import = builtins.__import__
+
+    def no_av(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "av":
+            raise ImportError("No module named 'av'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'unet-scratch[video]'" in err
+
+
+def test_images_are_prepared_exactly_as_in_training(images: Path) -> None:
+    from unet_scratch.data import load_pair, read_image
+    from unet_scratch.inference import prepare
+
+    tifffile.imwrite(images.parent / "mask.tif", np.zeros((288, 384), np.uint8))
+    trained, _ = load_pair(images / "a.tif", images.parent / "mask.tif", 64)
+    assert torch.equal(prepare(read_image(images / "a.tif"), 64), torch.from_numpy(trained))

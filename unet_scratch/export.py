@@ -1,0 +1,110 @@
+"""Export a trained run for deployment outside this package.
+
+    python -m unet_scratch.export --run runs/combined --format onnx --out combined.onnx
+    python -m unet_scratch.export --run runs/combined --format exported --out combined.pt2
+
+The exported model is the network of ``best.pt`` in eval mode, input normalisation included:
+``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (apply a sigmoid, then the
+threshold), with a dynamic batch axis N and the run's input size S. Resizing a frame to S x S
+(Pillow bicubic) and the probabilities back is the caller's part, as predict.py does it.
+
+- ``onnx``: ONNX (opset 18) through ``torch.onnx.export``'s dynamo exporter; needs the
+  ``[export]`` extra (onnx, onnxscript; onnxruntime to check it). After writing, the file is run
+  by ONNX Runtime on a random batch and compared with PyTorch: the largest difference is printed.
+- ``exported``: a ``torch.export`` program (``torch.export.load(FILE).module()`` gives a module
+  that needs only torch, not this package).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from .checkpoint import atomic_write_bytes
+from .errors import ArgumentParser, UserError
+from .inference import OnnxModel, load_run
+
+FORMATS = ("onnx", "exported")
+
+
+def export_onnx(model: torch.nn.Module, size: int, out: Path, opset: int = 18) -> None:
+    """Write ``model`` as ONNX with a dynamic batch axis, atomically."""
+    try:
+        import onnxscript  # noqa: F401 - the dynamo exporter needs it
+    except ImportError as e:
+        raise UserError("--format onnx needs the exporter: pip install 'unet-scratch[export]'") from e
+    example = torch.rand(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():  # the exporter writes the file
+        warnings.simplefilter("ignore", FutureWarning)
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,  # one self-contained file (130 MB)
+            verbose=False,
+        )
+        atomic_write_bytes(path.read_bytes(), out)
+
+
+def export_program(model: torch.nn.Module, size: int, out: Path) -> None:
+    """Write ``model`` as a ``torch.export`` program with a dynamic batch axis, atomically."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.rand(2, 3, size, size),), dynamic_shapes={"x": {0: batch}})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt2"
+        torch.export.save(program, path)
+        atomic_write_bytes(path.read_bytes(), out)
+
+
+@torch.inference_mode()
+def onnx_parity(model: torch.nn.Module, path: Path, size: int, batch: int = 3) -> float:
+    """Largest absolute logit difference between ONNX Runtime and PyTorch (fp32) on a random batch."""
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return (OnnxModel(path)(x) - model(x)).abs().max().item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m unet_scratch.export", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="run folder whose best.pt is exported")
+    p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
+    p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    args = p.parse_args(argv)
+    try:
+        model, config, _ = load_run(args.run)
+        model = model.float().eval()
+        out = Path(args.out)
+        size = config.input_size
+        if args.format == "onnx":
+            export_onnx(model, size, out, args.opset)
+            try:
+                gap = onnx_parity(model, out, size)
+                print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
+            except UserError as e:  # onnxruntime is optional for exporting
+                print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
+        else:
+            export_program(model, size, out)
+        print(
+            f"{args.run}/best.pt -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> logits)"
+        )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""``python predict.py``: segment your own images and videos with a trained run.
+
+    python predict.py --run runs/combined frame.png more_frames/ --out predictions/
+    python predict.py --run runs/combined colonoscopy.mp4 --out predictions/     # needs [video]
+    python predict.py --onnx model.onnx frames/ --out predictions/                # ONNX Runtime
+
+Every image (``.tif``/``.tiff`` including the MinIsBlack-tagged RGB TIFFs of CVC-ClinicDB,
+``.png``, ``.jpg``, ``.bmp``; any size, any name) is prepared exactly as in training (bicubic
+resize to the run's input size; the run's input normalisation is inside the model), and the
+model's probabilities are resized back to the image's own height and width before thresholding
+(inference.py). For ``NAME.ext`` it writes:
+
+- ``NAME_mask.png``: the mask, 0 or 255, at the image's size;
+- ``NAME_overlay.png``: the image with the polyp tinted and outlined;
+- ``NAME_prob.png`` (``--probabilities``): the probability map as a 16-bit PNG (p * 65535).
+
+A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) gives ``NAME_overlay.mp4`` (same size and frame
+rate) and ``NAME_frames.csv`` (frame, time, polyp area %, max probability per frame); reading
+and writing video needs PyAV (``pip install 'unet-scratch[video]'``).
+
+A file that cannot be read is named in one line and skipped; the others are still written, and
+the exit status is then 2 (``--strict``: stop at the first). An output folder that already
+holds predictions is not overwritten without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import atomic_write_bytes
+from .config import AMP_MODES
+from .data import EXTENSIONS, read_image
+from .engine import amp_dtype, pick_device, predict
+from .errors import ArgumentParser, UserError
+from .inference import OnnxModel, load_run, prepare, to_size
+from .progress import Progress
+from .report import outline_overlay
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_overlay.mp4", "_frames.csv")
+
+
+class Segmenter:
+    """A trained model ready for frames of any size: ``probabilities(images)`` takes a list of
+    ``(H, W, 3)`` uint8 images and returns one ``(H, W)`` float32 probability map per image."""
+
+    def __init__(
+        self,
+        run: str | None,
+        onnx: str | None,
+        device: str = "auto",
+        amp: str = "auto",
+        tta: bool = False,
+        batch_size: int = 8,
+    ) -> None:
+        if onnx:
+            self.model: torch.nn.Module = OnnxModel(onnx)
+            self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
+            self.source = f"{onnx} (ONNX Runtime)"
+        else:
+            self.device = pick_device(device)
+            model, config, _ = load_run(run)
+            self.model = model.to(self.device, memory_format=torch.channels_last)
+            self.size, self.amp = config.input_size, amp_dtype(self.device, amp)
+            self.source = f"{run}/best.pt ({config.loss} loss, {self.size}x{self.size}, {self.device})"
+        self.tta, self.batch_size = tta, batch_size
+
+    def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        batch = torch.stack([prepare(image, self.size) for image in images])  # (B, 3, S, S) uint8
+        probs = predict(self.model, batch, self.amp, self.batch_size, tta=self.tta).cpu()  # (B, 1, S, S)
+        return [to_size(p[None], *image.shape[:2])[0, 0] for p, image in zip(probs, images)]
+
+
+# ----------------------------------------------------------------------------- inputs, outputs
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The image and video files named or found in the folders named (sorted, not recursive);
+    also one problem line per input that is neither."""
+    files, problems = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
+            )
+            if not found:
+                problems.append(f"{p}: no image or video files in this folder")
+            files += found
+        elif not p.exists():
+            problems.append(f"{p} does not exist: skipped")
+        elif p.suffix.lower() not in EXTENSIONS + VIDEO_EXTENSIONS:
+            problems.append(
+                f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)}): skipped"
+            )
+        else:
+            files.append(p)
+    return files, problems
+
+
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """``NAME`` of each output: the file's stem, or ``stem_ext`` where two inputs share a stem."""
+    stems = [f.stem for f in files]
+    return {
+        f: f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files
+    }
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_image_outputs(
+    out: Path, name: str, image: np.ndarray, prob: torch.Tensor, threshold: float, probabilities: bool
+) -> float:
+    """Write the mask, the overlay and optionally the 16-bit probability map; returns the polyp
+    area in % of the frame."""
+    mask = (prob > threshold).numpy()
+    atomic_write_bytes(png_bytes(mask.astype(np.uint8) * 255), out / f"{name}_mask.png")
+    atomic_write_bytes(png_bytes(outline_overlay(image, mask)), out / f"{name}_overlay.png")
+    if probabilities:
+        atomic_write_bytes(
+            png_bytes((prob.numpy() * 65535).round().astype(np.uint16)), out / f"{name}_prob.png"
+        )
+    return 100.0 * float(mask.mean())
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def segment_images(
+    segmenter: Segmenter, files: list[Path], names: dict[Path, str], args: argparse.Namespace, say: callable
+) -> tuple[int, list[str]]:
+    """Segment the image files in batches; returns (images written, problem lines)."""
+    done, problems = 0, []
+    bar = Progress(len(files), "predict")
+    for chunk in _chunks(files, args.batch_size):
+        images, kept = [], []
+        for f in chunk:
+            try:
+                images.append(read_image(f))
+                kept.append(f)
+            except UserError as e:
+                problems.append(str(e))
+                say(f"error: {e} (skipped)", err=True)
+                if args.strict:
+                    return done, problems
+        if not images:
+            continue
+        for f, image, prob in zip(kept, images, segmenter.probabilities(images)):
+            area = write_image_outputs(
+                Path(args.out), names[f], image, prob, args.threshold, args.probabilities
+            )
+            done += 1
+            height, width = image.shape[:2]
+            say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {float(prob.max()):.2f}")
+            bar.update(done + len(problems), done)
+    bar.close()
+    return done, problems
+
+
+def segment_video(
+    segmenter: Segmenter, path: Path, name: str, args: argparse.Namespace, say: callable
+) -> int:
+    """Overlay video of the same size and frame rate, and a per-frame CSV; returns the frames."""
+    try:
+        import av
+    except ImportError as e:
+        raise UserError(
+            f"{path}: reading video needs PyAV: pip install 'unet-scratch[video]' (or pip install av)"
+        ) from e
+    out = Path(args.out)
+    try:
+        source = av.open(str(path))
+        stream = source.streams.video[0]
+    except (av.FFmpegError, IndexError) as e:
+        raise UserError(f"{path} cannot be read as a video ({e}): replace the file") from e
+    rate = stream.average_rate or 25
+    width, height = stream.codec_context.width, stream.codec_context.height
+    tmp_video = out / f".{name}_overlay.mp4.tmp"
+    sink = av.open(str(tmp_video), "w", format="mp4")
+    encoder = sink.add_stream("libx264", rate=rate)
+    encoder.width, encoder.height = width, height
+    encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"  # 4:2:0 needs even sizes
+    rows, frames = [], 0
+
+    def flush(batch: list[np.ndarray], times: list[float]) -> None:
+        nonlocal frames
+        for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
+            mask = (prob > args.threshold).numpy()
+            rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
+            frame = av.VideoFrame.from_ndarray(outline_overlay(image, mask), format="rgb24")
+            for packet in encoder.encode(frame):
+                sink.mux(packet)
+            frames += 1
+
+    try:
+        batch, times = [], []
+        for frame in source.decode(stream):
+            batch.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.time) if frame.time is not None else frames / float(rate))
+            if len(batch) == args.batch_size:
+                flush(batch, times)
+                batch, times = [], []
+        if batch:
+            flush(batch, times)
+        for packet in encoder.encode():
+            sink.mux(packet)
+    except av.FFmpegError as e:
+        raise UserError(f"{path}: decoding failed after {frames} frames ({e})") from e
+    finally:
+        sink.close()
+        source.close()
+    tmp_video.replace(out / f"{name}_overlay.mp4")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
+    writer.writerows(rows)
+    atomic_write_bytes(text.getvalue().encode(), out / f"{name}_frames.csv")
+    say(
+        f"{path}: {frames} frames {width}x{height} at {float(rate):.2f} fps "
+        f"-> {name}_overlay.mp4, {name}_frames.csv"
+    )
+    return frames
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="predict.py",
+        description="Segment images or videos with a trained run: masks and overlays at each input's size.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder (its best.pt is used), e.g. runs/combined")
+    source.add_argument(
+        "--onnx", help="an exported ONNX model (python -m unet_scratch.export), run by ONNX Runtime"
+    )
+    p.add_argument("--out", default="predictions", help="folder for the outputs")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is polyp")
+    p.add_argument(
+        "--probabilities", action="store_true", help="also write NAME_prob.png (16-bit, p * 65535)"
+    )
+    p.add_argument("--tta", action="store_true", help="average the probabilities of the 4 flip variants")
+    p.add_argument("--batch-size", type=int, default=8, help="images (or video frames) per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (PyTorch only)")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision (PyTorch only)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a folder that already holds predictions"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    out = Path(args.out)
+    if out.is_dir() and not args.overwrite:
+        held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]
+        if held:
+            raise UserError(
+                f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
+            )
+    files, problems = collect_inputs(args.inputs)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    if problems and args.strict:
+        return 2
+    if not files:
+        raise UserError(
+            "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
+        )
+    segmenter = Segmenter(args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    names = output_names(files)
+
+    def say(line: str, err: bool = False) -> None:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+    print(f"model: {segmenter.source}; threshold {args.threshold}, TTA {'on' if args.tta else 'off'}")
+    start = time.perf_counter()
+    images = [f for f in files if f.suffix.lower() in EXTENSIONS]
+    written, bad = segment_images(segmenter, images, names, args, say)
+    problems += bad
+    frames = 0
+    for video in (f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS):
+        if bad and args.strict:
+            break
+        try:
+            frames += segment_video(segmenter, video, names[video], args, say)
+        except UserError as e:
+            problems.append(str(e))
+            say(f"error: {e} (skipped)", err=True)
+            if args.strict:
+                break
+    seconds = time.perf_counter() - start
+    parts = []
+    if images:
+        parts.append(
+            f"{written} images in {seconds:.1f} s ({written / seconds:.1f} img/s)"
+            if written
+            else "no image written"
+        )
+    if frames:
+        parts.append(
+            f"{frames} video frames ({frames / seconds:.1f} frames/s end to end: decode, model, encode)"
+        )
+    if problems:
+        parts.append(f"{len(problems)} input(s) skipped (named above)")
+    print("; ".join(parts) + f" -> {out}/")
+    return 2 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
