@@ -181,3 +181,91 @@ def test_cutmix_box_area() -> None:
     assert area.min() > 0.2 and area.max() < 0.56  # a quarter to half of the frame, for every sample
     rows, cols = changed.any(2), changed.any(1)  # a box: its area is its height times its width
     assert torch.equal(changed.flatten(1).sum(1), rows.sum(1) * cols.sum(1))
+
+
+@pytest.mark.parametrize(
+    "name, direct",
+    [
+        ("rot90", lambda i, m, g: random_rot90(i, m, g)),
+        ("affine", lambda i, m, g: random_affine(i, m, g)),
+        ("affine-wide", lambda i, m, g: random_affine(i, m, g, scale=(0.7, 1.4), degrees=45.0)),
+        ("gamma", lambda i, m, g: (random_gamma(i, g, gamma=(0.7, 1.5), p=0.3), m)),
+        ("blur", lambda i, m, g: (gaussian_blur(i, g, sigma=(0.5, 1.0), p=0.2), m)),
+        ("noise", lambda i, m, g: (gaussian_noise(i, g, sigma=0.05, p=0.15), m)),
+        ("lowres", lambda i, m, g: (simulate_low_resolution(i, g, zoom=(1.0, 2.0), p=0.25), m)),
+        ("copypaste", lambda i, m, g: copy_paste(i, m, g, p=0.5)),
+        ("cutmix", lambda i, m, g: cutmix(i, m, g, area=(0.25, 0.5), p=0.5)),
+    ],
+)
+def test_each_name_runs_its_augmentation_with_the_documented_ranges(name: str, direct) -> None:  # noqa: ANN001
+    images, masks = binary_batch(32)
+    a = augment(images, masks, name, torch.Generator().manual_seed(3))
+    b = direct(images, masks, torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], images)  # it did something
+
+
+def test_affine_rotates_by_the_drawn_angle_in_degrees() -> None:
+    # a horizontal bar through the centre: rotated by more than 45 degrees it becomes more tall than wide
+    masks = torch.zeros(1, 1, 33, 33)
+    masks[..., 16, 6:27] = 1
+    images = masks.repeat(1, 3, 1, 1)
+    _, out = random_affine(images, masks, torch.Generator(), scale=(1, 1), degrees=0, shift=0)
+    assert torch.equal(out, masks)
+    checked = 0
+    for seed in range(12):
+        draws = torch.rand(2, generator=torch.Generator().manual_seed(seed))  # the scale's draw, the angle's
+        angle = draws[1].item() * 180 - 90
+        if abs(abs(angle) - 45) < 10:
+            continue  # too close to the diagonal to tell
+        _, out = random_affine(images, masks, torch.Generator().manual_seed(seed), (1, 1), 90.0, 0.0)
+        ys, xs = out[0, 0].nonzero(as_tuple=True)
+        tall = (ys.max() - ys.min()).item() > (xs.max() - xs.min()).item()
+        assert tall == (abs(angle) > 45), (seed, angle)  # degrees, not radians
+        checked += 1
+    assert checked >= 6
+
+
+def test_affine_zoom_and_shift_ranges() -> None:
+    masks = torch.zeros(1, 1, 64, 64)
+    masks[..., 24:40, 24:40] = 1  # 16 x 16, centred
+    images = masks.repeat(1, 3, 1, 1)
+    _, big = random_affine(images, masks, torch.Generator(), scale=(2, 2), degrees=0, shift=0)
+    assert big.sum().item() == pytest.approx(4 * masks.sum().item(), rel=0.1)  # scale 2: twice the side
+    for seed in range(20):  # shift at most 10 % of the frame (6.4 px) either way
+        _, moved = random_affine(images, masks, torch.Generator().manual_seed(seed), scale=(1, 1), degrees=0)
+        ys, xs = moved[0, 0].nonzero(as_tuple=True)
+        assert abs(ys.float().mean() - 31.5) <= 6.5 and abs(xs.float().mean() - 31.5) <= 6.5
+
+
+def test_contrast_jitter_keeps_each_images_own_mean() -> None:
+    images = torch.rand(4, 3, 8, 8) * torch.tensor([0.2, 0.4, 0.6, 0.8]).view(4, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    b = images.shape[0]
+    # reproduce the draws: brightness then contrast then saturation factors, one per image
+    draws = [torch.rand(b, 1, 1, 1, generator=g) for _ in range(3)]
+    out = color_jitter(images, torch.Generator().manual_seed(0))
+    bright = images * (0.8 + 0.4 * draws[0])
+    mean = bright.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = mean + (bright - mean) * (0.8 + 0.4 * draws[1])
+    gray = (contrast * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    expected = (gray + (contrast - gray) * (0.8 + 0.4 * draws[2])).clamp(0, 1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_copy_paste_never_pastes_a_sample_onto_itself() -> None:
+    images, masks = binary_batch(6)
+    images = images * torch.arange(1, 7).view(6, 1, 1, 1)  # sample k has value k where it is polyp
+    for seed in range(40):
+        out, _ = copy_paste(images, masks, torch.Generator().manual_seed(seed), p=1.0)
+        assert all(not torch.equal(out[k], images[k]) for k in range(6))  # p = 1: every sample gets a polyp
+        for k in range(6):
+            new = out[k, 0][out[k, 0] != images[k, 0]]
+            assert not (new == k + 1).any()
+
+
+def test_noise_strength_varies_per_sample() -> None:
+    images = torch.full((200, 1, 16, 16), 0.5)
+    out = gaussian_noise(images, torch.Generator().manual_seed(0), sigma=0.05, p=1.0)
+    stds = (out - images).flatten(1).std(1)
+    assert stds.max() < 0.06 and stds.min() < 0.01 and stds.std() > 0.01  # U(0, 0.05) per sample

@@ -87,6 +87,7 @@ FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("bad range syntax", damage_none, ["--val-frames", "7-x"], "bad frame range"),
     ("train/val overlap", damage_none, ["--val-frames", "5-8"], "share 2 frame(s)"),
     ("train/test overlap", damage_none, ["--test-frames", "6-12"], "--train-frames includes 1 test frame"),
+    ("val/test overlap", damage_none, ["--test-frames", "8-12"], "--val-frames includes 1 test frame"),
     ("truncated TIFF", truncated_tiff, [], "3.tif cannot be read"),
     ("not an image", not_an_image, [], "3.tif cannot be read"),
     ("mask of another size", mask_of_other_size, [], "5.tif is 120x100 but its image"),
@@ -225,6 +226,13 @@ def test_other_architecture_is_refused_by_name(
     err = evaluate_one(tmp_path, {"model": state, "config": {"input_size": 32}, "epoch": 1}, root, capsys)
     assert "head.weight (2, 16, 3, 3) vs (1, 16, 3, 3)" in err
     assert "encoder.layer4.2.bn3.running_var" in err
+
+
+def test_a_bare_state_dict_is_refused(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unet_scratch import UNetResNet50
+
+    err = evaluate_one(tmp_path, UNetResNet50().state_dict(), root, capsys)  # no config: cannot be rebuilt
+    assert "not a unet-scratch checkpoint" in err
 
 
 def test_truncated_checkpoint_is_refused(

@@ -178,3 +178,66 @@ def test_real_frames_read() -> None:
     assert image.shape == (288, 384, 3) and image.dtype == np.uint8
     images, masks = load_frames(SHARED_DATA, [1, 428], 128)
     assert images.shape == (2, 3, 128, 128) and 0 < masks.float().mean() < 0.5
+
+
+def test_cache_holds_one_entry_per_input_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_dataset(tmp_path / "d", range(1, 3))
+    calls = []
+    real = data_mod.load_pair
+    monkeypatch.setattr(data_mod, "load_pair", lambda *a: calls.append(a[0]) or real(*a))
+    for size in (64, 32, 64, 32):
+        load_frames(root, [1, 2], size, tmp_path / "cache")
+    assert len(calls) == 4  # each size decoded once, then read from its own entry
+    assert len(list((tmp_path / "cache").glob("frames-*.pt"))) == 2
+
+
+def test_colour_and_rgba_masks_use_luma(tmp_path: Path) -> None:
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).save(tmp_path / "red.png")
+    assert (read_mask(tmp_path / "red.png") == (255 * 299 + 500) // 1000).all()  # 76: ITU-R 601 weights
+    blue = np.zeros((2, 2, 4), np.uint8)
+    blue[..., 2], blue[..., 3] = 255, 255
+    Image.fromarray(blue).save(tmp_path / "blue.png")
+    assert (read_mask(tmp_path / "blue.png") == (255 * 114 + 500) // 1000).all()  # 29, alpha ignored
+
+
+def test_planar_and_float_tiffs(tmp_path: Path) -> None:
+    rgb, _ = make_frame(2, height=20, width=24)
+    tifffile.imwrite(
+        tmp_path / "planar.tif", rgb.transpose(2, 0, 1), photometric="rgb", planarconfig="separate"
+    )
+    assert np.array_equal(read_image(tmp_path / "planar.tif"), rgb)
+    tifffile.imwrite(tmp_path / "f255.tif", rgb.astype(np.float32), photometric="rgb")  # floats, 0-255 scale
+    assert np.array_equal(read_image(tmp_path / "f255.tif"), rgb)
+    tifffile.imwrite(
+        tmp_path / "f1.tif", rgb.astype(np.float32) / 255, photometric="rgb"
+    )  # floats, 0-1 scale
+    assert np.abs(read_image(tmp_path / "f1.tif").astype(int) - rgb).max() <= 1
+
+
+def test_synthetic_mask_stays_inside_the_endoscope_view() -> None:
+    for n in range(1, 6):
+        image, mask = make_frame(n)
+        border = (image == 12).all(axis=2)  # the dark octagonal frame around the view
+        assert border.any() and not mask[border].any()
+
+
+def test_synthetic_dataset_is_generated_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_scratch import synthetic
+
+    calls = []
+    real = synthetic.write_dataset
+    monkeypatch.setattr(synthetic, "write_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = synthetic.ensure_synthetic(tmp_path, count=3)
+    again = synthetic.ensure_synthetic(tmp_path, count=3)
+    assert (
+        first == again
+        and len(calls) == 1
+        and sorted(p.name for p in (first / "Original").iterdir())
+        == [
+            "1.tif",
+            "2.tif",
+            "3.tif",
+        ]
+    )

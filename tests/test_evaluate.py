@@ -22,7 +22,7 @@ from unet_scratch.checkpoint import atomic_torch_save, atomic_write_json
 from unet_scratch.config import TrainConfig
 from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.engine import build_model
-from unet_scratch.evaluate import bootstrap_ci, build_parser, main
+from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main
 from unet_scratch.synthetic import write_dataset
 from unet_scratch.train import build_parser as build_train_parser
 
@@ -263,3 +263,58 @@ def test_curves_without_matplotlib(
     captured = capsys.readouterr()
     assert "pip install" in captured.err and "| focal |" in captured.out
     assert not (tmp_path / "c.png").exists()
+
+
+def test_bootstrap_interval_has_the_95_percent_width() -> None:
+    # 400 values, half 0 and half 1: the mean's standard error is 0.5 / sqrt(400) = 0.025, so a 95 %
+    # interval is 2 * 1.96 * 0.025 = 0.098 wide (a 90 % one would be 0.082)
+    lo, hi = bootstrap_ci([0.0, 1.0] * 200)
+    assert hi - lo == pytest.approx(0.098, abs=0.006) and lo < 0.5 < hi
+
+
+def test_full_resolution_scores_use_the_threshold(runs: Path, tmp_path: Path) -> None:
+    assert evaluate(runs, "--full-res", "--threshold", "0.7", "--json", str(tmp_path / "r.json")) == 0
+    row = next(r for r in json.loads((tmp_path / "r.json").read_text())["runs"] if r["name"] == "all-polyp")
+    assert row["full_res"]["dice"] == 0.0  # p = 0.62 < 0.7: nothing predicted at full size either
+
+
+def test_roles_of_the_scored_frames() -> None:
+    config = TrainConfig(train_frames="1-363", val_frames="364-428")
+    assert frames_role(list(range(429, 613)), config) == "test"
+    assert frames_role(list(range(364, 429)), config) == "validation"
+    assert frames_role([500, 600], config) == "test" and frames_role([700], config) == "held-out"
+    assert frames_role([363, 364], config) == "training"
+    assert describe_role({"test"}, [429, 430])[0].startswith("test frames 429-430")
+
+
+def test_training_frames_are_flagged(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--runs", str(runs), "--test-frames", "5-8", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "2 of the scored frames were training frames of all-polyp" in captured.err
+    assert "some of them training frames" in captured.out and "not test scores" in captured.out
+
+
+def test_overlays_show_the_worst_then_the_best_frames(tmp_path: Path, synthetic_root: Path) -> None:
+    # all-polyp scores Dice 2a / (a + n): the frame with the smallest polyp is its worst
+    runs = tmp_path / "runs"
+    make_run(runs, "all-polyp", "dice", 64, +0.5, synthetic_root)
+    assert (
+        evaluate(
+            runs, "--overlays", str(tmp_path / "ov"), "--n-overlays", "1", "--json", str(tmp_path / "r.json")
+        )
+        == 0
+    )
+    per_image = json.loads((tmp_path / "r.json").read_text())["runs"][0]["per_image"]
+    worst, best = (
+        min(per_image, key=lambda n: per_image[n]["dice"]),
+        max(per_image, key=lambda n: per_image[n]["dice"]),
+    )
+    _, masks = load_frames(synthetic_root, [int(worst), int(best)], 64)
+    with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
+        grid = np.asarray(im)
+    gt_tiles = grid[:, 256:512, 0] > 127  # second tile: the ground truth, 4x upscaled
+    for row, mask in enumerate(masks):
+        assert np.array_equal(gt_tiles[row * 256 : (row + 1) * 256 : 4, ::4], mask[0].numpy() == 1)
+    overlay = grid[:256, 768:]  # fourth tile, worst frame: ground truth contour green, prediction yellow
+    assert ((overlay == (0, 255, 0)).all(axis=2)).any() and ((overlay == (255, 220, 0)).all(axis=2)).any()
+    assert (overlay[0, 0] == (255, 220, 0)).all()  # the prediction covers the frame: its outline is the edge

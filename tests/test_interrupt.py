@@ -140,6 +140,9 @@ def test_failed_write_keeps_the_previous_checkpoint(
     assert "the previous last.pt is kept" in err
     assert load_checkpoint(tmp_path / "f" / "last.pt")["epoch"] == 1
     assert not list((tmp_path / "f").glob(".*.tmp"))
+    with pytest.raises(checkpoint.UserError) as e:  # a first write that fails has nothing to keep
+        checkpoint.atomic_torch_save({"epoch": 2}, tmp_path / "new" / ".last.pt.x")
+    assert "cannot write" in str(e.value) and "kept" not in str(e.value)
 
 
 def test_ctrl_c_exits_130_and_keeps_last(tmp_path: Path, synthetic_root: Path) -> None:

@@ -173,3 +173,31 @@ def test_log_jaccard_is_minus_log_iou() -> None:
     assert (
         build_loss("jaccard", jaccard_log=True).log and build_loss("combined", jaccard_log=True).jaccard.log
     )
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 3.0])
+def test_focal_closed_form_for_any_gamma(gamma: float) -> None:
+    x, y = torch.tensor([[[[2.0, -1.0, 0.5]]]]), torch.tensor([[[[1.0, 0.0, 0.0]]]])
+    p = torch.sigmoid(x)
+    pt = torch.where(y == 1, p, 1 - p)
+    at = torch.where(y == 1, torch.tensor(0.3), torch.tensor(0.7))
+    expected = (-at * (1 - pt) ** gamma * torch.log(pt)).mean()
+    assert FocalLoss(alpha=0.3, gamma=gamma)(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_every_setting_reaches_its_loss() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, 6, 6), (torch.rand(3, 1, 6, 6) > 0.6).float()
+    settings = {"smooth": 0.0, "reduction": "image", "alpha": 0.35, "gamma": 3.0}
+    by_hand = {
+        "dice": DiceLoss(0.0, "image")(x, y),
+        "jaccard": JaccardLoss(0.0, "image")(x, y),
+        "focal": FocalLoss(0.35, 3.0)(x, y),
+    }
+    by_hand["combined"] = sum(by_hand.values()) / 3
+    for name, expected in by_hand.items():
+        assert build_loss(name, **settings)(x, y).item() == pytest.approx(expected.item(), rel=1e-6), name
+    combined = CombinedLoss(smooth=0.0, reduction="image", alpha=0.35, gamma=3.0)
+    assert (combined.dice.smooth, combined.jaccard.reduction, combined.focal.gamma) == (0.0, "image", 3.0)
+    with pytest.raises(ValueError, match="gamma"):
+        FocalLoss(gamma=-0.5)

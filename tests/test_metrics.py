@@ -78,3 +78,16 @@ def test_meter_accumulates_batches() -> None:
     assert meter.dice == pytest.approx([0.5, 0.4])
     with pytest.raises(ValueError):
         SegmentationMeter().summary()
+
+
+def test_merge_equals_one_meter_that_saw_everything() -> None:
+    torch.manual_seed(0)
+    prob, target = torch.rand(6, 1, 5, 5), (torch.rand(6, 1, 5, 5) > 0.6).float()
+    whole = SegmentationMeter()
+    whole.update(prob, target)
+    a, b = SegmentationMeter(), SegmentationMeter()
+    a.update(prob[:4], target[:4])
+    b.update(prob[4:], target[4:])
+    a.merge(b)  # what torchrun's rank 0 does with the other ranks' meters
+    assert a.summary() == pytest.approx(whole.summary())
+    assert a.dice == pytest.approx(whole.dice) and a.soft_jaccard == pytest.approx(whole.soft_jaccard)

@@ -141,3 +141,60 @@ def test_focal_alpha_per_loss() -> None:
     assert TrainConfig.from_dict({"loss": "combined", "focal_alpha": 0.4}).loss_focal_alpha == 0.4
     with pytest.raises(ValueError, match="--combined-focal-alpha must be in"):
         TrainConfig(combined_focal_alpha=1.5).validate()
+
+
+@pytest.mark.parametrize(
+    "setting, flag",
+    [
+        ({"input_size": 48}, "--input-size"),  # a multiple of 16 but not of 32
+        ({"ema": 1.0}, "--ema"),
+        ({"drop_path": 1.0}, "--drop-path"),
+        ({"head_dropout": 1.0}, "--head-dropout"),
+        ({"lr": 0.0}, "--lr"),
+        ({"weight_decay": -1e-4}, "--weight-decay"),
+        ({"checkpoint_every": 0}, "--checkpoint-every"),
+        ({"focal_alpha": -0.1}, "--focal-alpha"),
+        ({"smooth": -1.0}, "--smooth"),
+        ({"warmup_epochs": -1.0}, "--warmup-epochs"),
+        ({"grad_clip": -1.0}, "--grad-clip"),
+        ({"keep": "none"}, "--keep"),
+        ({"skips": "some"}, "--skips"),
+        ({"schedule": "step"}, "--schedule"),
+    ],
+)
+def test_out_of_range_settings_name_their_flag(setting: dict, flag: str) -> None:
+    with pytest.raises(ValueError, match=flag):
+        TrainConfig(**setting).validate()
+
+
+def test_reference_preset_is_the_reports_recipe() -> None:
+    # spelled out literally: the preset must not drift with PRESETS or the defaults
+    c = configs_from_args(parse_args(["--preset", "reference"]))[0]
+    assert (c.optimizer, c.lr, c.weight_decay, c.schedule, c.warmup_epochs) == (
+        "adam",
+        1e-4,
+        0.0,
+        "constant",
+        0.0,
+    )
+    assert (c.augment, c.ema, c.loss_reduction, c.smooth) == ("flips", 0.0, "batch", 1.0)
+    assert (c.focal_alpha, c.combined_focal_alpha, c.focal_gamma) == (0.2, 0.2, 2.0)
+    assert (c.epochs, c.batch_size, c.input_size, c.seed) == (20, 8, 128, 47)
+    assert (c.train_frames, c.val_frames, c.normalization, c.skips, c.drop_path) == (
+        "1-363",
+        "364-428",
+        "none",
+        "all",
+        0.0,
+    )
+
+
+def test_loss_all_names_its_runs() -> None:
+    names = [c.name for c in configs_from_args(parse_args(["--loss", "all", "--name", "x"]))]
+    assert names == ["x-dice", "x-jaccard", "x-focal", "x-combined"]
+    assert [c.name for c in configs_from_args(parse_args(["--loss", "all"]))] == [
+        "dice",
+        "jaccard",
+        "focal",
+        "combined",
+    ]

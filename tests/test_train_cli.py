@@ -130,6 +130,8 @@ def test_resume_with_other_settings_is_refused(
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 0
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
     assert "lr 0.001 -> 0.01" in capsys.readouterr().err
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--seed", "3", "--resume") == 2
+    assert "seed 47 -> 3" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
 

@@ -1,0 +1,139 @@
+"""The loop's parts one by one: settings reaching the model, loss and optimiser, the weight
+average, batches, test-time augmentation, and the run folder's bookkeeping with scripted scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_scratch import runfolder
+from unet_scratch.config import TrainConfig
+from unet_scratch.distributed import DistContext
+from unet_scratch.engine import (
+    EpochResult,
+    ModelEMA,
+    batch_indices,
+    build_model,
+    build_optimizer,
+    loss_for,
+    predict,
+    train_one_epoch,
+)
+from unet_scratch.losses import DeepSupervisionLoss, DiceLoss
+from unet_scratch.runfolder import RunFolder, state_sha256
+
+CPU = torch.device("cpu")
+
+
+def test_settings_reach_model_loss_and_optimiser() -> None:
+    model = build_model(TrainConfig(drop_path=0.3, head_dropout=0.2, skips="none"))
+    assert model.encoder.layer4[2].drop_prob == pytest.approx(0.3) and model.dropout.p == 0.2
+    assert model.decoder.blocks[0].conv1[0].in_channels == 2048  # no skip
+    assert isinstance(loss_for(TrainConfig(deep_supervision=True)), DeepSupervisionLoss)
+    assert isinstance(loss_for(TrainConfig(loss="dice")), DiceLoss)
+    for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        opt = build_optimizer(
+            torch.nn.Linear(2, 2), TrainConfig(optimizer=name, lr=3e-3, weight_decay=0.05), CPU
+        )
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 3e-3
+        assert opt.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    ema = ModelEMA(model, decay=0.75)
+    start = model[0].weight.detach().clone()
+    model.train()(torch.randn(4, 1, 3, 3) * 5 + 2)  # moves the running statistics
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update()
+    torch.testing.assert_close(ema.module[0].weight, 0.75 * start + 0.25 * (start + 1))
+    assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # copied, not averaged
+    assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
+
+
+def test_batches_cover_everything_once_and_drop_a_lone_last_sample() -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = batch_indices(7, 2, g)
+    assert [len(b) for b in batches] == [2, 2, 2]  # the 7th sample alone would break BatchNorm
+    assert len(set(torch.cat(batches).tolist())) == 6
+    assert sorted(torch.cat(batch_indices(8, 3, g)).tolist()) == list(range(8))  # 3, 3, 2: all kept
+
+
+def test_constant_schedule_still_warms_up() -> None:
+    model = torch.nn.Conv2d(3, 1, 3, padding=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainConfig(schedule="constant", warmup_epochs=1, lr=0.1, batch_size=2, augment="none", epochs=2)
+    lrs = []
+    opt.step = lambda *a, **k: lrs.append(opt.param_groups[0]["lr"])  # record, do not step
+    images = torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.randint(0, 2, (6, 1, 8, 8), dtype=torch.uint8)
+    for epoch in (1, 2):
+        train_one_epoch(model, images, masks, DiceLoss(), opt, config, epoch, None, progress=False)
+    assert lrs == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1, 0.1])  # 3 warm-up steps, then flat
+
+
+class LeftHeavy(torch.nn.Module):
+    """Not flip-symmetric: the logit is the input's red channel times a ramp from left to right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-3, 3, x.shape[-1]).view(1, 1, 1, -1)
+        return x[:, :1] * ramp
+
+
+def test_tta_averages_the_four_flips_flipped_back() -> None:
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    model = LeftHeavy()
+    x = images.float() / 255
+    expected = (
+        sum(
+            torch.sigmoid(model(x.flip(d) if d else x)).flip(d) if d else torch.sigmoid(model(x))
+            for d in [(), (-1,), (-2,), (-1, -2)]
+        )
+        / 4
+    )
+    torch.testing.assert_close(predict(model, images, None, tta=True), expected)
+    assert not torch.allclose(predict(model, images, None), expected)  # TTA changes this model's output
+
+
+def test_fingerprint_depends_on_the_weights() -> None:
+    assert state_sha256(build_model(TrainConfig(seed=1))) != state_sha256(build_model(TrainConfig(seed=2)))
+    assert state_sha256(build_model(TrainConfig(seed=1))) == state_sha256(build_model(TrainConfig(seed=1)))
+
+
+def test_run_folder_keeps_the_best_validation_iou(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted scores: IoU 0.5, 0.4, 0.6, 0.55 (Dice in the opposite order) -> best epochs 1, 1, 3, 3;
+    best.pt is written on every improvement whatever --checkpoint-every says."""
+    written = []
+    monkeypatch.setattr(
+        runfolder, "atomic_torch_save", lambda state, path: written.append((path.name, state["epoch"]))
+    )
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = RunFolder(tmp_path, TrainConfig(epochs=4, checkpoint_every=4), DistContext(), log=lambda _: None)
+    run.start(model, {})
+    result = EpochResult(loss=0.5, steps=1, images=2, seconds=1.0)
+    bests = []
+    for epoch, (iou, dice) in enumerate([(0.5, 0.3), (0.4, 0.9), (0.6, 0.2), (0.55, 0.8)], start=1):
+        run.end_epoch(epoch, result, {"iou": iou, "dice": dice}, 2.0, model, opt, None, None)
+        bests.append(run.best["epoch"])
+    assert bests == [1, 1, 3, 3]
+    assert run.best == {"epoch": 3, "val_iou": 0.6, "val_dice": 0.2}
+    assert written == [("best.pt", 1), ("best.pt", 3), ("last.pt", 4)]
+    assert [row["elapsed_seconds"] for row in run.history] == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_resumed_run_keeps_counting_its_training_time(tmp_path: Path) -> None:
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainConfig(epochs=3)
+    run = RunFolder(tmp_path, config, DistContext(), log=lambda _: None)
+    run.start(model, {})
+    run.end_epoch(1, EpochResult(0.5, 1, 2, 1.0), {}, 5.0, model, opt, None, None)
+    again = RunFolder(tmp_path, config, DistContext(), log=lambda _: None)
+    assert again.resume(model, opt, None, None) == 2
+    again.end_epoch(2, EpochResult(0.5, 1, 2, 1.0), {}, 3.0, model, opt, None, None)
+    assert again.history[-1]["elapsed_seconds"] == 8.0 and not math.isnan(again.history[-1]["train_loss"])
