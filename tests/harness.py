@@ -30,13 +30,13 @@ from unet_scratch import checkpoint  # noqa: E402
 from unet_scratch.train import main  # noqa: E402
 
 
-def bn_free() -> None:
-    def forward(self: torch.nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-        )
+def batchnorm_without_batch_statistics(self: torch.nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm2d.forward for ``--bn-free``: normalise with the running statistics, never update them."""
+    return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
-    torch.nn.BatchNorm2d.forward = forward
+
+def bn_free() -> None:
+    torch.nn.BatchNorm2d.forward = batchnorm_without_batch_statistics
 
 
 def die_in_write(name: str, epoch: int) -> None:

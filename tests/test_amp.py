@@ -93,7 +93,7 @@ def test_bf16_run_through_fit_validation_and_predict(
     monkeypatch.setattr(engine, "build_model", build_with_hook)
     flags = ["--data", str(synthetic_root), "--out", str(tmp_path), "--train-frames", "1-6", "--val-frames",
              "7-8", "--input-size", "32", "--batch-size", "3", "--epochs", "1", "--amp", "bf16",
-             "--device", "cpu"]  # fmt: skip
+             "--device", "cpu", "--keep", "best"]  # fmt: skip
     assert main(flags) == 0
     assert json.loads((tmp_path / "dice" / "config.json").read_text())["run"]["amp"] == "bfloat16"
     assert (True, torch.bfloat16) in seen and (False, torch.bfloat16) in seen  # training and validation

@@ -32,6 +32,8 @@ TINY = [
     "1",
     "--device",
     "cpu",
+    "--keep",
+    "best",
 ]
 
 

@@ -27,6 +27,9 @@ import torch
 from unet_scratch.checkpoint import load_checkpoint
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import batch_indices, build_model, epoch_generator
+from unet_scratch.train import main as train_main
+
+from . import harness
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = [str(REPO / "tests" / "harness.py"), "--bn-free", "--"]
@@ -53,14 +56,19 @@ def test_global_batches_split_across_ranks_cover_the_single_process_batches() ->
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_torchrun_two_processes_equal_one_process(tmp_path: Path, synthetic_root: Path) -> None:
+def test_torchrun_two_processes_equal_one_process(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = [*HARNESS, "--data", str(synthetic_root), *FLAGS]
-    single = subprocess.run(
-        [sys.executable, *common, "--out", str(tmp_path / "single")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr
+    threads = torch.get_num_threads()
+    with monkeypatch.context() as m:  # the single process runs here, with the harness's BatchNorm
+        m.setattr(torch.nn.BatchNorm2d, "forward", harness.batchnorm_without_batch_statistics)
+        torch.set_num_threads(1)  # as in the subprocesses
+        try:
+            assert train_main(["--data", str(synthetic_root), *FLAGS, "--out", str(tmp_path / "single")]) == 0
+        finally:
+            torch.set_num_threads(threads)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     ddp = subprocess.run(
         [*launcher, *common, "--out", str(tmp_path / "ddp")],

@@ -88,7 +88,11 @@ def test_predict_with_onnx_gives_the_same_masks(run: Path, onnx_file: Path, tmp_
     assert predict_main(["--onnx", str(onnx_file), *args, "--out", str(tmp_path / "onnx")]) == 0
     for n in (1, 2):
         a, b = (np.asarray(Image.open(tmp_path / d / f"{n}_prob.png")).astype(int) for d in ("torch", "onnx"))
-        assert np.abs(a - b).max() <= 8  # 16-bit probabilities: within 1.3e-4
+        # this random network's float32 logits are ~3e-4 uncertain (see above): probabilities agree to
+        # 1e-3, and the masks wherever the probability is not within that of the threshold
+        assert np.abs(a - b).max() <= 65
+        decided = np.abs(a - 32767.5) > 65
+        assert decided.mean() > 0.99 and np.array_equal((a > 32767)[decided], (b > 32767)[decided])
         assert 0.01 < (a > 32767).mean() < 0.99  # a mask with both classes, so the comparison means something
 
 

@@ -56,7 +56,21 @@ def test_cli_writes_a_complete_run(
 
 
 def test_loss_all_starts_from_identical_weights(tmp_path: Path, synthetic_root: Path) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "1", "--loss", "all", "--val-frames", "none") == 0
+    assert (
+        train(
+            tmp_path,
+            synthetic_root,
+            "--epochs",
+            "1",
+            "--loss",
+            "all",
+            "--val-frames",
+            "none",
+            "--keep",
+            "best",
+        )
+        == 0
+    )
     runs = [tmp_path / "runs" / name for name in ("dice", "jaccard", "focal", "combined")]
     shas = {json.loads((r / "config.json").read_text())["run"]["init_sha256"] for r in runs}
     assert len(shas) == 1
@@ -65,13 +79,13 @@ def test_loss_all_starts_from_identical_weights(tmp_path: Path, synthetic_root: 
     assert shas == {state_sha256(fresh)}
     # different losses do train differently from there
     assert not torch.equal(
-        weights(runs[0] / "last.pt")["head.weight"], weights(runs[2] / "last.pt")["head.weight"]
+        weights(runs[0] / "best.pt")["head.weight"], weights(runs[2] / "best.pt")["head.weight"]
     )
 
 
 def test_same_seed_same_losses(tmp_path: Path, synthetic_root: Path) -> None:
     for name in ("a", "b"):
-        assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", name) == 0
+        assert train(tmp_path, synthetic_root, "--epochs", "2", "--name", name, "--keep", "best") == 0
     a, b = (read_csv(tmp_path / "runs" / n / "metrics.csv") for n in ("a", "b"))
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r["val_dice"] for r in a] == [r["val_dice"] for r in b]
@@ -169,11 +183,11 @@ def test_compile_trains_the_same_and_saves_plain_keys(
         return real_compile(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
-    flags = ["--epochs", "1", "--val-frames", "none", "--amp", "off"]
+    flags = ["--epochs", "1", "--val-frames", "none", "--amp", "off", "--keep", "best"]
     assert train(tmp_path, synthetic_root, *flags, "--compile", "--name", "compiled") == 0
     assert calls == ["UNetResNet50"]
     assert train(tmp_path, synthetic_root, *flags, "--name", "plain") == 0
-    compiled, plain = (tmp_path / "runs" / n / "last.pt" for n in ("compiled", "plain"))
+    compiled, plain = (tmp_path / "runs" / n / "best.pt" for n in ("compiled", "plain"))
     assert list(weights(compiled)) == list(weights(plain))  # no "_orig_mod." prefixes
     loss = [float(read_csv(p.parent / "metrics.csv")[0]["train_loss"]) for p in (compiled, plain)]
     assert loss[0] == pytest.approx(loss[1], rel=1e-4)
@@ -192,8 +206,8 @@ def test_checkpoint_every_and_keep_best(
     monkeypatch.setattr(runfolder, "atomic_torch_save", record)
     flags = ["--epochs", "3", "--val-frames", "none", "--checkpoint-every", "2", "--keep", "best"]
     assert train(tmp_path, synthetic_root, *flags) == 0
-    # without validation best.pt follows last.pt's cadence; both after the last epoch
-    assert written == [("best.pt", 2), ("last.pt", 2), ("best.pt", 3), ("last.pt", 3)]
+    # without validation best.pt follows last.pt's cadence; --keep best writes no final last.pt
+    assert written == [("best.pt", 2), ("last.pt", 2), ("best.pt", 3)]  # no final last.pt to delete
     run = tmp_path / "runs" / "dice"
     assert sorted(p.name for p in run.iterdir()) == [
         "best.pt",

@@ -12,8 +12,8 @@ A run folder ``runs/<name>/`` holds:
 
 Checkpoints are plain state_dicts plus the config, written atomically (checkpoint.py). Under
 torchrun only rank 0 writes or prints. ``--checkpoint-every K`` writes ``last.pt`` (and, without
-validation, ``best.pt``) every K epochs and after the last one; ``--keep best`` deletes
-``last.pt`` once the run has finished. A model with the optimiser state and the average is
+validation, ``best.pt``) every K epochs and after the last one; ``--keep best`` skips the
+final ``last.pt`` and deletes an earlier one once the run has finished. A model with the optimiser state and the average is
 four copies of 32.5 M float32 weights: ``last.pt`` is ~520 MB, ``best.pt`` ~130 MB.
 """
 
@@ -189,7 +189,7 @@ class RunFolder:
             # With validation a better epoch cannot be recovered later, so it is written at once.
             if improved and (validated or due):
                 atomic_torch_save(state, self.path / "best.pt")
-            if due:
+            if due and not (epoch == config.epochs and config.keep == "best"):  # it would be deleted
                 state["optimizer"] = optimizer.state_dict()
                 if ema is not None:  # last.pt: the trained weights to resume from, and their average
                     state["model"], state["ema"] = model.state_dict(), ema.module.state_dict()
