@@ -47,6 +47,17 @@ def train_process(*args: str, hooks: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "train.py", *args]
 
 
+def resume_here(args: list[str]) -> int:
+    """``--resume`` in this process, on one thread like the runs it continues: the same float
+    reduction order, so the weights can be compared bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([*args, "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def final_state(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["epoch"] == EPOCHS
@@ -96,7 +107,7 @@ def test_kill_9_mid_run_then_resume_is_exact(
         at_kill.append(ckpt["epoch"])
         assert 1 <= ckpt["epoch"] < EPOCHS, "last.pt must hold a finished epoch, not the end of the run"
         capsys.readouterr()
-        assert main([*args, "--resume"]) == 0
+        assert resume_here(args) == 0
         assert f"resuming {last.parent} after epoch {ckpt['epoch']}" in capsys.readouterr().out
         assert_same(final_state(last.parent), straight["state"])
         assert not list(last.parent.glob(".*.tmp"))  # no temp file left behind after the resume
@@ -115,7 +126,7 @@ def test_crash_inside_a_checkpoint_write(tmp_path: Path, synthetic_root: Path, s
     stale = list(run_dir.glob(".last.pt.*.tmp"))
     assert len(stale) == 1 and stale[0].stat().st_size > 0  # the half-written file is there
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # and the previous one is whole
-    assert main([*args, "--resume"]) == 0
+    assert resume_here(args) == 0
     assert_same(final_state(run_dir), straight["state"])
     assert not list(run_dir.glob(".*.tmp"))  # the resume removed it
 
