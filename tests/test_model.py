@@ -14,6 +14,7 @@ from unet_scratch import ResNet50Encoder, UNetResNet50
 from unet_scratch.model import Bottleneck, DecoderBlock, InputNormalization, UNetDecoder
 from unet_scratch.model.resnet import drop_path
 from unet_scratch.summary import main as summary_main
+from unet_scratch.summary import stage_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
 
@@ -198,7 +199,51 @@ def test_summary_prints_totals(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for text in ["23,508,032", "9,012,928", "32,521,105", "(1, 2048, 2, 2)", "(1, 1, 64, 64)"]:
         assert text in out
+    assert "2048 + skip 1024 = 3072" in out and "32 (no skip)" in out
     assert summary_main(["--input-size", "100"]) == 2
+
+
+def test_summary_flops_concatenations_and_receptive_fields() -> None:
+    stages = {s.name.split()[0]: s for s in stage_table(UNetResNet50(), 128)}
+    block0 = stages["decoder.blocks.0"]
+    assert [shape for _, shape in block0.inputs] == [(1, 2048, 8, 8), (1, 1024, 8, 8)]  # upsampled, skip
+    assert block0.in_channels == 3072 and block0.output == (1, 256, 8, 8)
+    # a 3x3 convolution costs 2 * 9 * C_in * C_out FLOPs per output pixel (8 x 8 here)
+    assert block0.flops == 2 * 9 * (3072 * 256 + 256 * 256) * 64
+    assert stages["head"].flops == 2 * 9 * 16 * 1 * 128 * 128
+    assert stages["decoder.blocks.4"].inputs[1:] == []  # the last block has no skip
+    assert sum(s.flops for s in stages.values()) == pytest.approx(5.316e9, rel=1e-3)
+    # ResNet50 v1.5: 7x7/2 stem, 3x3/2 pool, then each 3x3 adds 2 * (current stride)
+    fields = [stages[n].receptive_field for n in ("encoder.stem", "encoder.maxpool")]
+    fields += [stages[f"encoder.layer{i}"].receptive_field for i in range(1, 5)]
+    assert fields == [7, 11, 35, 91, 267, 427]
+
+
+@pytest.mark.parametrize("stage, expected", [("layer1", 35), ("layer2", 91)])
+def test_receptive_field_is_what_the_gradient_reaches(stage: str, expected: int) -> None:
+    """Independent check: the input pixels that get a gradient from one output pixel of a stage,
+    in a network where nothing can cancel (positive weights and inputs, identity BatchNorm) and
+    nothing routes the gradient to one pixel (the max-pool becomes an average over the same window)."""
+    encoder = ResNet50Encoder().eval()
+    encoder.maxpool = torch.nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+    with torch.no_grad():
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+    x = torch.ones(1, 3, 160, 160, requires_grad=True)
+    f = dict(zip(["stem", "layer1", "layer2", "layer3", "layer4"], encoder(x)))[stage]
+    f[0, 0, f.shape[2] // 2, f.shape[3] // 2].backward()
+    rows = (x.grad[0].abs().sum(0).sum(1) > 0).nonzero()
+    assert rows.max().item() - rows.min().item() + 1 == expected
+
+
+def test_diagram_is_drawn_from_the_model(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    assert summary_main(["--input-size", "64", "--diagram", str(tmp_path / "u.png")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "u.png") as im:
+        assert im.size[0] > 1000 and im.size[1] > 500
 
 
 def test_input_normalization_modes() -> None:

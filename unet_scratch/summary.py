@@ -1,16 +1,28 @@
-"""A teaching view of the model: every stage's output shape and parameter count.
+"""A teaching view of the model, measured on the live network: every stage's input (and what is
+concatenated there), output shape, parameters, forward FLOPs and receptive field, and a picture
+of the U drawn from the same numbers.
 
-python -m unet_scratch.summary [--input-size 128]
+    python -m unet_scratch.summary [--input-size 128] [--skips none]
+    python -m unet_scratch.summary --diagram docs/architecture.png       # needs matplotlib
+
+Nothing here is typed by hand: one forward pass with hooks records what each stage receives and
+returns, PyTorch's FLOP counter (``torch.utils.flop_counter``) counts each stage's multiply-adds
+(x2: a FLOP is a multiply or an add), and the receptive field is accumulated over the encoder's
+convolutions and pooling in the order the forward pass calls them. Change the model and the
+table and the picture follow.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import ArgumentParser, UserError
 from .model import UNetResNet50
 
 
@@ -19,54 +31,271 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@dataclass
+class Stage:
+    """One row of the table: what a stage receives and returns, and what it costs."""
+
+    name: str  # e.g. "encoder.layer2"
+    part: str  # "encoder", "decoder" or "head"
+    inputs: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (what, shape)
+    output: tuple[int, ...] = ()
+    parameters: int = 0
+    flops: int = 0  # forward, for the (1, 3, S, S) input
+    receptive_field: int | None = None  # input pixels one output pixel can see (encoder stages)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels entering the stage's first convolution: the concatenation's width."""
+        return sum(shape[1] for _, shape in self.inputs)
+
+
+def receptive_fields(encoder: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Receptive field (pixels, one side) of the output of ``stem``, ``maxpool``, ``layer1..4``.
+
+    Walks the convolutions and pooling of the main path in call order: each layer of kernel k
+    and stride s widens the field by ``(k - 1) * jump`` and multiplies the jump (the input
+    distance between neighbouring outputs) by s. The 1x1 projection shortcuts widen nothing and
+    share their block's stride, so they are left out.
+    """
+    calls: list[tuple[str, int, int]] = []
+    hooks = []
+    for name, m in encoder.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and "downsample" not in name:
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            hooks.append(
+                m.register_forward_pre_hook(lambda _m, _i, n=name, k=k, s=s: calls.append((n, k, s)))
+            )
+    try:
+        encoder(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    rf, jump, fields = 1, 1, {}
+    for name, k, s in calls:
+        rf, jump = rf + (k - 1) * jump, jump * s
+        stage = "stem" if name == "conv1" else name.split(".")[0]
+        fields[stage] = rf  # the last call of a stage leaves its output's field
+    return fields
+
+
 @torch.inference_mode()
-def stage_table(model: UNetResNet50, input_size: int = 128) -> list[tuple[str, tuple[int, ...], int]]:
-    """``(stage, output shape, parameters)`` for a ``(1, 3, S, S)`` input, in data-flow order."""
+def stage_table(model: UNetResNet50, input_size: int = 128) -> list[Stage]:
+    """The stages of ``model`` in data-flow order for a ``(1, 3, S, S)`` input (see module doc)."""
     model.eval()
     x = torch.zeros(1, 3, input_size, input_size)
-    enc = model.encoder
-    rows = []
-    stem = enc.relu(enc.bn1(enc.conv1(x)))
-    rows.append(("encoder.stem (conv1-bn1-relu)", tuple(stem.shape), count(enc.conv1) + count(enc.bn1)))
-    h = enc.maxpool(stem)
-    rows.append(("encoder.maxpool", tuple(h.shape), 0))
-    features = [stem]
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        layer = getattr(enc, name)
-        h = layer(h)
-        features.append(h)
-        rows.append((f"encoder.{name} ({len(layer)} bottlenecks)", tuple(h.shape), count(layer)))
-    *skips, d = features
-    for i, (block, skip) in enumerate(zip(model.decoder.blocks, [*skips[::-1], None])):
-        d = block(d, skip)
-        rows.append(
-            (f"decoder.blocks.{i}" + (" (no skip)" if skip is None else ""), tuple(d.shape), count(block))
+    enc, dec = model.encoder, model.decoder
+    stages = [Stage("encoder.stem (conv1-bn1-relu)", "encoder"), Stage("encoder.maxpool", "encoder")]
+    stages += [
+        Stage(f"encoder.layer{i} ({len(getattr(enc, f'layer{i}'))} bottlenecks)", "encoder")
+        for i in range(1, 5)
+    ]
+    stages += [Stage(f"decoder.blocks.{i}", "decoder") for i in range(len(dec.blocks))]
+    stages.append(Stage("head (logits)", "head"))
+    modules = [enc.relu, enc.maxpool, enc.layer1, enc.layer2, enc.layer3, enc.layer4, *dec.blocks, model.head]
+    flop_names = ["encoder.conv1", "encoder.maxpool", *[f"encoder.layer{i}" for i in range(1, 5)]]
+    flop_names += [f"decoder.blocks.{i}" for i in range(len(dec.blocks))] + ["head"]
+
+    def record(stage: Stage, labels: list[str]):  # noqa: ANN202
+        def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            stage.inputs = [(label, tuple(a.shape)) for label, a in zip(labels, args) if a is not None]
+            stage.output = tuple(out.shape)
+
+        return hook
+
+    skip_names = ["layer3", "layer2", "layer1", "stem"] if dec.skips else []
+    hooks = []
+    for i, (stage, module) in enumerate(zip(stages, modules)):
+        if stage.part == "decoder":
+            j = i - 6
+            labels = ["from " + ("layer4" if j == 0 else f"decoder.blocks.{j - 1}") + " (upsampled x2)"]
+            labels.append(f"skip from {skip_names[j]}" if j < len(skip_names) else "")
+        else:
+            labels = ["input"]
+        if stage.name.startswith("encoder.stem"):  # the stem's ReLU sees conv1-bn1's output
+            hooks.append(module.register_forward_hook(record(stage, ["image"])))
+        else:
+            hooks.append(module.register_forward_hook(record(stage, labels)))
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    flops = {
+        name.split(".", 1)[1]: sum(v.values()) for name, v in counter.get_flop_counts().items() if "." in name
+    }
+    fields = receptive_fields(enc, x)
+    for stage, flop_name in zip(stages, flop_names):
+        stage.flops = flops.get(flop_name, 0)
+        if stage.part == "decoder":  # the block receives the un-upsampled map: show what it concatenates
+            (label, shape), *rest = stage.inputs
+            stage.inputs = [(label, (shape[0], shape[1], shape[2] * 2, shape[3] * 2)), *rest]
+        key = stage.name.split()[0].replace("encoder.", "")
+        stage.receptive_field = fields.get(key) if stage.part == "encoder" else None
+    stages[0].inputs = [("image", tuple(x.shape))]
+    stages[0].parameters = count(enc.conv1) + count(enc.bn1)
+    for stage, module in zip(stages[1:], modules[1:]):
+        stage.parameters = count(module)
+    return stages
+
+
+def format_table(stages: list[Stage], input_size: int) -> str:
+    lines = [
+        f"{'stage':<34} {'input channels':<26} {'output shape':<20} {'parameters':>12} "
+        f"{'MFLOPs':>9} {'RF':>5}"
+    ]
+    for s in stages:
+        if s.part == "decoder" and len(s.inputs) == 2:
+            ins = f"{s.inputs[0][1][1]} + skip {s.inputs[1][1][1]} = {s.in_channels}"
+        else:
+            ins = f"{s.in_channels}" + (" (no skip)" if s.part == "decoder" else "")
+        rf = f"{s.receptive_field}" if s.receptive_field else ""
+        lines.append(
+            f"{s.name:<34} {ins:<26} {str(s.output):<20} {s.parameters:>12,} {s.flops / 1e6:>9,.0f} {rf:>5}"
         )
-    out = model.head(d)
-    rows.append(("head (logits)", tuple(out.shape), count(model.head)))
-    return rows
+    total = sum(s.flops for s in stages)
+    lines.append(f"{'total':<81} {sum(s.parameters for s in stages):>12,} {total / 1e6:>9,.0f}")
+    lines.append(
+        f"\nforward FLOPs for one {input_size}x{input_size} image: {total / 1e9:.2f} G "
+        "(torch.utils.flop_counter: convolutions only; BatchNorm, ReLU, upsampling and "
+        "concatenation are not counted). RF: receptive field of an output pixel, in input pixels."
+    )
+    return "\n".join(lines)
+
+
+def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path:
+    """The U, drawn from ``stages``: one column per stage in data-flow order, the height of a
+    box its resolution (the encoder goes down, the decoder back up), skips drawn across, every
+    block with its output shape and every concatenation with its width (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    except ImportError as e:
+        raise UserError("--diagram needs matplotlib: pip install 'unet-scratch[plot]'") from e
+    import math
+
+    step, width, height = 1.62, 1.5, 1.08
+    columns = len(stages) + 1  # the image, then every stage
+    fig, ax = plt.subplots(figsize=(columns * 1.45, 8.6))
+    ax.set_xlim(-0.3, columns * step)
+    ax.set_ylim(-1.3, 8.3)
+    ax.axis("off")
+    colours = {"encoder": "#9ecae1", "decoder": "#fdae6b", "head": "#a1d99b"}
+
+    def y_of(shape: tuple[int, ...]) -> float:  # one level per halving of the resolution
+        return 7.4 - 1.45 * math.log2(input_size / shape[-1])
+
+    def arrow(a: tuple[float, float], b: tuple[float, float], colour: str = "#333333", **kw) -> None:  # noqa: ANN003
+        ax.add_patch(
+            FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=11, color=colour, linewidth=1.1, **kw)
+        )
+
+    centres = [(0.5 * step + 0.2, y_of(stages[0].inputs[0][1]))]
+    ax.text(*centres[0], f"image\n3 x {input_size}\nx {input_size}", ha="center", va="center", fontsize=8)
+    for k, s in enumerate(stages, start=1):
+        cx, cy = (k + 0.5) * step, y_of(s.output)
+        centres.append((cx, cy))
+        ax.add_patch(
+            FancyBboxPatch(
+                (cx - width / 2, cy - height / 2), width, height, boxstyle="round,pad=0.02",
+                facecolor=colours[s.part], edgecolor="#333333", linewidth=0.9,
+            )
+        )  # fmt: skip
+        title = s.name.split()[0].replace("encoder.", "").replace("decoder.blocks.", "decoder ")
+        lines = [title]
+        if s.part == "decoder":
+            up, *skip = s.inputs
+            lines.append(
+                f"{up[1][1]}+{skip[0][1][1]}={s.in_channels}" if skip else f"{s.in_channels}, no skip"
+            )
+        c, h, w = s.output[1:]
+        lines.append(f"-> {c} x {h} x {w}")
+        params = f"{s.parameters / 1e6:.2f} M" if s.parameters >= 10_000 else f"{s.parameters:,} params"
+        lines.append(params + (f", RF {s.receptive_field}" if s.receptive_field else ""))
+        ax.text(cx, cy, "\n".join(lines), ha="center", va="center", fontsize=7.4)
+    for (ax0, ay0), (bx0, by0) in zip(centres, centres[1:]):  # the data flow, box to box
+        start = (
+            (ax0 + width / 2, ay0)
+            if ay0 == by0
+            else (ax0 + 0.25, ay0 - height / 2 if by0 < ay0 else ay0 + height / 2)
+        )
+        end = (
+            (bx0 - width / 2, by0)
+            if ay0 == by0
+            else (bx0 - 0.25, by0 + height / 2 if by0 < ay0 else by0 - height / 2)
+        )
+        arrow(start, end)
+    by_name = {s.name.split()[0].replace("encoder.", ""): k for k, s in enumerate(stages, start=1)}
+    for k, s in enumerate(stages, start=1):
+        if s.part == "decoder" and len(s.inputs) == 2:
+            source = by_name[s.inputs[1][0].replace("skip from ", "")]
+            (sx, sy), (dx, dy) = centres[source], centres[k]
+            arrow((sx + width / 2, sy + 0.18), (dx - width / 2, dy + 0.18), colour="#3182bd", linestyle="--")
+            label, ly = f"skip: {s.inputs[1][1][1]} channels, concatenated", sy + 0.24
+            if dx - sx < 3 * step:  # no room between the boxes: above them
+                label, ly = f"skip: {s.inputs[1][1][1]} ch", sy + height / 2 + 0.04
+            ax.text((sx + dx) / 2, ly, label, ha="center", va="bottom", fontsize=7.4, color="#3182bd")
+    for level in range(6):
+        ax.text(
+            -0.25,
+            7.4 - 1.45 * level,
+            f"1/{2**level}" if level else "full",
+            fontsize=8,
+            color="#777777",
+            va="center",
+        )
+    total, flops = sum(s.parameters for s in stages), sum(s.flops for s in stages)
+    ax.text(
+        columns * step / 2, -1.0,
+        f"UNetResNet50 at {input_size}x{input_size}: {total:,} parameters, {flops / 1e9:.2f} GFLOPs "
+        "forward per image. Each box: its input channels (decoder: upsampled + skip = concatenated), "
+        "output channels x height x width, parameters, receptive field.\nHeight = resolution. "
+        "Blue: ResNet50 encoder; orange: decoder blocks "
+        "(upsample x2, concatenate, 2 x conv3x3-BN-ReLU); green: conv3x3 head; dashed: skip connections. "
+        "Drawn by python -m unet_scratch.summary --diagram from a forward pass of the live model.",
+        ha="center", va="center", fontsize=8,
+    )  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_scratch.summary", description=__doc__.splitlines()[0]
-    )
+    parser = ArgumentParser(prog="python -m unet_scratch.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--input-size", type=int, default=128, help="square input size, a multiple of 32")
+    parser.add_argument(
+        "--skips", default="all", choices=("all", "none"), help="the model with or without skips"
+    )
+    parser.add_argument("--diagram", help="also draw the U to this PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.input_size < 32 or args.input_size % 32:
         print(
             f"error: --input-size must be a positive multiple of 32, got {args.input_size}", file=sys.stderr
         )
         return 2
-    model = UNetResNet50()
-    print(f"UNetResNet50, input (1, 3, {args.input_size}, {args.input_size})\n")
-    print(f"{'stage':<36} {'output shape':<22} {'parameters':>12}")
-    for name, shape, n in stage_table(model, args.input_size):
-        print(f"{name:<36} {str(shape):<22} {n:>12,}")
+    model = UNetResNet50(skips=args.skips == "all")
+    stages = stage_table(model, args.input_size)
+    print(
+        f"UNetResNet50{' without skips' if args.skips == 'none' else ''}, "
+        f"input (1, 3, {args.input_size}, {args.input_size})\n"
+    )
+    print(format_table(stages, args.input_size))
     print()
     for name, part in (("encoder", model.encoder), ("decoder", model.decoder), ("head", model.head)):
-        print(f"{name + ' total':<59} {count(part):>12,}")
-    print(f"{'model total':<59} {count(model):>12,}")
+        print(f"{name + ' total':<82} {count(part):>12,}")
+    print(f"{'model total':<82} {count(model):>12,}")
+    if args.diagram:
+        try:
+            print(f"\ndiagram -> {draw_diagram(stages, args.diagram, args.input_size)}")
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
