@@ -13,8 +13,9 @@ A run folder ``runs/<name>/`` holds:
 Checkpoints are plain state_dicts plus the config, written atomically (checkpoint.py). Under
 torchrun only rank 0 writes or prints. ``--checkpoint-every K`` writes ``last.pt`` (and, without
 validation, ``best.pt``) every K epochs and after the last one; ``--keep best`` skips the
-final ``last.pt`` and deletes an earlier one once the run has finished. A model with the optimiser state and the average is
-four copies of 32.5 M float32 weights: ``last.pt`` is ~520 MB, ``best.pt`` ~130 MB.
+final ``last.pt`` and deletes an earlier one once the run has finished. A model with the
+optimiser state and the average is four copies of 32.5 M float32 weights: ``last.pt`` is
+~520 MB, ``best.pt`` ~130 MB.
 """
 
 from __future__ import annotations
