@@ -1,0 +1,43 @@
+"""The scripts that draw the figures of docs/: their numbers against closed forms."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def load(name: str):  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("fraction, p", [(0.01, 0.1), (0.3, 0.6)])
+def test_dice_gradient_at_a_pixel_is_the_closed_form(fraction: float, p: float) -> None:
+    lg = load("loss_gradients")
+    n = lg.SIZE**2
+    area = round(fraction * n)
+    # probabilities: polyp 0.8 except pixel 0 (p), background 0.02 except the last pixel (p)
+    inter = 0.8 * (area - 1) + p
+    psum = inter + 0.02 * (n - area - 1) + p
+    s = 1.0
+    denominator = psum + area + s
+    d_dice = lambda y: (2 * y * denominator - (2 * inter + s)) / denominator**2  # noqa: E731  d(ratio)/dp
+    missed, false_positive = lg.pixel_gradients("dice", {}, fraction, p)
+    assert missed == pytest.approx(-d_dice(1) * p * (1 - p), rel=1e-9)  # dL/dz = -dD/dp * dp/dz
+    assert false_positive == pytest.approx(-d_dice(0) * p * (1 - p), rel=1e-9)
+
+
+def test_focal_gradient_at_a_pixel_is_the_closed_form() -> None:
+    lg = load("loss_gradients")
+    n, p, alpha, gamma = lg.SIZE**2, 0.1, 0.75, 2.0
+    # y = 1, p_t = p: d/dz [-(1 - p)^g log p] = (1 - p)^g [g p log p - (1 - p)]... times alpha / n
+    d = (1 - p) ** gamma * (gamma * p * math.log(p) - (1 - p))
+    missed, _ = lg.pixel_gradients("focal", {"alpha": alpha}, 0.05, p)
+    assert missed == pytest.approx(alpha * d / n, rel=1e-9)
