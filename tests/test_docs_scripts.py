@@ -1,4 +1,4 @@
-"""The scripts that draw the figures of docs/: their numbers against closed forms."""
+"""The scripts beside the docs: the figures' numbers against closed forms, and the minimal example."""
 
 from __future__ import annotations
 
@@ -41,3 +41,15 @@ def test_focal_gradient_at_a_pixel_is_the_closed_form() -> None:
     d = (1 - p) ** gamma * (gamma * p * math.log(p) - (1 - p))
     missed, _ = lg.pixel_gradients("focal", {"alpha": alpha}, 0.05, p)
     assert missed == pytest.approx(alpha * d / n, rel=1e-9)
+
+
+def test_minimal_training_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "minimal_train", DOCS.parent / "examples" / "minimal_train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dice = module.main(["--steps", "2", "--size", "32", "--frames", "12"])
+    out = capsys.readouterr().out
+    assert "step    2: Dice loss" in out and "mean Dice on 2 frames it never saw" in out
+    assert 0.0 <= dice <= 1.0
