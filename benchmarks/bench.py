@@ -18,8 +18,16 @@ Prints, for batch 8 at 128x128 unless told otherwise:
   - achieved FLOP/s of a training step against a measured matmul peak;
   - ``--profile``: the step's operators by self time; ``--data``: the time to decode and resize
     the 363 training frames, which a per-epoch DataLoader pipeline pays every epoch;
-  - peak memory (process RSS on CPU, max allocated on CUDA).
+  - peak memory (process RSS on CPU, max allocated on CUDA);
+  - ``--deploy RUN`` (with ``--data`` and ``--val-frames``): inference for deployment, images/s at
+    batch 1 and 32, at the run's input size and at the frames' native 288x384, for PyTorch eager,
+    ONNX Runtime fp32 and ONNX Runtime int8 (static quantisation, calibrated on 32 training
+    frames); the validation Dice of each (what int8 costs); and predict.py on a 288x384 video end
+    to end (decode, model, overlay, encode) in frames/s, against a 25 frames/s colonoscope.
 Timed figures are medians over ``--steps`` steps after ``--warmup`` steps.
+
+    python benchmarks/bench.py --skip-fp32 --skip-epoch --deploy runs/f1-dice \
+        --data ../shared/data/cvc-clinicdb-dev --val-frames 364-428
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from unet_scratch.engine import (  # noqa: E402
     train_one_epoch,
     train_step,
 )
+from unet_scratch.export import export_onnx  # noqa: E402
 from unet_scratch.losses import DiceLoss  # noqa: E402
 
 
@@ -163,6 +172,141 @@ def peak_memory_text(device: torch.device) -> str:
     return f"{rss_kib / 2**20:.2f} GiB peak process RSS"
 
 
+# ----------------------------------------------------------------------------- deployment
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor) -> None:
+    """Static int8 quantisation (QDQ, per-channel weights, uint8 activations) calibrated on
+    ``calibration (N, 3, H, W)`` float frames."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                [{"image": calibration[i : i + 8].numpy()} for i in range(0, len(calibration), 8)]
+            )
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    prepared = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    quantize_static(
+        str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+
+
+def ort_session(path: Path):  # noqa: ANN201
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def deployment(args: argparse.Namespace) -> None:
+    """The ``--deploy`` measurements (see the module docstring)."""
+    import tempfile
+
+    from unet_scratch.data import parse_frames
+    from unet_scratch.inference import load_run
+    from unet_scratch.metrics import SegmentationMeter
+    from unet_scratch.predict import main as predict_main
+
+    model, config, _ = load_run(args.deploy)
+    model = model.float().eval()
+    size = config.input_size
+    val_x, val_y = load_frames(args.data, parse_frames(args.val_frames), size)
+    val_x = val_x.float() / 255
+    train_frames = [n for n in range(1, 429) if n not in set(parse_frames(args.val_frames))][::10][:32]
+    calibration = load_frames(args.data, train_frames, size)[0].float() / 255
+    tmp = Path(tempfile.mkdtemp())
+    backends: dict[str, dict[tuple[int, int], object]] = {
+        "PyTorch eager fp32": {},
+        "ONNX Runtime fp32": {},
+        "ONNX Runtime int8": {},
+    }
+    for h, w in ((size, size), (288, 384)):
+        fp32, int8 = tmp / f"m{h}x{w}.onnx", tmp / f"m{h}x{w}.int8.onnx"
+        export_onnx(model, h, fp32, width=w)
+        calib = torch.nn.functional.interpolate(
+            calibration, size=(h, w), mode="bilinear", align_corners=False
+        )
+        quantize_int8(fp32, int8, calib)
+        backends["ONNX Runtime fp32"][(h, w)] = ort_session(fp32)
+        backends["ONNX Runtime int8"][(h, w)] = ort_session(int8)
+        backends["PyTorch eager fp32"][(h, w)] = model
+
+    def run(backend: object, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(backend, torch.nn.Module):
+            with torch.inference_mode():
+                return backend(x.contiguous(memory_format=torch.channels_last))
+        return torch.from_numpy(backend.run(None, {"image": x.numpy()})[0])
+
+    print(
+        f"\ndeployment, {args.deploy} ({config.loss}, trained at {size}x{size}), "
+        f"{torch.get_num_threads()} threads:"
+    )
+    print(f"{'backend':<22} {'input':<9} {'batch 1 img/s':>14} {'batch 32 img/s':>15} {'val mDice@0.5':>14}")
+    g = torch.Generator().manual_seed(0)
+    for name, by_size in backends.items():
+        for (h, w), backend in by_size.items():
+            rates = []
+            for b in (1, 32):
+                x = torch.rand(b, 3, h, w, generator=g)
+                t = median_time(
+                    lambda backend=backend, x=x: run(backend, x), torch.device("cpu"), args.steps, args.warmup
+                )
+                rates.append(b / t)
+            dice = ""
+            if (h, w) == (size, size):  # the validation frames at the size the model was trained on
+                meter = SegmentationMeter()
+                meter.update(
+                    torch.cat(
+                        [torch.sigmoid(run(backend, val_x[i : i + 16])) for i in range(0, len(val_x), 16)]
+                    ),
+                    val_y,
+                )
+                dice = f"{meter.summary()['dice']:.4f}"
+            print(f"{name:<22} {h}x{w:<5} {rates[0]:>14.1f} {rates[1]:>15.1f} {dice:>14}")
+        x = val_x[:8]
+        gap = (run(by_size[(size, size)], x) - run(model, x)).abs().max().item()
+        print(f"{'':<22} max |logit - PyTorch's| on 8 validation frames: {gap:.2e}")
+
+    try:
+        import av
+    except ImportError:
+        print("video: PyAV is not installed (pip install 'unet-scratch[video]'): skipped")
+        return
+    from unet_scratch.synthetic import make_frame
+
+    clip = tmp / "clip.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 384, 288, "yuv420p"
+        for n in range(1, 201):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(make_frame(n)[0], format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for label, extra in (
+        ("PyTorch", ["--run", args.deploy]),
+        ("ONNX Runtime fp32", ["--onnx", str(tmp / f"m{size}x{size}.onnx")]),
+    ):
+        t = time.perf_counter()
+        predict_main(
+            [*extra, str(clip), "--out", str(tmp / f"out-{label[:4]}"), "--device", "cpu", "--overwrite"]
+        )
+        fps = 200 / (time.perf_counter() - t)
+        verdict = "keeps up with" if fps >= 25 else "does not keep up with"
+        print(
+            f"video, predict.py end to end ({label}, 200 frames 384x288, batch 8): {fps:.1f} frames/s: "
+            f"{verdict} 25 frames/s"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -192,7 +336,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure the fast path under torch.compile (training step and inference)",
     )
+    p.add_argument("--deploy", help="a run folder: the deployment measurements (needs --data, --val-frames)")
+    p.add_argument(
+        "--val-frames", default="364-428", help="validation frames of --deploy's run, for its Dice"
+    )
+    p.add_argument("--skip-train", action="store_true", help="skip the training-step and inference timings")
     args = p.parse_args(argv)
+    if args.deploy:
+        if not args.data:
+            p.error("--deploy needs --data (the validation frames' dataset)")
+        if args.skip_train:
+            deployment(args)
+            print(f"peak memory: {peak_memory_text(torch.device('cpu'))}")
+            return 0
 
     device = pick_device(args.device)
     amp = amp_dtype(device, "auto")
@@ -305,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         load_frames(args.data, list(range(1, 364)), size)  # no cache_dir: decode everything
         wall = time.perf_counter() - t
         print(f"decode + resize of frames 1-363 from {args.data} (no cache): {wall:.1f} s per pass")
+    if args.deploy:
+        deployment(args)
     print(f"peak memory: {peak_memory_text(device)}")
     return 0
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import postprocess
 from .checkpoint import atomic_write_json
 from .config import AMP_MODES, TrainConfig
 from .data import (
@@ -153,15 +154,30 @@ def _train_seconds(run_dir: Path, ckpt: dict[str, Any]) -> float | None:
     return float(rows[-1]["elapsed_seconds"]) if rows and "elapsed_seconds" in rows[-1] else None
 
 
+def postprocessed(
+    probs: torch.Tensor, threshold: float, steps: list[tuple[str, float]]
+) -> torch.Tensor | None:
+    """The thresholded masks ``(N, 1, H, W)`` after ``--postprocess`` (None when there is none)."""
+    if not steps:
+        return None
+    masks = [postprocess.apply(p[0].numpy() > threshold, steps) for p in probs]
+    return torch.from_numpy(np.stack(masks))[:, None]
+
+
 def full_resolution_scores(
-    probs: torch.Tensor, mask_paths: list[Path], frames: list[int], threshold: float
+    probs: torch.Tensor,
+    mask_paths: list[Path],
+    frames: list[int],
+    threshold: float,
+    steps: list[tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """Scores at each frame's own size: ``probs (N, 1, S, S)`` resized back (bilinear, as
     predict.py does), against the masks read at full size and binarised at > 127."""
     meter = SegmentationMeter(threshold=threshold)
     for prob, path in zip(probs, mask_paths):
         mask = torch.from_numpy(read_mask(path) > 127)[None, None]
-        meter.update(to_size(prob[None], *mask.shape[-2:]), mask)
+        full = to_size(prob[None], *mask.shape[-2:])
+        meter.update(full, mask, postprocessed(full, threshold, steps))
     s = meter.summary()
     per_image = {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)}
     return {"dice": s["dice"], "jaccard": s["iou"], "pooled_dice": s["pooled_dice"], "per_image": per_image}
@@ -178,6 +194,7 @@ def score_run(
     n_overlays: int,
     threshold: float = 0.5,
     mask_paths: list[Path] | None = None,
+    steps: list[tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
     ``mask_paths`` also the scores at the frames' original size."""
@@ -186,7 +203,7 @@ def score_run(
     images, masks = data_for(config.input_size)
     probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()
     meter = SegmentationMeter(threshold=threshold)
-    meter.update(probs, masks)
+    meter.update(probs, masks, postprocessed(probs, threshold, steps))
     s = meter.summary()
     row = {
         "name": run_dir.name,
@@ -205,7 +222,7 @@ def score_run(
         "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
     }
     if mask_paths is not None:
-        row["full_res"] = full_resolution_scores(probs, mask_paths, frames, threshold)
+        row["full_res"] = full_resolution_scores(probs, mask_paths, frames, threshold, steps)
     if row["frames_role"] == "training":
         overlap = set(frames) & set(parse_frames(config.train_frames))
         row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run_dir.name}"
@@ -250,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.5,
         help="probability above which a pixel is polyp (analysis only: never tune it on test frames)",
+    )
+    p.add_argument(
+        "--postprocess",
+        default="none",
+        help="comma list applied to each thresholded mask: largest (keep the largest region), "
+        "min-area:F (drop regions under a fraction F of the frame), fill-holes; or none",
     )
     p.add_argument(
         "--full-res",
@@ -300,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {e}", file=sys.stderr)
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)
+    steps = postprocess.parse_postprocess(args.postprocess)
     data = args.data or data_of_runs(run_dirs)
     given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
     runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
@@ -346,13 +370,15 @@ def run(args: argparse.Namespace) -> int:
                 args.n_overlays,
                 args.threshold,
                 mask_paths,
+                steps,
             )
         )
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
     title, role = describe_role({r["frames_role"] for r in scored}, frames)
     print(
-        f"{data}: {title}\nthreshold {args.threshold}, TTA {'on (4 flips)' if args.tta else 'off'}; "
+        f"{data}: {title}\nthreshold {args.threshold}, TTA {'on (4 flips)' if args.tta else 'off'}, "
+        f"post-processing {args.postprocess}; "
         f"Dice/Jaccard = mean per image at the run's input size"
         + ("; full res = at each frame's original size" if args.full_res else "")
         + "\n"
@@ -376,6 +402,7 @@ def run(args: argparse.Namespace) -> int:
             "frames_role": role,
             "threshold": args.threshold,
             "tta": args.tta,
+            "postprocess": args.postprocess,
             "resolution": "input size" + (" and full (each row's full_res)" if args.full_res else ""),
             "runs": rows,
         }

@@ -32,13 +32,15 @@ from .inference import OnnxModel, load_run
 FORMATS = ("onnx", "exported")
 
 
-def export_onnx(model: torch.nn.Module, size: int, out: Path, opset: int = 18) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis, atomically."""
+def export_onnx(
+    model: torch.nn.Module, size: int, out: Path, opset: int = 18, width: int | None = None
+) -> None:
+    """Write ``model`` as ONNX for ``(N, 3, size, width or size)`` inputs, N dynamic, atomically."""
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError as e:
         raise UserError("--format onnx needs the exporter: pip install 'unet-scratch[export]'") from e
-    example = torch.rand(2, 3, size, size)
+    example = torch.rand(2, 3, size, width or size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():  # the exporter writes the file

@@ -92,9 +92,12 @@ class SegmentationMeter:
     soft_jaccard: list[float] = field(default_factory=list)
     counts: list[torch.Tensor] = field(default_factory=list)
 
-    def update(self, prob: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, prob: torch.Tensor, target: torch.Tensor, pred: torch.Tensor | None = None) -> None:
+        """Score a batch; ``pred`` (same shape, bool) replaces ``prob > threshold`` as the mask
+        behind the thresholded scores, e.g. after post-processing (the soft scores keep ``prob``)."""
         prob, target = prob.detach().float().cpu(), target.detach().float().cpu()
-        tp, fp, fn = confusion(prob, target, self.threshold)
+        hard = prob if pred is None else pred.detach().float().cpu()
+        tp, fp, fn = confusion(hard, target, self.threshold if pred is None else 0.5)
         self.dice += _ratio(2 * tp, 2 * tp + fp + fn).tolist()
         self.iou += _ratio(tp, tp + fp + fn).tolist()
         self.soft_dice += soft_dice(prob, target).tolist()

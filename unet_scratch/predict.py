@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import postprocess
 from .checkpoint import atomic_write_bytes
 from .config import AMP_MODES
 from .data import EXTENSIONS, read_image
@@ -122,11 +123,12 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def write_image_outputs(
-    out: Path, name: str, image: np.ndarray, prob: torch.Tensor, threshold: float, probabilities: bool
+    out: Path, name: str, image: np.ndarray, prob: torch.Tensor, args: argparse.Namespace
 ) -> float:
     """Write the mask, the overlay and optionally the 16-bit probability map; returns the polyp
     area in % of the frame."""
-    mask = (prob > threshold).numpy()
+    mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
+    probabilities = args.probabilities
     atomic_write_bytes(png_bytes(mask.astype(np.uint8) * 255), out / f"{name}_mask.png")
     atomic_write_bytes(png_bytes(outline_overlay(image, mask)), out / f"{name}_overlay.png")
     if probabilities:
@@ -161,9 +163,7 @@ def segment_images(
         if not images:
             continue
         for f, image, prob in zip(kept, images, segmenter.probabilities(images)):
-            area = write_image_outputs(
-                Path(args.out), names[f], image, prob, args.threshold, args.probabilities
-            )
+            area = write_image_outputs(Path(args.out), names[f], image, prob, args)
             done += 1
             height, width = image.shape[:2]
             say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {float(prob.max()):.2f}")
@@ -200,7 +200,7 @@ def segment_video(
     def flush(batch: list[np.ndarray], times: list[float]) -> None:
         nonlocal frames
         for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
-            mask = (prob > args.threshold).numpy()
+            mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
             rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
             frame = av.VideoFrame.from_ndarray(outline_overlay(image, mask), format="rgb24")
             for packet in encoder.encode(frame):
@@ -256,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--probabilities", action="store_true", help="also write NAME_prob.png (16-bit, p * 65535)"
     )
+    p.add_argument(
+        "--postprocess",
+        default="none",
+        help="comma list applied to each mask: largest, min-area:F (a fraction of the frame), "
+        "fill-holes; or none",
+    )
     p.add_argument("--tta", action="store_true", help="average the probabilities of the 4 flip variants")
     p.add_argument("--batch-size", type=int, default=8, help="images (or video frames) per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (PyTorch only)")
@@ -281,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    args.steps = postprocess.parse_postprocess(args.postprocess)
     out = Path(args.out)
     if out.is_dir() and not args.overwrite:
         held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]

@@ -1,0 +1,68 @@
+"""Post-processing of masks: regions, the largest, small ones dropped, holes filled; and the
+meter scoring a post-processed mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unet_scratch.errors import UserError
+from unet_scratch.evaluate import postprocessed
+from unet_scratch.metrics import SegmentationMeter
+from unet_scratch.postprocess import apply, components, parse_postprocess
+
+
+def picture(rows: list[str]) -> np.ndarray:
+    return np.array([[c == "#" for c in row] for row in rows])
+
+
+SCENE = picture(
+    [
+        "##.......",
+        "##...###.",
+        ".....#.#.",
+        "....####.",
+        "#........",
+    ]
+)  # a 2x2 block, a ring of 8 with a 1-pixel hole (and a tail), a lone pixel
+
+
+def test_regions_are_8_connected() -> None:
+    labels, count = components(SCENE)
+    assert count == 3
+    assert sorted(np.bincount(labels.ravel())[1:].tolist()) == [1, 4, 9]
+    diagonal = picture(["#.", ".#"])
+    assert components(diagonal)[1] == 1  # touching corners are one region
+
+
+def test_steps() -> None:
+    assert (apply(SCENE, [("largest", 0)]) == (components(SCENE)[0] == 2)).all()  # the ring
+    small_dropped = apply(SCENE, [("min-area", 4 / SCENE.size)])
+    assert small_dropped.sum() == 13 and not small_dropped[4, 0]  # the lone pixel goes, the block stays
+    filled = apply(SCENE, [("fill-holes", 0)])
+    assert filled[2, 6] and filled.sum() == SCENE.sum() + 1  # the enclosed pixel, nothing else
+    assert not apply(picture(["...", ".#.", "..."]), [("fill-holes", 0)])[0, 0]  # open background stays
+
+
+def test_parse() -> None:
+    assert parse_postprocess("largest, fill-holes,min-area:0.01") == [
+        ("largest", 0.0),
+        ("fill-holes", 0.0),
+        ("min-area", 0.01),
+    ]
+    assert parse_postprocess("none") == [] and parse_postprocess("") == []
+    for bad in ("biggest", "min-area", "min-area:x", "largest:2"):
+        with pytest.raises(UserError, match="--postprocess"):
+            parse_postprocess(bad)
+
+
+def test_scores_use_the_post_processed_mask() -> None:
+    prob = torch.from_numpy(SCENE.astype(np.float32) * 0.9)[None, None]
+    target = torch.from_numpy(apply(SCENE, [("largest", 0)]).astype(np.float32))[None, None]
+    plain, after = SegmentationMeter(), SegmentationMeter()
+    plain.update(prob, target)
+    after.update(prob, target, postprocessed(prob, 0.5, [("largest", 0)]))
+    assert plain.dice[0] == pytest.approx(2 * 9 / (14 + 9)) and after.dice[0] == 1.0
+    assert after.soft_dice == plain.soft_dice  # the probabilities themselves are untouched
+    assert postprocessed(prob, 0.5, []) is None
