@@ -191,7 +191,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor) -> None:
             return next(self.batches, None)
 
     prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared))
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # the dynamic batch axis
     quantize_static(
         str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -66,3 +66,11 @@ def test_scores_use_the_post_processed_mask() -> None:
     assert plain.dice[0] == pytest.approx(2 * 9 / (14 + 9)) and after.dice[0] == 1.0
     assert after.soft_dice == plain.soft_dice  # the probabilities themselves are untouched
     assert postprocessed(prob, 0.5, []) is None
+
+
+def test_a_hole_closed_by_a_diagonal_is_filled() -> None:
+    # the polyp is 8-connected, so its background is 4-connected: the centre cannot leak out
+    # through the diagonal gap at its top right
+    ring = picture([".....", ".##..", ".#.#.", "..##.", "....."])
+    filled = apply(ring, [("fill-holes", 0)])
+    assert filled[2, 2] and filled.sum() == ring.sum() + 1
