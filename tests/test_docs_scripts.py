@@ -53,3 +53,18 @@ def test_minimal_training_example_runs(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "step    2: Dice loss" in out and "mean Dice on 2 frames it never saw" in out
     assert 0.0 <= dice <= 1.0
+
+
+def test_focal_optimum_is_the_weighted_posterior_without_focusing() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "loss_analysis", DOCS.parent / "benchmarks" / "loss_analysis.py"
+    )
+    la = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(la)
+    for q, alpha in ((0.3, 0.75), (0.9, 0.2), (0.5, 0.5)):
+        # gamma 0: alpha-weighted cross-entropy, minimised at alpha q / (alpha q + (1 - alpha)(1 - q))
+        assert la.focal_optimum(q, alpha, 0.0) == pytest.approx(
+            alpha * q / (alpha * q + (1 - alpha) * (1 - q)), abs=1e-6
+        )
+    assert la.focal_optimum(0.5, 0.5, 2.0) == pytest.approx(0.5, abs=1e-6)  # symmetric
+    assert 0.5 < la.focal_optimum(0.9, 0.5, 2.0) < 0.9  # focusing pulls the optimum towards the middle
