@@ -86,9 +86,8 @@ def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: t
     print(
         f"probabilities inside polyps: mean {inside.mean():.3f}, quartiles {[round(v, 3) for v in quartiles]}"
     )
-    print(
-        f"probabilities outside polyps: mean {outside.mean():.3f}, above 0.1: {(outside > 0.1).double().mean():.3f}"
-    )
+    above = (outside > 0.1).double().mean()
+    print(f"probabilities outside polyps: mean {outside.mean():.3f}, share above 0.1: {above:.3f}")
     print(f"share of polyp pixels with p > 0.9: {(inside > 0.9).double().mean():.3f}")
     alpha, gamma = config.focal_alpha, config.focal_gamma
     print(f"\nfocal optimum p* for a pixel that is polyp with frequency q (alpha {alpha}, gamma {gamma}), "
