@@ -15,14 +15,15 @@ and train on the rest of 1-428, so no fold validates on a near-duplicate of a tr
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unet_scratch.checkpoint import load_checkpoint  # noqa: E402
 from unet_scratch.data import describe_frames, parse_frames  # noqa: E402
+from unet_scratch.report import read_metrics  # noqa: E402
 from unet_scratch.train import main as train_main  # noqa: E402
 
 # validation folds: whole sequences (frames 1-428 hold 20 of them)
@@ -39,6 +40,16 @@ RECIPES = {
     "adamw-cosine": ["--preset", "reference", "--optimizer", "adamw", "--lr", "1e-3",
                      "--weight-decay", "1e-4", "--schedule", "cosine", "--warmup-epochs", "1"],
     "tuned": ["--preset", "tuned"],
+    # one lever each on top of the defaults (accuracy on unseen videos, docs/RESULTS.md)
+    "wd05": ["--preset", "tuned", "--weight-decay", "0.05"],
+    "droppath02": ["--preset", "tuned", "--drop-path", "0.2"],
+    "headdropout01": ["--preset", "tuned", "--head-dropout", "0.1"],
+    "nnunet-aug": ["--preset", "tuned", "--augment", "flips,rot90,affine-wide,color,gamma,blur,noise,lowres"],
+    "copypaste": ["--preset", "tuned", "--augment", "flips,rot90,affine,color,copypaste"],
+    "cutmix": ["--preset", "tuned", "--augment", "flips,rot90,affine,color,cutmix"],
+    "deep-supervision": ["--preset", "tuned", "--deep-supervision"],
+    "jaccard-log": ["--preset", "tuned", "--jaccard-log"],
+    "no-skips": ["--preset", "tuned", "--skips", "none"],
 }  # fmt: skip
 
 
@@ -48,14 +59,17 @@ def train_frames_for(fold: str) -> str:
 
 
 def run_scores(run_dir: Path) -> tuple[float, int, float] | None:
-    """``(best-epoch val mDice, best epoch, last-epoch val mDice)`` of a finished run, else None."""
-    path = run_dir / "last.pt"
-    if not path.is_file():
-        return None
-    last = load_checkpoint(path, mmap=True)  # history only: the tensors are mapped, not read
-    if last["epoch"] < last["config"]["epochs"]:
+    """``(best-epoch val mDice, best epoch, last-epoch val mDice)`` of a finished run, else None.
+
+    Read from metrics.csv (one row per epoch) and config.json, so a run trained with ``--keep
+    best`` (no last.pt) counts too; the best epoch is the one with the best validation IoU, as
+    train.py picks it.
+    """
+    rows, config = read_metrics(run_dir), run_dir / "config.json"
+    if not rows or not config.is_file() or len(rows) < json.loads(config.read_text())["epochs"]:
         return None  # unfinished
-    return last["best"]["val_dice"], last["best"]["epoch"], last["history"][-1]["val_dice"]
+    best = max(rows, key=lambda r: r["val_iou"])  # the first of equal maxima, as train.py
+    return best["val_dice"], int(best["epoch"]), rows[-1]["val_dice"]
 
 
 def mean_sd(scores: list[float]) -> str:
