@@ -6,6 +6,7 @@ and the fix; only the CLIs catch it, print the line to stderr and exit with stat
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 
@@ -34,3 +35,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def exit_status(run: Callable[[], int]) -> int:
+    """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI edge)."""
+    try:
+        return run()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -41,7 +41,7 @@ from .data import (
     select_pairs,
 )
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_status
 from .inference import load_run, to_size
 from .metrics import SegmentationMeter
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
@@ -291,11 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: run(args))
 
 
 def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:

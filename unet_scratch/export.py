@@ -17,6 +17,7 @@ threshold), with a dynamic batch axis N and the run's input size S. Resizing a f
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write_bytes
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_status
 from .inference import OnnxModel, load_run
 
 FORMATS = ("onnx", "exported")
@@ -85,26 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
     args = p.parse_args(argv)
-    try:
-        model, config, _ = load_run(args.run)
-        model = model.float().eval()
-        out = Path(args.out)
-        size = config.input_size
-        if args.format == "onnx":
-            export_onnx(model, size, out, args.opset)
-            try:
-                gap = onnx_parity(model, out, size)
-                print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
-            except UserError as e:  # onnxruntime is optional for exporting
-                print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
-        else:
-            export_program(model, size, out)
-        print(
-            f"{args.run}/best.pt -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> logits)"
-        )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> int:
+    model, config, _ = load_run(args.run)
+    model = model.float().eval()
+    out = Path(args.out)
+    size = config.input_size
+    if args.format == "onnx":
+        export_onnx(model, size, out, args.opset)
+        try:
+            gap = onnx_parity(model, out, size)
+            print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
+        except UserError as e:  # onnxruntime is optional for exporting
+            print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
+    else:
+        export_program(model, size, out)
+    print(f"{args.run}/best.pt -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> logits)")
     return 0
 
 

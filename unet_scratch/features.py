@@ -16,6 +16,7 @@ own range. It writes
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from .data import read_image
 from .engine import build_model
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_status
 from .inference import load_run, prepare
 
 STAGES = [
@@ -142,17 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="features", help="folder for features.png and prediction.png")
     p.add_argument("--channels", type=int, default=4, help="most active channels shown per stage and model")
     args = p.parse_args(argv)
-    try:
-        trained, config, _ = load_run(args.run)
-        initial = build_model(config).eval()  # the run's seed: the weights its training started from
-        x = prepare(read_image(args.image), config.input_size)[None].float() / 255
-        runs = {"initial weights": stage_outputs(initial, x), "trained": stage_outputs(trained, x)}
-        image = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        for path in draw(image, runs, args.channels, Path(args.out)):
-            print(f"-> {path}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: draw_run(args))
+
+
+def draw_run(args: argparse.Namespace) -> int:
+    trained, config, _ = load_run(args.run)
+    initial = build_model(config).eval()  # the run's seed: the weights its training started from
+    x = prepare(read_image(args.image), config.input_size)[None].float() / 255
+    runs = {"initial weights": stage_outputs(initial, x), "trained": stage_outputs(trained, x)}
+    image = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    for path in draw(image, runs, args.channels, Path(args.out)):
+        print(f"-> {path}")
     return 0
 
 

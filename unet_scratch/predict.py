@@ -42,7 +42,7 @@ from .checkpoint import atomic_write_bytes
 from .config import AMP_MODES
 from .data import EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_status
 from .inference import OnnxModel, load_run, prepare, to_size
 from .progress import Progress
 from .report import outline_overlay
@@ -275,11 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

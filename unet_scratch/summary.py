@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_status
 from .model import UNetResNet50
 
 
@@ -266,6 +266,11 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
     return path
 
 
+def report_diagram(stages: list[Stage], path: str, input_size: int) -> int:
+    print(f"\ndiagram -> {draw_diagram(stages, path, input_size)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m unet_scratch.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--input-size", type=int, default=128, help="square input size, a multiple of 32")
@@ -291,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name + ' total':<82} {count(part):>12,}")
     print(f"{'model total':<82} {count(model):>12,}")
     if args.diagram:
-        try:
-            print(f"\ndiagram -> {draw_diagram(stages, args.diagram, args.input_size)}")
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        return exit_status(lambda: report_diagram(stages, args.diagram, args.input_size))
     return 0
 
 
