@@ -195,6 +195,7 @@ def segment_video(
     encoder = sink.add_stream("libx264", rate=rate)
     encoder.width, encoder.height = width, height
     encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"  # 4:2:0 needs even sizes
+    encoder.options = {"preset": "veryfast"}  # a live overlay: speed over file size
     rows, frames = [], 0
 
     def flush(batch: list[np.ndarray], times: list[float]) -> None:
