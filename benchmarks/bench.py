@@ -222,7 +222,8 @@ def deployment(args: argparse.Namespace) -> None:
     val_x = val_x.float() / 255
     train_frames = [n for n in range(1, 429) if n not in set(parse_frames(args.val_frames))][::10][:32]
     calibration = load_frames(args.data, train_frames, size)[0].float() / 255
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(args.deploy_out or tempfile.mkdtemp())
+    tmp.mkdir(parents=True, exist_ok=True)
     backends: dict[str, dict[tuple[int, int], object]] = {
         "PyTorch eager fp32": {},
         "ONNX Runtime fp32": {},
@@ -291,18 +292,29 @@ def deployment(args: argparse.Namespace) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    for label, extra in (
-        ("PyTorch", ["--run", args.deploy]),
-        ("ONNX Runtime fp32", ["--onnx", str(tmp / f"m{size}x{size}.onnx")]),
-    ):
+    onnx = {k: str(tmp / f"m{size}x{size}{k}.onnx") for k in ("", ".int8")}
+    videos = [
+        ("PyTorch", 8, ["--run", args.deploy]),
+        ("ONNX Runtime fp32", 8, ["--onnx", onnx[""]]),
+        ("ONNX Runtime int8", 8, ["--onnx", onnx[".int8"]]),
+        ("ONNX Runtime int8", 16, ["--onnx", onnx[".int8"]]),
+    ]
+    for label, batch, extra in videos:
         t = time.perf_counter()
-        predict_main(
-            [*extra, str(clip), "--out", str(tmp / f"out-{label[:4]}"), "--device", "cpu", "--overwrite"]
-        )
+        flags = [
+            "--out",
+            str(tmp / "video-out"),
+            "--device",
+            "cpu",
+            "--overwrite",
+            "--batch-size",
+            str(batch),
+        ]
+        predict_main([*extra, str(clip), *flags])
         fps = 200 / (time.perf_counter() - t)
         verdict = "keeps up with" if fps >= 25 else "does not keep up with"
         print(
-            f"video, predict.py end to end ({label}, 200 frames 384x288, batch 8): {fps:.1f} frames/s: "
+            f"video, predict.py end to end ({label}, 200 frames 384x288, batch {batch}): {fps:.1f} frames/s: "
             f"{verdict} 25 frames/s"
         )
 
