@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -229,3 +230,99 @@ def test_synthetic_runs_go_to_their_own_folder() -> None:
     assert configs_from_args(parse_args(["--data", "synthetic"]))[0].out == "runs/synthetic"
     assert configs_from_args(parse_args([]))[0].out == "runs"
     assert configs_from_args(parse_args(["--data", "synthetic", "--out", "x"]))[0].out == "x"
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
+
+
+def torchvision_file(path: Path, edit=None) -> Path:  # noqa: ANN001
+    """A state dict in torchvision's resnet50 layout (fc.* included), random values, as torchvision saves it."""
+    shapes = json.loads(FIXTURE.read_text())["state_dict"]
+    g = torch.Generator().manual_seed(3)
+    state = {k: torch.tensor(5) if k.endswith("num_batches_tracked") else 0.05 * torch.randn(v, generator=g)
+             for k, v in shapes.items()}  # fmt: skip
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048, generator=g), torch.zeros(1000)
+    if edit:
+        edit(state)
+    torch.save(state, path)
+    return path
+
+
+def test_encoder_weights_from_a_torchvision_file(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights_file = torchvision_file(tmp_path / "resnet50-test.pth")
+    started = {}
+    real = engine.train_one_epoch
+
+    def record_start(model: torch.nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        started.setdefault("w", model.encoder.conv1.weight.detach().clone())
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", record_start)
+    assert (
+        train(
+            tmp_path,
+            synthetic_root,
+            "--epochs",
+            "1",
+            "--encoder-weights",
+            str(weights_file),
+            "--keep",
+            "best",
+        )
+        == 0
+    )
+    saved = torch.load(weights_file, weights_only=True)
+    assert torch.equal(started["w"], saved["conv1.weight"])  # training started from the file's encoder
+    config = json.loads((tmp_path / "runs" / "dice" / "config.json").read_text())
+    assert config["normalization"] == "imagenet"  # implied
+    assert config["run"]["encoder_weights_sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    expected = engine.build_model(engine.TrainConfig(normalization="imagenet"))
+    expected.encoder.load_state_dict({k: v for k, v in saved.items() if not k.startswith("fc.")})
+    assert config["run"]["init_sha256"] == state_sha256(expected)
+    args = parse_args(["--encoder-weights", str(weights_file), "--normalization", "none"])
+    assert configs_from_args(args)[0].normalization == "none"  # given explicitly: kept
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda s: s.pop("layer4.2.bn3.running_var"), "1 missing (layer4.2.bn3.running_var)"),
+        (
+            lambda s: s.update({"layer5.0.conv1.weight": torch.zeros(1)}),
+            "1 unexpected (layer5.0.conv1.weight)",
+        ),
+        (
+            lambda s: s.update({"conv1.weight": torch.zeros(64, 1, 7, 7)}),
+            "conv1.weight (64, 1, 7, 7) vs (64, 3, 7, 7)",
+        ),
+    ],
+    ids=["missing", "unexpected", "shape"],
+)
+def test_encoder_weights_that_do_not_fit_are_listed(
+    tmp_path: Path,
+    synthetic_root: Path,
+    edit,
+    expected: str,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    weights_file = torchvision_file(tmp_path / "bad.pth", edit)
+    assert train(tmp_path, synthetic_root, "--encoder-weights", str(weights_file)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "dice").exists()
+
+
+def test_pickled_encoder_weights_are_refused(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.save({"conv1.weight": Payload()}, tmp_path / "evil.pth")
+    assert train(tmp_path, synthetic_root, "--encoder-weights", str(tmp_path / "evil.pth")) == 2
+    err = capsys.readouterr().err
+    assert "cannot be loaded safely" in err and "this would have run" not in err
+
+
+class Payload:
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("this would have run",))
