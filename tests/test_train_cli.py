@@ -236,7 +236,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_sta
 
 
 def torchvision_file(path: Path, edit=None) -> Path:  # noqa: ANN001
-    """A state dict in torchvision's resnet50 layout (fc.* included), random values, as torchvision saves it."""
+    """A state dict in torchvision's resnet50 layout (fc.* included), random values, as torchvision saves."""
     shapes = json.loads(FIXTURE.read_text())["state_dict"]
     g = torch.Generator().manual_seed(3)
     state = {k: torch.tensor(5) if k.endswith("num_batches_tracked") else 0.05 * torch.randn(v, generator=g)
