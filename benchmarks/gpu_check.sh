@@ -5,7 +5,9 @@
 # 2. runs the test suite,
 # 3. runs the speed benchmark on cuda, eager and under torch.compile,
 # 4. times a 20-epoch single-loss run (eager and --compile) and the 4-loss study on synthetic
-#    data (the defaults: frames 1-428, no validation), then evaluates the study on 429-612.
+#    data (the defaults: frames 1-428, no validation), then evaluates the study on 429-612,
+# 5. runs predict.py over a synthetic video on the GPU (end-to-end frames/s).
+# The accuracy grid over folds and levers is benchmarks/gpu_grid.sh.
 # Every figure is printed; OUT_DIR (default gpu-check/) keeps the runs and the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ log="$out/gpu_check.log"
 exec > >(tee "$log") 2>&1
 
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))"
-python3 -m pip install -q -e ".[test]" 2>/dev/null || python3 -m pip install -q --no-deps -e .
+python3 -m pip install -q -e ".[test,video]" 2>/dev/null || python3 -m pip install -q --no-deps -e .
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 echo "== tests"
@@ -39,3 +41,19 @@ start=$EPOCHREALTIME
 python3 train.py --loss all --data "$out/synthetic" --out "$out/study"
 python3 -c "print(f'4-loss study: {$EPOCHREALTIME - $start:.1f} s wall')"
 python3 evaluate.py --runs "$out/study" --data "$out/synthetic" --test-frames 429-612
+
+echo "== predict.py on a synthetic 384x288 video (cuda, end to end)"
+python3 - "$out/clip.mp4" <<'PY'
+import sys
+import av
+from unet_scratch.synthetic import make_frame
+with av.open(sys.argv[1], "w") as c:
+    s = c.add_stream("libx264", rate=25)
+    s.width, s.height, s.pix_fmt = 384, 288, "yuv420p"
+    for n in range(1, 301):
+        for p in s.encode(av.VideoFrame.from_ndarray(make_frame(n)[0], format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+PY
+python3 predict.py --run "$out/study/dice" "$out/clip.mp4" --out "$out/video" --device cuda --batch-size 16 --overwrite | tail -1
