@@ -178,9 +178,9 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         raise UserError("--diagram needs matplotlib: pip install 'unet-scratch[plot]'") from e
     import math
 
-    step, width, height = 1.62, 1.5, 1.08
+    step, width, height = 2.1, 1.92, 1.25
     columns = len(stages) + 1  # the image, then every stage
-    fig, ax = plt.subplots(figsize=(columns * 1.45, 8.6))
+    fig, ax = plt.subplots(figsize=(columns * 1.6, 8.8))
     ax.set_xlim(-0.3, columns * step)
     ax.set_ylim(-1.3, 8.3)
     ax.axis("off")
@@ -195,7 +195,7 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         )
 
     centres = [(0.5 * step + 0.2, y_of(stages[0].inputs[0][1]))]
-    ax.text(*centres[0], f"image\n3 x {input_size}\nx {input_size}", ha="center", va="center", fontsize=8)
+    ax.text(*centres[0], f"image\n3 x {input_size} x {input_size}", ha="center", va="center", fontsize=9)
     for k, s in enumerate(stages, start=1):
         cx, cy = (k + 0.5) * step, y_of(s.output)
         centres.append((cx, cy))
@@ -216,7 +216,7 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         lines.append(f"-> {c} x {h} x {w}")
         params = f"{s.parameters / 1e6:.2f} M" if s.parameters >= 10_000 else f"{s.parameters:,} params"
         lines.append(params + (f", RF {s.receptive_field}" if s.receptive_field else ""))
-        ax.text(cx, cy, "\n".join(lines), ha="center", va="center", fontsize=7.4)
+        ax.text(cx, cy, "\n".join(lines), ha="center", va="center", fontsize=8.6)
     for (ax0, ay0), (bx0, by0) in zip(centres, centres[1:]):  # the data flow, box to box
         start = (
             (ax0 + width / 2, ay0)
@@ -238,7 +238,7 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
             label, ly = f"skip: {s.inputs[1][1][1]} channels, concatenated", sy + 0.24
             if dx - sx < 3 * step:  # no room between the boxes: above them
                 label, ly = f"skip: {s.inputs[1][1][1]} ch", sy + height / 2 + 0.04
-            ax.text((sx + dx) / 2, ly, label, ha="center", va="bottom", fontsize=7.4, color="#3182bd")
+            ax.text((sx + dx) / 2, ly, label, ha="center", va="bottom", fontsize=9, color="#3182bd")
     for level in range(6):
         ax.text(
             -0.25,
@@ -252,9 +252,9 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
     ax.text(
         columns * step / 2, -1.0,
         f"UNetResNet50 at {input_size}x{input_size}: {total:,} parameters, {flops / 1e9:.2f} GFLOPs "
-        "forward per image. Each box: its input channels (decoder: upsampled + skip = concatenated), "
-        "output channels x height x width, parameters, receptive field.\nHeight = resolution. "
-        "Blue: ResNet50 encoder; orange: decoder blocks "
+        "forward per image. Each box: output channels x height x width, parameters, receptive field "
+        "(encoder); a decoder box also its input channels, upsampled + skip = concatenated.\n"
+        "Height = resolution. Blue: ResNet50 encoder; orange: decoder blocks "
         "(upsample x2, concatenate, 2 x conv3x3-BN-ReLU); green: conv3x3 head; dashed: skip connections. "
         "Drawn by python -m unet_scratch.summary --diagram from a forward pass of the live model.",
         ha="center", va="center", fontsize=8,
