@@ -33,6 +33,7 @@ Timed figures are medians over ``--steps`` steps after ``--warmup`` steps.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -190,12 +191,20 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor) -> None:
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    fp32, out = fp32.resolve(), out.resolve()  # absolute: the work happens in another directory
     prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # the dynamic batch axis
-    quantize_static(
-        str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
+    # ONNX Runtime's shape inference saves temporary models (sym_shape_infer_temp.onnx and a
+    # 130 MB <uuid>.data) in the current directory and leaves them there: work beside `out`.
+    cwd = os.getcwd()
+    os.chdir(out.parent)
+    try:
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # dynamic batch
+        quantize_static(
+            str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    finally:
+        os.chdir(cwd)
 
 
 def ort_session(path: Path):  # noqa: ANN201
