@@ -286,21 +286,13 @@ def deployment(args: argparse.Namespace) -> None:
         print(f"{'':<22} max |logit - PyTorch's| on 8 validation frames: {gap:.2e}")
 
     try:
-        import av
+        import av  # noqa: F401 - only to know whether video can run
     except ImportError:
         print("video: PyAV is not installed (pip install 'unet-scratch[video]'): skipped")
         return
-    from unet_scratch.synthetic import make_frame
+    from unet_scratch.synthetic import write_video
 
-    clip = tmp / "clip.mp4"
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 384, 288, "yuv420p"
-        for n in range(1, 201):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(make_frame(n)[0], format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    clip = write_video(tmp / "clip.mp4", frames=200)
     onnx = {k: str(tmp / f"m{size}x{size}{k}.onnx") for k in ("", ".int8")}
     videos = [
         ("PyTorch", 8, ["--run", args.deploy]),

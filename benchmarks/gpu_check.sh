@@ -43,17 +43,5 @@ python3 -c "print(f'4-loss study: {$EPOCHREALTIME - $start:.1f} s wall')"
 python3 evaluate.py --runs "$out/study" --data "$out/synthetic" --test-frames 429-612
 
 echo "== predict.py on a synthetic 384x288 video (cuda, end to end)"
-python3 - "$out/clip.mp4" <<'PY'
-import sys
-import av
-from unet_scratch.synthetic import make_frame
-with av.open(sys.argv[1], "w") as c:
-    s = c.add_stream("libx264", rate=25)
-    s.width, s.height, s.pix_fmt = 384, 288, "yuv420p"
-    for n in range(1, 301):
-        for p in s.encode(av.VideoFrame.from_ndarray(make_frame(n)[0], format="rgb24")):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-PY
+python3 -c "from unet_scratch.synthetic import write_video; write_video('$out/clip.mp4', 300)"
 python3 predict.py --run "$out/study/dice" "$out/clip.mp4" --out "$out/video" --device cuda --batch-size 16 --overwrite | tail -1

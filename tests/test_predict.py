@@ -17,7 +17,7 @@ from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.predict import Segmenter, main
-from unet_scratch.synthetic import make_frame
+from unet_scratch.synthetic import make_frame, write_video
 
 P = 1 / (1 + np.exp(-0.5))  # the constant probability of the run below
 
@@ -161,16 +161,8 @@ class Payload:
 
 
 def write_clip(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for n in range(frames):
-            rgb, _ = make_frame(n + 1, height=height, width=width)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    pytest.importorskip("av")
+    write_video(path, frames, height, width, rate=10)
 
 
 def test_video_gives_an_overlay_video_and_a_csv(

@@ -126,6 +126,25 @@ def write_dataset(out: str | Path, frames: list[int] | range, seed: int = 0, com
     return out
 
 
+def write_video(
+    path: str | Path, frames: int, height: int = 288, width: int = 384, rate: int = 25, seed: int = 0
+) -> Path:
+    """Write synthetic frames ``1..frames`` as an H.264 clip (needs PyAV, the ``[video]`` extra):
+    a video to run predict.py on in tests and benchmarks, no recording needed."""
+    import av  # optional: only video needs it
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for n in range(1, frames + 1):
+            rgb, _ = make_frame(n, seed, height=height, width=width)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():  # flush the encoder's delayed frames
+            container.mux(packet)
+    return Path(path)
+
+
 def ensure_synthetic(cache_dir: str | Path, count: int = 612, seed: int = 0) -> Path:
     """The cached synthetic dataset of ``count`` frames, generated on first use.
 
