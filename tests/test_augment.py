@@ -164,12 +164,18 @@ def test_copy_paste_adds_another_samples_polyp() -> None:
     images, masks = binary_batch(16)
     images = images * torch.arange(1, 17).view(16, 1, 1, 1) / 16  # tell the samples apart
     out_i, out_m = copy_paste(images, masks, torch.Generator().manual_seed(0), p=1.0)
-    for k in range(16):
-        assert (out_m[k] >= masks[k]).all()  # the own polyp stays
-        pasted = out_m[k].bool() & ~masks[k].bool()
-        if pasted.any():  # pasted pixels carry one other sample's values
-            values = out_i[k, 0][pasted[0]].unique()
-            assert len(values) == 1 and values.item() != images[k].max().item()
+    # p = 1: every sample k gets the polyp pixels of sample (k + s) % 16, for one s in 1..15 (a
+    # derangement), image values and mask alike; the mask becomes the union
+    matches = []
+    for s in range(1, 16):
+        source = (torch.arange(16) + s) % 16
+        paste = masks[source] > 0.5
+        if torch.equal(out_m, torch.maximum(masks, masks[source])) and torch.equal(
+            out_i, torch.where(paste, images[source], images)
+        ):
+            matches.append(s)
+    assert len(matches) == 1, matches
+    assert (out_m > masks).flatten(1).any(1).sum() >= 8  # most samples gained polyp pixels
 
 
 def test_cutmix_box_area() -> None:
@@ -187,8 +193,8 @@ def test_cutmix_box_area() -> None:
     "name, direct",
     [
         ("rot90", lambda i, m, g: random_rot90(i, m, g)),
-        ("affine", lambda i, m, g: random_affine(i, m, g)),
-        ("affine-wide", lambda i, m, g: random_affine(i, m, g, scale=(0.7, 1.4), degrees=45.0)),
+        ("affine", lambda i, m, g: random_affine(i, m, g, scale=(0.75, 1.25), degrees=20.0, shift=0.1)),
+        ("affine-wide", lambda i, m, g: random_affine(i, m, g, scale=(0.7, 1.4), degrees=45.0, shift=0.1)),
         ("gamma", lambda i, m, g: (random_gamma(i, g, gamma=(0.7, 1.5), p=0.3), m)),
         ("blur", lambda i, m, g: (gaussian_blur(i, g, sigma=(0.5, 1.0), p=0.2), m)),
         ("noise", lambda i, m, g: (gaussian_noise(i, g, sigma=0.05, p=0.15), m)),
@@ -232,10 +238,21 @@ def test_affine_zoom_and_shift_ranges() -> None:
     images = masks.repeat(1, 3, 1, 1)
     _, big = random_affine(images, masks, torch.Generator(), scale=(2, 2), degrees=0, shift=0)
     assert big.sum().item() == pytest.approx(4 * masks.sum().item(), rel=0.1)  # scale 2: twice the side
+    largest = 0.0
     for seed in range(20):  # shift at most 10 % of the frame (6.4 px) either way
+        # the draws in order: scale, angle, then the shift in x and in y, each U(-0.1, 0.1) of the frame
+        u = torch.rand(4, generator=torch.Generator().manual_seed(seed))
+        shift_px = ((0.2 * u[2:] - 0.1) * 64).abs()  # (x, y) in pixels
         _, moved = random_affine(images, masks, torch.Generator().manual_seed(seed), scale=(1, 1), degrees=0)
         ys, xs = moved[0, 0].nonzero(as_tuple=True)
-        assert abs(ys.float().mean() - 31.5) <= 6.5 and abs(xs.float().mean() - 31.5) <= 6.5
+        dx, dy = abs(xs.float().mean() - 31.5).item(), abs(ys.float().mean() - 31.5).item()
+        assert dx <= 6.5 and dy <= 6.5
+        # the block moves by the drawn shift, along its own axis (within the half pixel of resampling)
+        assert dx == pytest.approx(shift_px[0].item(), abs=0.55) and dy == pytest.approx(
+            shift_px[1].item(), abs=0.55
+        ), (seed, dx, dy, shift_px)
+        largest = max(largest, dx, dy)
+    assert largest > 5  # the range is used, up to ~6.4 px
 
 
 def test_contrast_jitter_keeps_each_images_own_mean() -> None:
