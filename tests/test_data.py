@@ -116,6 +116,15 @@ def test_load_frames_shapes_and_missing_frames(synthetic_root: Path) -> None:
     images, masks = load_frames(synthetic_root, [1, 2, 5], 64)
     assert images.shape == (3, 3, 64, 64) and images.dtype == torch.uint8
     assert masks.shape == (3, 1, 64, 64) and set(masks.unique().tolist()) <= {0, 1}
+    # each row is its own frame, image and mask from the same file pair, in the order asked for
+    for row, n in enumerate([1, 2, 5]):
+        image, mask = load_pair(
+            synthetic_root / "Original" / f"{n}.tif", synthetic_root / "Ground Truth" / f"{n}.tif", 64
+        )
+        assert torch.equal(images[row], torch.from_numpy(image)) and torch.equal(
+            masks[row], torch.from_numpy(mask)
+        )
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(images[1], images[2])  # frames differ
     with pytest.raises(UserError, match="--val-frames: 2 frame.*first: 13"):
         load_frames(synthetic_root, [12, 13, 14], 64, flag="--val-frames")
 
@@ -241,3 +250,13 @@ def test_synthetic_dataset_is_generated_once(tmp_path: Path, monkeypatch: pytest
             "3.tif",
         ]
     )
+
+
+@pytest.mark.parametrize("value, expected", [(127, 0), (128, 1), (0, 0), (255, 1)])
+def test_mask_is_binarised_at_half_of_255(tmp_path: Path, value: int, expected: int) -> None:
+    # a uniform mask stays uniform through the bicubic resize: only the threshold decides (> 127)
+    rgb, _ = make_frame(1, height=40, width=48)
+    write_published_tif(tmp_path / "i.tif", rgb)
+    tifffile.imwrite(tmp_path / "m.tif", np.full((40, 48), value, np.uint8))
+    _, mask = load_pair(tmp_path / "i.tif", tmp_path / "m.tif", 32)
+    assert mask.dtype == np.uint8 and (mask == expected).all()
