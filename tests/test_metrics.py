@@ -74,8 +74,17 @@ def test_meter_accumulates_batches() -> None:
     assert s["images"] == 2
     assert s["dice"] == pytest.approx((0.5 + 0.4) / 2)
     assert s["iou"] == pytest.approx((1 / 3 + 1 / 4) / 2)
-    assert s["pooled_dice"] == pytest.approx(4 / 9)
+    assert s["pooled_dice"] == pytest.approx(4 / 9) and s["pooled_iou"] == pytest.approx(2 / 7)
+    # image 0: Σpy 0.9, Σp 2.0, Σy 2; image 1: Σpy 0.6, Σp 2.8, Σy 1
+    assert meter.soft_dice == pytest.approx([1.8 / 4, 1.2 / 3.8])
+    assert meter.soft_jaccard == pytest.approx([1.9 / 4.1, 1.6 / 4.2])
+    assert s["soft_dice"] == pytest.approx((1.8 / 4 + 1.2 / 3.8) / 2)
+    assert s["soft_jaccard"] == pytest.approx((1.9 / 4.1 + 1.6 / 4.2) / 2)
     assert meter.dice == pytest.approx([0.5, 0.4])
+    # the meter's own threshold: at 0.55 image 1 predicts {0, 1, 3} -> TP 1, FP 2 -> Dice 2 / 4
+    strict = SegmentationMeter(threshold=0.55)
+    strict.update(prob, target)
+    assert strict.dice == pytest.approx([0.5, 0.5]) and strict.iou == pytest.approx([1 / 3, 1 / 3])
     with pytest.raises(ValueError):
         SegmentationMeter().summary()
 
