@@ -40,6 +40,24 @@ def test_settings_reach_model_loss_and_optimiser() -> None:
         )
         assert type(opt) is cls and opt.param_groups[0]["lr"] == 3e-3
         assert opt.param_groups[0]["weight_decay"] == 0.05
+        if name == "sgd":
+            assert opt.param_groups[0]["momentum"] == 0.9  # README: sgd (momentum 0.9)
+
+
+def test_loss_settings_reach_every_term() -> None:
+    # values unlike every default, so a setting dropped on the way shows as the default
+    settings = dict(smooth=0.25, loss_reduction="batch", focal_gamma=3.0, jaccard_log=True)
+    combined = loss_for(TrainConfig(loss="combined", combined_focal_alpha=0.35, **settings))
+    assert (combined.dice.smooth, combined.jaccard.smooth) == (0.25, 0.25) and combined.jaccard.log
+    assert {combined.dice.reduction, combined.jaccard.reduction, combined.focal.reduction} == {"batch"}
+    assert (combined.focal.alpha, combined.focal.gamma) == (0.35, 3.0)
+    focal = loss_for(TrainConfig(loss="focal", focal_alpha=0.6, **settings))
+    assert (focal.alpha, focal.gamma, focal.reduction) == (0.6, 3.0, "batch")
+    jaccard = loss_for(TrainConfig(loss="jaccard", **settings))
+    assert (jaccard.smooth, jaccard.reduction, jaccard.log) == (0.25, "batch", True)
+    dice = loss_for(TrainConfig(loss="dice", **settings))
+    assert (dice.smooth, dice.reduction) == (0.25, "batch")
+    assert loss_for(TrainConfig(loss="dice", deep_supervision=True, **settings)).loss.smooth == 0.25
 
 
 def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:
@@ -97,6 +115,18 @@ def test_tta_averages_the_four_flips_flipped_back() -> None:
     )
     torch.testing.assert_close(predict(model, images, None, tta=True), expected)
     assert not torch.allclose(predict(model, images, None), expected)  # TTA changes this model's output
+
+
+def test_predict_scores_every_image_across_batches() -> None:
+    # 7 images in batches of 3 (3, 3, 1): each row is that image's own sigmoid(logits)
+    images = torch.randint(
+        0, 256, (7, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    model = LeftHeavy()
+    expected = torch.sigmoid(model(images.double() / 255)).float()
+    got = predict(model, images, None, batch_size=3)
+    assert got.shape == (7, 1, 8, 8) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)
 
 
 def test_fingerprint_depends_on_the_weights() -> None:
