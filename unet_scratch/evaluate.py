@@ -42,7 +42,7 @@ from .data import (
 )
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import load_run, to_size
+from .inference import add_mask_options, load_run, mask_options, to_size
 from .metrics import SegmentationMeter
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
@@ -195,13 +195,14 @@ def score_run(
     threshold: float = 0.5,
     mask_paths: list[Path] | None = None,
     steps: list[tuple[str, float]] = (),
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
     ``mask_paths`` also the scores at the frames' original size."""
     model, config, ckpt = load_run(run_dir)
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
-    probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()
+    probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta, temperature=temperature).cpu()
     meter = SegmentationMeter(threshold=threshold)
     meter.update(probs, masks, postprocessed(probs, threshold, steps))
     s = meter.summary()
@@ -262,17 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score runs even on data other than what they were trained on",
     )
     p.add_argument("--tta", action="store_true", help="average the 4 flip variants' probabilities")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.5,
-        help="probability above which a pixel is polyp (analysis only: never tune it on test frames)",
-    )
-    p.add_argument(
-        "--postprocess",
-        default="none",
-        help="comma list applied to each thresholded mask: largest (keep the largest region), "
-        "min-area:F (drop regions under a fraction F of the frame), fill-holes; or none",
+    add_mask_options(
+        p, "probability above which a pixel is polyp (analysis only: never tune it on test frames)"
     )
     p.add_argument(
         "--full-res",
@@ -319,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {e}", file=sys.stderr)
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)
-    steps = postprocess.parse_postprocess(args.postprocess)
+    steps = mask_options(args)
     data = args.data or data_of_runs(run_dirs)
     given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
     runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
@@ -367,13 +359,15 @@ def run(args: argparse.Namespace) -> int:
                 args.threshold,
                 mask_paths,
                 steps,
+                args.temperature,
             )
         )
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
     title, role = describe_role({r["frames_role"] for r in scored}, frames)
     print(
-        f"{data}: {title}\nthreshold {args.threshold}, TTA {'on (4 flips)' if args.tta else 'off'}, "
+        f"{data}: {title}\nthreshold {args.threshold}, temperature {args.temperature:g}, "
+        f"TTA {'on (4 flips)' if args.tta else 'off'}, "
         f"post-processing {args.postprocess}; "
         f"Dice/Jaccard = mean per image at the run's input size"
         + ("; full res = at each frame's original size" if args.full_res else "")
@@ -397,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
             "test_frames": args.test_frames,
             "frames_role": role,
             "threshold": args.threshold,
+            "temperature": args.temperature,
             "tta": args.tta,
             "postprocess": args.postprocess,
             "resolution": "input size" + (" and full (each row's full_res)" if args.full_res else ""),

@@ -10,6 +10,7 @@ running an exported ONNX model through ONNX Runtime as if it were the PyTorch on
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import postprocess
 from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .data import resize_image
@@ -40,6 +42,35 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any
     model = build_model(config)  # the architecture the run trained, then its weights
     load_model_state(model, ckpt["model"], path)
     return model.eval(), config, ckpt
+
+
+def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
+    """The flags that turn a model's logits into masks, the same for evaluate.py and predict.py:
+    ``--threshold``, ``--temperature``, ``--postprocess`` (checked by :func:`mask_options`)."""
+    p.add_argument("--threshold", type=float, default=0.5, help=threshold_help)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="probabilities as sigmoid(T * logit): the masks at threshold 0.5 stay the same, "
+        "T > 1 makes the probabilities more confident, T < 1 less",
+    )
+    p.add_argument(
+        "--postprocess",
+        default="none",
+        help="comma list applied to each thresholded mask: largest (keep the largest region), "
+        "min-area:F (drop regions under a fraction F of the frame), fill-holes; or none",
+    )
+
+
+def mask_options(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """Check the flags of :func:`add_mask_options` (:class:`UserError` naming the flag) and
+    return the parsed ``--postprocess`` steps."""
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not args.temperature > 0:  # also refuses nan
+        raise UserError(f"--temperature must be above 0, got {args.temperature}")
+    return postprocess.parse_postprocess(args.postprocess)
 
 
 def prepare(image: np.ndarray, size: int) -> torch.Tensor:

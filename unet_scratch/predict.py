@@ -43,7 +43,7 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import OnnxModel, load_run, prepare, to_size
+from .inference import OnnxModel, add_mask_options, load_run, mask_options, prepare, to_size
 from .progress import Progress
 from .report import outline_overlay
 
@@ -63,6 +63,7 @@ class Segmenter:
         amp: str = "auto",
         tta: bool = False,
         batch_size: int = 8,
+        temperature: float = 1.0,
     ) -> None:
         if onnx:
             self.model: torch.nn.Module = OnnxModel(onnx)
@@ -74,11 +75,13 @@ class Segmenter:
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = config.input_size, amp_dtype(self.device, amp)
             self.source = f"{run}/best.pt ({config.loss} loss, {self.size}x{self.size}, {self.device})"
-        self.tta, self.batch_size = tta, batch_size
+        self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
 
     def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         batch = torch.stack([prepare(image, self.size) for image in images])  # (B, 3, S, S) uint8
-        probs = predict(self.model, batch, self.amp, self.batch_size, tta=self.tta).cpu()  # (B, 1, S, S)
+        probs = predict(
+            self.model, batch, self.amp, self.batch_size, tta=self.tta, temperature=self.temperature
+        ).cpu()  # (B, 1, S, S)
         return [to_size(p[None], *image.shape[:2])[0, 0] for p, image in zip(probs, images)]
 
 
@@ -253,15 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx", help="an exported ONNX model (python -m unet_scratch.export), run by ONNX Runtime"
     )
     p.add_argument("--out", default="predictions", help="folder for the outputs")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is polyp")
+    add_mask_options(p, "probability above which a pixel is polyp")
     p.add_argument(
         "--probabilities", action="store_true", help="also write NAME_prob.png (16-bit, p * 65535)"
-    )
-    p.add_argument(
-        "--postprocess",
-        default="none",
-        help="comma list applied to each mask: largest, min-area:F (a fraction of the frame), "
-        "fill-holes; or none",
     )
     p.add_argument("--tta", action="store_true", help="average the probabilities of the 4 flip variants")
     p.add_argument("--batch-size", type=int, default=8, help="images (or video frames) per forward pass")
@@ -282,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
-    args.steps = postprocess.parse_postprocess(args.postprocess)
+    args.steps = mask_options(args)
     out = Path(args.out)
     if out.is_dir() and not args.overwrite:
         held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]
@@ -301,14 +296,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
         )
-    segmenter = Segmenter(args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size)
+    segmenter = Segmenter(
+        args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
+    )
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(files)
 
     def say(line: str, err: bool = False) -> None:
         print(line, file=sys.stderr if err else sys.stdout, flush=True)
 
-    print(f"model: {segmenter.source}; threshold {args.threshold}, TTA {'on' if args.tta else 'off'}")
+    print(
+        f"model: {segmenter.source}; threshold {args.threshold}, temperature {args.temperature:g}, "
+        f"TTA {'on' if args.tta else 'off'}"
+    )
     start = time.perf_counter()
     images = [f for f in files if f.suffix.lower() in EXTENSIONS]
     written, bad = segment_images(segmenter, images, names, args, say)

@@ -1,0 +1,98 @@
+"""--temperature: probabilities sigmoid(T * logit), masks at 0.5 unchanged, in the loop's predict,
+evaluate.py (against closed forms on constant-output runs) and predict.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unet_scratch.engine import predict
+from unet_scratch.evaluate import main as evaluate_main
+from unet_scratch.predict import main as predict_main
+from unet_scratch.synthetic import make_frame
+
+from .test_evaluate import expected_scores, make_run
+
+
+class Logits(torch.nn.Module):
+    """A 'model' whose logits are given: ``forward`` ignores the image."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[: len(x)]
+
+
+def test_temperature_scales_the_logits_and_keeps_the_masks() -> None:
+    logits = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    model = Logits(logits.float())
+    images = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
+    for t in (0.5, 1.0, 3.0):
+        probs = predict(model, images, None, channels_last=False, temperature=t)
+        want = 1 / (1 + np.exp(-t * logits.float().double().numpy()))  # independent of torch.sigmoid
+        np.testing.assert_allclose(probs.double().numpy(), want, rtol=1e-6, atol=1e-7)
+        assert torch.equal(probs > 0.5, logits > 0)  # the same masks whatever T
+    sharp = predict(model, images, None, channels_last=False, temperature=3.0)
+    plain = predict(model, images, None, channels_last=False)
+    assert ((sharp - 0.5).abs() >= (plain - 0.5).abs() - 1e-7).all()  # T > 1: further from 0.5
+
+
+@pytest.fixture()
+def runs(tmp_path: Path, synthetic_root: Path) -> Path:
+    runs = tmp_path / "runs"
+    make_run(runs, "all-polyp", "focal", 64, +0.5, synthetic_root)  # logit +0.5 everywhere
+    return runs
+
+
+def test_evaluate_temperature_changes_the_soft_scores_only(
+    runs: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    out = {}
+    for t in ("1", "3"):
+        args = ["--runs", str(runs), "--test-frames", "9-12", "--device", "cpu", "--temperature", t]
+        assert evaluate_main([*args, "--json", str(tmp_path / f"t{t}.json")]) == 0
+        out[t] = json.loads((tmp_path / f"t{t}.json").read_text())
+    assert out["3"]["temperature"] == 3.0
+    row1, row3 = out["1"]["runs"][0], out["3"]["runs"][0]
+    want1, want3 = expected_scores(synthetic_root, 64, 0.5), expected_scores(synthetic_root, 64, 1.5)
+    for key in ("dice", "jaccard", "pooled_dice"):  # the masks: the same at T = 1 and T = 3
+        assert row3[key] == pytest.approx(row1[key], abs=1e-12)
+    for row, want in ((row1, want1), (row3, want3)):  # sigmoid(3 * 0.5) = sigmoid(1.5)
+        assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-5)
+        assert row["soft_jaccard"] == pytest.approx(np.mean(want["soft_jaccard"]), rel=1e-5)
+    assert row3["soft_dice"] > 1.02 * row1["soft_dice"]  # a real change, not a rounding
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_temperature_must_be_positive(
+    runs: Path, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate_main(["--runs", str(runs), "--device", "cpu", "--temperature", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--temperature must be above 0" in err[0]
+    image = tmp_path / "a.png"
+    Image.fromarray(make_frame(1, height=64, width=64)[0]).save(image)
+    run = str(runs / "all-polyp")
+    assert predict_main(["--run", run, str(image), "--out", str(tmp_path / "o"), "--temperature", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--temperature must be above 0" in err[0]
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_predict_writes_the_tempered_probabilities(runs: Path, tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(make_frame(1, height=48, width=80)[0]).save(image)
+    args = ["--run", str(runs / "all-polyp"), str(image), "--device", "cpu", "--probabilities"]
+    assert predict_main([*args, "--out", str(tmp_path / "o"), "--temperature", "4"]) == 0
+    prob = np.asarray(Image.open(tmp_path / "o" / "a_prob.png")) / 65535
+    assert prob.shape == (48, 80)
+    np.testing.assert_allclose(prob, 1 / (1 + math.exp(-4 * 0.5)), atol=2 / 65535)
+    assert (np.asarray(Image.open(tmp_path / "o" / "a_mask.png")) == 255).all()  # still all polyp
