@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import torch.nn.functional as F
 
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
-from unet_scratch.features import STAGES, main, most_active, stage_outputs
+from unet_scratch.features import STAGES, main, most_active, stage_modules, stage_outputs
 from unet_scratch.synthetic import make_frame
 
 
@@ -25,6 +26,36 @@ def test_every_stage_is_recorded_with_its_shape() -> None:
     assert shapes == [(64, 32, 32), (256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2),
                       (256, 4, 4), (128, 8, 8), (64, 16, 16), (32, 32, 32), (16, 64, 64)]  # fmt: skip
     assert prob.shape == (64, 64) and 0 <= prob.min() and prob.max() <= 1
+
+
+def test_recorded_outputs_are_the_stages_own_values() -> None:
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(normalization="imagenet")).eval()  # the normalisation comes first
+    x = torch.rand(1, 3, 64, 64)
+    outputs, prob = stage_outputs(model, x)
+    with torch.no_grad():  # the same stages through the modules' own calls, no hooks
+        features = model.encoder(model.normalize(x))
+        last, decoded = model.decoder(features, return_all=True)
+        logits = model.head(last)
+    expected = [f[0] for f in features] + [d[0] for d in decoded]
+    assert len(outputs) == len(expected) == 10
+    for stage, got, want in zip(STAGES, outputs, expected):
+        torch.testing.assert_close(got, want, msg=stage)
+    torch.testing.assert_close(prob, torch.sigmoid(logits)[0, 0])
+    # the stem from the weights, in float64: conv 7x7 / 2 -> BatchNorm (running statistics) -> ReLU
+    enc, xn = model.encoder, model.normalize(x).double()
+    bn = enc.bn1
+    stem = F.relu(
+        F.batch_norm(
+            F.conv2d(xn, enc.conv1.weight.double(), stride=2, padding=3),
+            bn.running_mean.double(), bn.running_var.double(), bn.weight.double(), bn.bias.double(),
+            False, 0.0, bn.eps,
+        )
+    )  # fmt: skip
+    torch.testing.assert_close(outputs[0].double(), stem[0], rtol=1e-5, atol=1e-5)
+    # the hooks go when the call returns: a second call records ten outputs again, not twenty
+    again, _ = stage_outputs(model, x)
+    assert len(again) == 10 and not any(m._forward_hooks for m in stage_modules(model))
 
 
 def test_most_active_channels_by_mean() -> None:
