@@ -16,7 +16,8 @@ from PIL import Image
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
-from unet_scratch.predict import Segmenter, main
+from unet_scratch.predict import Segmenter, main, output_names
+from unet_scratch.report import PRED_COLOUR, outline_overlay
 from unet_scratch.synthetic import make_frame, write_video
 
 P = 1 / (1 + np.exp(-0.5))  # the constant probability of the run below
@@ -213,3 +214,59 @@ def test_images_are_prepared_exactly_as_in_training(images: Path) -> None:
     tifffile.imwrite(images.parent / "mask.tif", np.zeros((288, 384), np.uint8))
     trained, _ = load_pair(images / "a.tif", images.parent / "mask.tif", 64)
     assert torch.equal(prepare(read_image(images / "a.tif"), 64), torch.from_numpy(trained))
+
+
+def two_blobs(height: int = 40, width: int = 50) -> torch.Tensor:
+    """A probability map: a large region at 0.6 (300 px), a small one at 0.9 (25 px), 0.1 elsewhere."""
+    prob = torch.full((height, width), 0.1)
+    prob[5:20, 5:25] = 0.6
+    prob[30:35, 40:45] = 0.9
+    return prob
+
+
+@pytest.mark.parametrize(
+    "flags, regions",
+    [
+        ([], ("large", "small")),
+        (["--threshold", "0.7"], ("small",)),
+        (["--postprocess", "largest"], ("large",)),
+    ],
+)
+def test_threshold_and_postprocess_decide_the_written_mask(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    regions: tuple[str, ...],
+) -> None:
+    monkeypatch.setattr(Segmenter, "probabilities", lambda self, images: [two_blobs() for _ in images])
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "f.png")
+    assert predict("--run", str(run), str(tmp_path / "f.png"), "--out", str(tmp_path / "o"), *flags) == 0
+    expected = np.zeros((40, 50), bool)
+    if "large" in regions:
+        expected[5:20, 5:25] = True
+    if "small" in regions:
+        expected[30:35, 40:45] = True
+    mask = np.asarray(Image.open(tmp_path / "o" / "f_mask.png"))
+    assert np.array_equal(mask == 255, expected) and set(np.unique(mask)) <= {0, 255}
+    assert f"polyp {100 * expected.mean():.1f} % of the frame" in capsys.readouterr().out
+
+
+def test_overlay_tints_the_mask_and_outlines_it() -> None:
+    image = np.full((12, 10, 3), (100, 50, 200), np.uint8)
+    mask = np.zeros((12, 10), bool)
+    mask[3:9, 2:7] = True  # 6 x 5
+    out = outline_overlay(image, mask, tint=0.35)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert (out[~mask] == (100, 50, 200)).all()  # outside the mask: untouched
+    border = mask.copy()
+    border[4:8, 3:6] = False  # the 1-pixel boundary band (1/300 of 10 px rounds up to 1)
+    assert (out[border] == PRED_COLOUR).all()
+    tinted = np.round(0.65 * np.array([100, 50, 200]) + 0.35 * np.array(PRED_COLOUR))
+    assert (out[4:8, 3:6] == tinted).all()  # inside: 65 % image, 35 % colour
+
+
+def test_inputs_sharing_a_stem_get_their_extension() -> None:
+    files = [Path("a/1.png"), Path("a/1.TIF"), Path("a/2.jpg")]
+    assert output_names(files) == {files[0]: "1_png", files[1]: "1_tif", files[2]: "2"}
