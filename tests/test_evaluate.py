@@ -318,3 +318,15 @@ def test_overlays_show_the_worst_then_the_best_frames(tmp_path: Path, synthetic_
     overlay = grid[:256, 768:]  # fourth tile, worst frame: ground truth contour green, prediction yellow
     assert ((overlay == (0, 255, 0)).all(axis=2)).any() and ((overlay == (255, 220, 0)).all(axis=2)).any()
     assert (overlay[0, 0] == (255, 220, 0)).all()  # the prediction covers the frame: its outline is the edge
+
+
+def test_overlays_draw_the_masks_that_were_scored(tmp_path: Path, synthetic_root: Path) -> None:
+    # p = 0.62 everywhere: at --threshold 0.7 nothing is polyp, and the prediction tile must say so
+    runs = tmp_path / "runs"
+    make_run(runs, "all-polyp", "dice", 64, +0.5, synthetic_root)
+    for threshold, covered in (("0.5", True), ("0.7", False)):
+        out = tmp_path / f"ov{threshold}"
+        assert evaluate(runs, "--overlays", str(out), "--n-overlays", "1", "--threshold", threshold) == 0
+        with Image.open(out / "all-polyp.png") as im:
+            prediction = np.asarray(im)[:, 512:768, 0] > 127  # third tile
+        assert prediction.all() if covered else not prediction.any()

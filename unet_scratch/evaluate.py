@@ -203,8 +203,9 @@ def score_run(
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
     probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta, temperature=temperature).cpu()
+    preds = postprocessed(probs, threshold, steps)
     meter = SegmentationMeter(threshold=threshold)
-    meter.update(probs, masks, postprocessed(probs, threshold, steps))
+    meter.update(probs, masks, preds)
     s = meter.summary()
     row = {
         "name": run_dir.name,
@@ -235,7 +236,7 @@ def score_run(
         write_overlay_grid(
             images[chosen].numpy(),
             masks[chosen].numpy(),
-            probs[chosen].numpy(),
+            (probs > threshold if preds is None else preds)[chosen].numpy(),  # the masks scored
             labels,
             overlays / f"{run_dir.name}.png",
         )

@@ -129,14 +129,14 @@ def outline_overlay(image: np.ndarray, mask: np.ndarray, tint: float = 0.35) -> 
     return out.round().astype(np.uint8)
 
 
-def overlay_tiles(image: np.ndarray, target: np.ndarray, prob: np.ndarray, scale: int) -> np.ndarray:
+def overlay_tiles(image: np.ndarray, target: np.ndarray, pred: np.ndarray, scale: int) -> np.ndarray:
     """Four tiles side by side: frame, ground truth, prediction, contours on the frame.
 
-    ``image (3, S, S) uint8``, ``target (S, S)`` {0, 1}, ``prob (S, S)`` in [0, 1];
-    returns ``(S * scale, 4 * S * scale, 3) uint8``.
+    ``image (3, S, S) uint8``, ``target (S, S)`` {0, 1}, ``pred (S, S)`` bool (the predicted
+    mask, as scored); returns ``(S * scale, 4 * S * scale, 3) uint8``.
     """
     rgb = image.transpose(1, 2, 0)
-    gt, pred = target > 0.5, prob > 0.5
+    gt = target > 0.5
     rgb_big, gt_big, pred_big = (
         np.repeat(np.repeat(a, scale, 0), scale, 1) for a in (rgb, gt, pred)
     )  # nearest upscaling keeps pixels honest
@@ -150,17 +150,17 @@ def overlay_tiles(image: np.ndarray, target: np.ndarray, prob: np.ndarray, scale
 def write_overlay_grid(
     images: np.ndarray,
     targets: np.ndarray,
-    probs: np.ndarray,
+    preds: np.ndarray,
     labels: list[str],
     out: str | Path,
 ) -> tuple[int, int]:
     """One PNG, a row of :func:`overlay_tiles` per frame with its label; returns (width, height).
 
-    ``images (N, 3, S, S)``, ``targets (N, 1, S, S)``, ``probs (N, 1, S, S)``.
+    ``images (N, 3, S, S)``, ``targets (N, 1, S, S)``, ``preds (N, 1, S, S)`` bool.
     """
     size = images.shape[-1]
     scale = max(1, 256 // size)
-    rows = [overlay_tiles(i, t[0], p[0], scale) for i, t, p in zip(images, targets, probs)]
+    rows = [overlay_tiles(i, t[0], p[0], scale) for i, t, p in zip(images, targets, preds)]
     grid = Image.fromarray(np.concatenate(rows, axis=0))
     draw = ImageDraw.Draw(grid)
     tile = size * scale
