@@ -18,6 +18,8 @@ from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.evaluate import main as evaluate_main
 from unet_scratch.train import main as train_main
 
+from .test_evaluate import make_run
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--train-frames",
@@ -188,6 +190,22 @@ def test_all_zero_mask_follows_the_empty_mask_rule(root: Path, tmp_path: Path) -
 
     score = json.loads(json_path.read_text())["runs"][0]["per_image"]["7"]["dice"]
     assert score in (0.0, 1.0)  # 1.0 if nothing was predicted, 0.0 otherwise: never NaN
+    # which of the two, exactly: runs that predict nothing and everything (constant outputs)
+    make_run(tmp_path / "constant", "nothing", "dice", 32, -0.5, root)
+    make_run(tmp_path / "constant", "everything", "dice", 32, +0.5, root)
+    args = [
+        "--runs",
+        str(tmp_path / "constant"),
+        "--data",
+        str(root),
+        "--test-frames",
+        "7",
+        "--device",
+        "cpu",
+    ]
+    assert evaluate_main([*args, "--json", str(json_path)]) == 0
+    scores = {r["name"]: r["per_image"]["7"] for r in json.loads(json_path.read_text())["runs"]}
+    assert scores == {"nothing": {"dice": 1.0, "jaccard": 1.0}, "everything": {"dice": 0.0, "jaccard": 0.0}}
 
 
 # ----------------------------------------------------------------------------- untrusted checkpoints
