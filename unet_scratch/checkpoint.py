@@ -1,10 +1,12 @@
 """Checkpoints: plain state_dicts plus config, written atomically, loaded with weights_only.
 
-A checkpoint is a dict of tensors and plain Python values only::
+A checkpoint is a dict of tensors and plain Python values only (runfolder.py writes them)::
 
-    {"format": 1, "model": state_dict, "optimizer": state_dict, "scheduler": state_dict|None,
-     "config": TrainConfig dict, "epoch": int (completed epochs), "metrics": {...},
-     "best": {"epoch": int, "iou": float, ...}}
+    best.pt (~130 MB): {"format": 1, "model": state_dict (the weight average when there is one),
+        "config": TrainConfig dict, "epoch": int (completed epochs), "metrics": {this epoch's row},
+        "best": {"epoch", "val_iou", "val_dice"}, "history": [a row per epoch], "init_sha256": str}
+    last.pt (~520 MB): the same, with "model" the trained weights, plus "ema" (the average's
+        state_dict), "optimizer" (its state_dict) and "scaler" (the fp16 gradient scaler's, or {})
 
 ``torch.load(..., weights_only=True)`` can read that and nothing else: a file carrying a pickled
 Python object (which could run code when loaded) is refused.

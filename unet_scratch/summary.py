@@ -272,7 +272,8 @@ def report_diagram(stages: list[Stage], path: str, input_size: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m unet_scratch.summary", description=__doc__.splitlines()[0])
+    first_paragraph = " ".join(__doc__.split("\n\n")[0].split())
+    parser = ArgumentParser(prog="python -m unet_scratch.summary", description=first_paragraph)
     parser.add_argument("--input-size", type=int, default=128, help="square input size, a multiple of 32")
     parser.add_argument(
         "--skips", default="all", choices=("all", "none"), help="the model with or without skips"
