@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from unet_scratch import data as data_mod
 from unet_scratch.data import (
     PolypDataset,
+    describe_frames,
     find_pairs,
     load_frames,
     load_pair,
@@ -34,6 +35,14 @@ def test_parse_frames() -> None:
     for bad in ("1-", "a-3", "5-2"):
         with pytest.raises(UserError, match="frame range"):
             parse_frames(bad)
+
+
+def test_describe_frames_is_the_inverse_of_parse_frames() -> None:
+    assert describe_frames([1, 2, 3, 7]) == "1-3,7"
+    assert describe_frames([5]) == "5" and describe_frames([]) == ""
+    assert describe_frames([1, 3, 4, 9, 10, 11, 20]) == "1,3-4,9-11,20"
+    for spec in ("1-363", "364-428", "1-6,8,10-12", "2,4,6", "9-10,12"):
+        assert describe_frames(parse_frames(spec)) == spec
 
 
 def write_published_tif(path: Path, rgb: np.ndarray) -> None:
