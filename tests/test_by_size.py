@@ -1,0 +1,69 @@
+"""benchmarks/by_size.py: frames grouped by their own masks' areas, each group's mean Dice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "by_size.py"
+
+
+def load():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("by_size", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dice_by_polyp_size_groups_frames_by_their_masks(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = list(range(1, 13))
+    areas = {
+        n: float((tifffile.imread(synthetic_root / "Ground Truth" / f"{n}.tif") > 127).mean()) for n in frames
+    }
+    order = sorted(frames, key=lambda n: areas[n])
+    assert len({areas[n] for n in frames}) == 12  # distinct areas: the order is well defined
+    # a run whose Dice is its frame's rank by area (0 for the smallest polyp ... 11 for the largest),
+    # and one whose Dice is the frame number: group means are then known without the script
+    rank = {n: float(k) for k, n in enumerate(order)}
+    report = {
+        "data": str(synthetic_root),
+        "runs": [
+            {"name": "a", "loss": "dice", "per_image": {str(n): {"dice": rank[n]} for n in frames}},
+            {"name": "b", "loss": "focal", "per_image": {str(n): {"dice": float(n)} for n in frames}},
+            {"name": "c", "loss": "jaccard", "error": "no best.pt"},  # unscored: left out
+        ],
+    }
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    by_size = load()
+    rows = by_size.dice_by_size(
+        {"a": {n: rank[n] for n in frames}, "b": {n: float(n) for n in frames}},
+        by_size.polyp_areas(synthetic_root, frames),
+        3,
+    )
+    assert [r[2] for r in rows] == [4, 4, 4]
+    assert [r[3]["a"] for r in rows] == [1.5, 5.5, 9.5]  # ranks 0-3, 4-7, 8-11: smallest polyps first
+    for (lo, hi, _, means), part in zip(rows, (order[:4], order[4:8], order[8:])):
+        assert (lo, hi) == pytest.approx((areas[part[0]], areas[part[-1]]))
+        assert means["b"] == pytest.approx(np.mean(part))
+
+    assert by_size.main([str(tmp_path / "r.json"), "--groups", "3"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| polyp area (% of frame) | frames | dice (a) | focal (b) |"
+    assert [line.split("|")[3].strip() for line in lines[1:]] == ["1.500", "5.500", "9.500"]
+
+
+def test_runs_scored_on_other_frames_are_refused(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, frames in (("a", [1, 2]), ("b", [1, 3])):
+        run = {"name": name, "loss": "dice", "per_image": {str(n): {"dice": 0.5} for n in frames}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"data": str(synthetic_root), "runs": [run]}))
+    assert load().main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    assert "different frames" in capsys.readouterr().err
