@@ -3,6 +3,7 @@ average, batches, test-time augmentation, and the run folder's bookkeeping with 
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -148,12 +149,20 @@ def test_run_folder_keeps_the_best_validation_iou(tmp_path: Path, monkeypatch: p
     result = EpochResult(loss=0.5, steps=1, images=2, seconds=1.0)
     bests = []
     for epoch, (iou, dice) in enumerate([(0.5, 0.3), (0.4, 0.9), (0.6, 0.2), (0.55, 0.8)], start=1):
-        run.end_epoch(epoch, result, {"iou": iou, "dice": dice}, 2.0, model, opt, None, None)
+        scores = {"iou": iou, "dice": dice, "soft_dice": dice / 2, "pooled_dice": iou / 4}
+        run.end_epoch(epoch, result, scores, 2.0, model, opt, None, None)
         bests.append(run.best["epoch"])
     assert bests == [1, 1, 3, 3]
     assert run.best == {"epoch": 3, "val_iou": 0.6, "val_dice": 0.2}
     assert written == [("best.pt", 1), ("best.pt", 3), ("last.pt", 4)]
     assert [row["elapsed_seconds"] for row in run.history] == [2.0, 4.0, 6.0, 8.0]
+    # metrics.csv: each score in its own column
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = ("val_iou", "val_dice", "val_soft_dice", "val_pooled_dice", "train_loss", "images_per_s")
+    got = [float(r[c]) for r in rows for c in columns]
+    ious, dices = (0.5, 0.4, 0.6, 0.55), (0.3, 0.9, 0.2, 0.8)
+    assert got == pytest.approx([v for i, d in zip(ious, dices) for v in (i, d, d / 2, i / 4, 0.5, 2.0)])
 
 
 def test_resumed_run_keeps_counting_its_training_time(tmp_path: Path) -> None:
