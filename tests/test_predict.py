@@ -250,6 +250,8 @@ def test_threshold_and_postprocess_decide_the_written_mask(
         expected[30:35, 40:45] = True
     mask = np.asarray(Image.open(tmp_path / "o" / "f_mask.png"))
     assert np.array_equal(mask == 255, expected) and set(np.unique(mask)) <= {0, 255}
+    overlay = np.asarray(Image.open(tmp_path / "o" / "f_overlay.png"))  # on a black frame: colour = mask
+    assert np.array_equal(overlay.any(axis=2), expected)
     assert f"polyp {100 * expected.mean():.1f} % of the frame" in capsys.readouterr().out
 
 
