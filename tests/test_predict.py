@@ -272,3 +272,13 @@ def test_overlay_tints_the_mask_and_outlines_it() -> None:
 def test_inputs_sharing_a_stem_get_their_extension() -> None:
     files = [Path("a/1.png"), Path("a/1.TIF"), Path("a/2.jpg")]
     assert output_names(files) == {files[0]: "1_png", files[1]: "1_tif", files[2]: "2"}
+
+
+def test_probabilities_are_resized_bilinearly_between_pixel_centres() -> None:
+    from unet_scratch.inference import to_size
+
+    prob = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    # output pixel centres at input x = -0.25, 0.25, 0.75, 1.25 (clamped to the edge pixels)
+    expected = torch.tensor([0.0, 0.25, 0.75, 1.0]).expand(3, 4)
+    torch.testing.assert_close(to_size(prob, 3, 4)[0, 0], expected)
+    assert to_size(prob, 2, 2) is prob  # already the image's size: untouched
