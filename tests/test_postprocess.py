@@ -74,3 +74,35 @@ def test_a_hole_closed_by_a_diagonal_is_filled() -> None:
     ring = picture([".....", ".##..", ".#.#.", "..##.", "....."])
     filled = apply(ring, [("fill-holes", 0)])
     assert filled[2, 2] and filled.sum() == ring.sum() + 1
+
+
+def flood_fill_labels(mask: np.ndarray, neighbours: list[tuple[int, int]]) -> np.ndarray:
+    """A plain pixel-by-pixel flood fill, numbering regions in raster order: the reference."""
+    labels, count = np.zeros(mask.shape, np.int32), 0
+    for y, x in zip(*np.nonzero(mask)):
+        if labels[y, x]:
+            continue
+        count += 1
+        labels[y, x], stack = count, [(y, x)]
+        while stack:
+            cy, cx = stack.pop()
+            for dy, dx in neighbours:
+                ny, nx = cy + dy, cx + dx
+                inside = 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1]
+                if inside and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = count
+                    stack.append((ny, nx))
+    return labels
+
+
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_components_equal_a_flood_fill(connectivity: int) -> None:
+    eight = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    neighbours = eight if connectivity == 8 else [(-1, 0), (0, -1), (0, 1), (1, 0)]
+    rng = np.random.default_rng(0)
+    for density in (0.2, 0.45, 0.6, 0.8):  # from scattered specks to one winding region with holes
+        mask = rng.random((37, 53)) < density
+        labels, count = components(mask, connectivity)
+        want = flood_fill_labels(mask, neighbours)
+        assert count == want.max() and np.array_equal(labels, want)
+    assert components(np.zeros((4, 5), bool))[1] == 0

@@ -12,36 +12,59 @@ helps is decided on validation folds per loss (docs/RESULTS.md); by default none
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from .errors import UserError
 
-NEIGHBOURS_8 = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
-NEIGHBOURS_4 = [(-1, 0), (0, -1), (0, 1), (1, 0)]
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The horizontal runs of True in ``mask (H, W)``: ``(row, start, end)`` arrays, end
+    exclusive, in raster order."""
+    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+    rows, starts = np.nonzero(np.diff(padded, axis=1) == 1)  # False -> True: a run starts
+    _, ends = np.nonzero(np.diff(padded, axis=1) == -1)  # True -> False: it ends (same order)
+    return rows, starts, ends
 
 
-def components(mask: np.ndarray, neighbours: list[tuple[int, int]] = NEIGHBOURS_8) -> tuple[np.ndarray, int]:
+def components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
     """Label the connected regions of a boolean ``mask (H, W)``: ``(labels, count)``, labels 1..count
-    (0 outside), numbered in raster order of their first pixel."""
+    (0 outside), numbered in raster order of their first pixel; ``connectivity`` 8 or 4.
+
+    Pixels are grouped into horizontal runs first, and only runs of neighbouring rows are
+    joined (union-find): a frame's mask has a few thousand runs but millions of pixels, so this
+    stays fast at 1080p where a pixel-by-pixel flood fill in Python takes seconds.
+    """
+    rows, starts, ends = _runs(mask)
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # path halving
+            i = parent[i]
+        return i
+
+    reach = 1 if connectivity == 8 else 0  # 8-connected runs may touch at a corner only
+    row_start = np.searchsorted(rows, np.arange(mask.shape[0] + 1))  # runs of row y: [row_start[y], ...[y+1])
+    for y in range(mask.shape[0] - 1):
+        a, a_end, b_end = row_start[y], row_start[y + 1], row_start[y + 2]
+        b = a_end
+        while a < a_end and b < b_end:  # two pointers over two sorted, disjoint lists of runs
+            if starts[a] < ends[b] + reach and starts[b] < ends[a] + reach:
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)  # the root is the component's first run
+            if ends[a] < ends[b]:
+                a += 1
+            else:
+                b += 1
+    roots = np.array([find(i) for i in range(len(rows))], dtype=np.int64)
+    first_runs = np.unique(roots)  # sorted run indices = raster order of each region's first pixel
+    run_labels = np.searchsorted(first_runs, roots) + 1
     labels = np.zeros(mask.shape, np.int32)
-    height, width = mask.shape
-    count = 0
-    for y, x in zip(*np.nonzero(mask)):
-        if labels[y, x]:
-            continue
-        count += 1
-        labels[y, x] = count
-        queue = deque([(y, x)])
-        while queue:  # breadth-first flood fill of this region
-            cy, cx = queue.popleft()
-            for dy, dx in neighbours:
-                ny, nx = cy + dy, cx + dx
-                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = count
-                    queue.append((ny, nx))
-    return labels, count
+    lengths = ends - starts
+    flat = np.repeat(rows * mask.shape[1] + starts - np.cumsum(lengths) + lengths, lengths)
+    labels.ravel()[flat + np.arange(lengths.sum())] = np.repeat(run_labels, lengths)
+    return labels, len(first_runs)
 
 
 def largest_region(mask: np.ndarray) -> np.ndarray:
@@ -61,7 +84,7 @@ def drop_small(mask: np.ndarray, min_fraction: float) -> np.ndarray:
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    labels, count = components(~mask, NEIGHBOURS_4)
+    labels, count = components(~mask, connectivity=4)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     holes = ~np.isin(labels, border) & (labels > 0)
     return mask | holes
