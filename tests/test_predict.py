@@ -282,3 +282,16 @@ def test_probabilities_are_resized_bilinearly_between_pixel_centres() -> None:
     expected = torch.tensor([0.0, 0.25, 0.75, 1.0]).expand(3, 4)
     torch.testing.assert_close(to_size(prob, 3, 4)[0, 0], expected)
     assert to_size(prob, 2, 2) is prob  # already the image's size: untouched
+
+
+def test_inputs_with_the_same_name_in_two_folders_keep_their_outputs(run: Path, tmp_path: Path) -> None:
+    for folder, (h, w) in (("A", (40, 56)), ("B", (72, 48))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(make_frame(1, height=h, width=w)[0]).save(tmp_path / folder / "1.png")
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(out)) == 0
+    sizes = {f.name: Image.open(f).size for f in out.glob("*_mask.png")}
+    assert sizes == {"A_1_png_mask.png": (56, 40), "B_1_png_mask.png": (48, 72)}
+    files = [Path("A/1.png"), Path("x/A/1.png"), Path("1_png.jpg"), Path("A/1.tif")]
+    names = output_names(files)
+    assert len(set(names.values())) == len(files)  # never two inputs on one name

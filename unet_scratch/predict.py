@@ -112,11 +112,30 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
-    """``NAME`` of each output: the file's stem, or ``stem_ext`` where two inputs share a stem."""
-    stems = [f.stem for f in files]
-    return {
-        f: f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files
-    }
+    """``NAME`` of each output, unique so that no input's outputs overwrite another's: the file's
+    stem; ``stem_ext`` where inputs share a stem; ``folder_stem_ext`` where they share that too
+    (the same name in two folders); then ``_2``, ``_3`` ... in input order if still needed."""
+    ext = {f: f.suffix.lstrip(".").lower() for f in files}
+    candidates = (
+        lambda f: f.stem,
+        lambda f: f"{f.stem}_{ext[f]}",
+        lambda f: f"{f.parent.name}_{f.stem}_{ext[f]}",
+    )
+    names: dict[Path, str] = {}
+    for f in files:
+        for candidate in candidates:  # the shortest name no other input would also get
+            name = candidate(f)
+            if sum(candidate(g) == name for g in files) == 1:
+                break
+        names[f] = name
+    used: set[str] = set()
+    for f in files:  # whatever still collides (the same folder and file name twice): number it
+        name, k = names[f], 1
+        while names[f] in used:
+            k += 1
+            names[f] = f"{name}_{k}"
+        used.add(names[f])
+    return names
 
 
 def png_bytes(array: np.ndarray) -> bytes:
