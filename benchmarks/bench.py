@@ -216,9 +216,18 @@ def ort_session(path: Path):  # noqa: ANN201
 
 
 def deployment(args: argparse.Namespace) -> None:
-    """The ``--deploy`` measurements (see the module docstring)."""
+    """The ``--deploy`` measurements (see the module docstring), their files in ``--deploy-out``
+    or in a scratch folder deleted afterwards."""
     import tempfile
 
+    if args.deploy_out:
+        deployment_in(args, Path(args.deploy_out))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        deployment_in(args, Path(scratch))
+
+
+def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     from unet_scratch.data import parse_frames
     from unet_scratch.inference import load_run
     from unet_scratch.metrics import SegmentationMeter
@@ -231,7 +240,6 @@ def deployment(args: argparse.Namespace) -> None:
     val_x = val_x.float() / 255
     train_frames = [n for n in range(1, 429) if n not in set(parse_frames(args.val_frames))][::10][:32]
     calibration = load_frames(args.data, train_frames, size)[0].float() / 255
-    tmp = Path(args.deploy_out or tempfile.mkdtemp())
     tmp.mkdir(parents=True, exist_ok=True)
     backends: dict[str, dict[tuple[int, int], object]] = {
         "PyTorch eager fp32": {},
@@ -350,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the fast path under torch.compile (training step and inference)",
     )
     p.add_argument("--deploy", help="a run folder: the deployment measurements (needs --data, --val-frames)")
+    p.add_argument("--deploy-out", help="keep --deploy's ONNX models and video here (default: deleted)")
     p.add_argument(
         "--val-frames", default="364-428", help="validation frames of --deploy's run, for its Dice"
     )
