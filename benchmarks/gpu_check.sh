@@ -28,17 +28,17 @@ python3 benchmarks/bench.py --device cuda --steps 30 --warmup 10 --compile
 
 echo "== one 20-epoch run (dice, synthetic data, cache warm-up first)"
 python3 -m unet_scratch.synthetic "$out/synthetic" --count 612 >/dev/null
-python3 train.py --data "$out/synthetic" --epochs 1 --out "$out/warmup" --name w >/dev/null
+python3 train.py --data "$out/synthetic" --epochs 1 --out "$out/warmup" --name w --overwrite >/dev/null
 start=$EPOCHREALTIME
-python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice
+python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice --overwrite
 python3 -c "print(f'single 20-epoch run: {$EPOCHREALTIME - $start:.1f} s wall')"
 start=$EPOCHREALTIME
-python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice-compiled --compile
+python3 train.py --loss dice --data "$out/synthetic" --out "$out/runs" --name single-dice-compiled --compile --overwrite
 python3 -c "print(f'single 20-epoch run, --compile: {$EPOCHREALTIME - $start:.1f} s wall')"
 
 echo "== the 4-loss study (20 epochs each)"
 start=$EPOCHREALTIME
-python3 train.py --loss all --data "$out/synthetic" --out "$out/study"
+python3 train.py --loss all --data "$out/synthetic" --out "$out/study" --overwrite
 python3 -c "print(f'4-loss study: {$EPOCHREALTIME - $start:.1f} s wall')"
 python3 evaluate.py --runs "$out/study" --data "$out/synthetic" --test-frames 429-612
 
