@@ -227,6 +227,19 @@ def deployment(args: argparse.Namespace) -> None:
         deployment_in(args, Path(scratch))
 
 
+class Autocast(torch.nn.Module):
+    """``model`` under CPU autocast to ``dtype``, float32 logits out: predict.py's default path
+    on a CPU with native bf16."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=self.dtype):
+            return self.model(x).float()
+
+
 def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     from unet_scratch.data import parse_frames
     from unet_scratch.inference import load_run
@@ -241,8 +254,10 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     train_frames = [n for n in range(1, 429) if n not in set(parse_frames(args.val_frames))][::10][:32]
     calibration = load_frames(args.data, train_frames, size)[0].float() / 255
     tmp.mkdir(parents=True, exist_ok=True)
+    cpu_amp = amp_dtype(torch.device("cpu"), "auto")  # bf16 where the CPU has it: predict.py's default
     backends: dict[str, dict[tuple[int, int], object]] = {
         "PyTorch eager fp32": {},
+        **({"PyTorch eager bf16": {}} if cpu_amp == torch.bfloat16 else {}),
         "ONNX Runtime fp32": {},
         "ONNX Runtime int8": {},
     }
@@ -256,6 +271,8 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
         backends["ONNX Runtime fp32"][(h, w)] = ort_session(fp32)
         backends["ONNX Runtime int8"][(h, w)] = ort_session(int8)
         backends["PyTorch eager fp32"][(h, w)] = model
+        if "PyTorch eager bf16" in backends:
+            backends["PyTorch eager bf16"][(h, w)] = Autocast(model, torch.bfloat16)
 
     def run(backend: object, x: torch.Tensor) -> torch.Tensor:
         if isinstance(backend, torch.nn.Module):
@@ -303,7 +320,7 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     clip = write_video(tmp / "clip.mp4", frames=200)
     onnx = {k: str(tmp / f"m{size}x{size}{k}.onnx") for k in ("", ".int8")}
     videos = [
-        ("PyTorch", 8, ["--run", args.deploy]),
+        (f"PyTorch {'bf16' if cpu_amp == torch.bfloat16 else 'fp32'}", 8, ["--run", args.deploy]),
         ("ONNX Runtime fp32", 8, ["--onnx", onnx[""]]),
         ("ONNX Runtime int8", 8, ["--onnx", onnx[".int8"]]),
         ("ONNX Runtime int8", 16, ["--onnx", onnx[".int8"]]),
