@@ -78,6 +78,22 @@ def focal_optimum(q: float, alpha: float, gamma: float) -> float:
     return (lo + hi) / 2
 
 
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The T > 0 that minimises the mean binary cross-entropy of ``sigmoid(T * logits)`` against
+    ``y`` (temperature scaling, Guo et al. 2017, with T multiplying): a golden-section search on
+    log T, where the cross-entropy is unimodal."""
+
+    def bce(log_t: float) -> float:
+        z = math.exp(log_t) * logits
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y).item()
+
+    lo, hi, g = math.log(0.05), math.log(50.0), (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        lo, hi = (lo, b) if bce(a) < bce(b) else (a, hi)
+    return math.exp((lo + hi) / 2)
+
+
 def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: torch.Tensor) -> None:
     logits, y = logits_of(model, images).double(), masks.double()
     p = torch.sigmoid(logits)
@@ -94,17 +110,16 @@ def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: t
           "and for plain cross-entropy (p* = q):")  # fmt: skip
     for q in (0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0):
         print(f"  q {q:4.2f}: p* {focal_optimum(min(q, 1 - 1e-9), alpha, gamma):.3f}")
-    best = None
     print("\ntemperature T on the logits (the masks and mDice@0.5 do not change):")
-    for t in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0):
+    fitted = fit_temperature(logits, y)
+    for t in sorted({1.0, 1.5, 2.0, 3.0, 4.0, 6.0, round(fitted, 2)}):
         pt = torch.sigmoid(t * logits)
         bce = torch.nn.functional.binary_cross_entropy(pt, y).item()
         meter = SegmentationMeter()
         meter.update(pt.float(), y.float())
         s = meter.summary()
-        best = min(best or (bce, t), (bce, t))
-        print(f"  T {t:3.1f}: mDice@0.5 {s['dice']:.4f}, soft Dice {s['soft_dice']:.4f}, BCE {bce:.4f}")
-    print(f"cross-entropy is lowest at T = {best[1]} of those")
+        mark = "  <- lowest cross-entropy" if t == round(fitted, 2) else ""
+        print(f"  T {t:4.2f}: mDice@0.5 {s['dice']:.4f}, soft Dice {s['soft_dice']:.4f}, BCE {bce:.4f}{mark}")
     print(f"focal loss of the model on these frames: {FocalLoss(alpha, gamma)(logits, y).item():.4f}")
 
 

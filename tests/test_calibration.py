@@ -96,3 +96,21 @@ def test_predict_writes_the_tempered_probabilities(runs: Path, tmp_path: Path) -
     assert prob.shape == (48, 80)
     np.testing.assert_allclose(prob, 1 / (1 + math.exp(-4 * 0.5)), atol=2 / 65535)
     assert (np.asarray(Image.open(tmp_path / "o" / "a_mask.png")) == 255).all()  # still all polyp
+
+
+def test_fitted_temperature_recovers_the_one_that_made_the_labels() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_analysis.py"
+    spec = importlib.util.spec_from_file_location("loss_analysis", path)
+    la = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(la)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200_000, generator=g, dtype=torch.float64) * 2
+    for true_t in (0.5, 3.0):  # labels drawn with probability sigmoid(true_t * logit)
+        y = (torch.rand(200_000, generator=g, dtype=torch.float64) < torch.sigmoid(true_t * logits)).double()
+        fitted = la.fit_temperature(logits, y)
+        grid = torch.linspace(0.2, 6, 2901, dtype=torch.float64)  # the reference: a fine grid search
+        losses = [torch.nn.functional.binary_cross_entropy_with_logits(t * logits, y).item() for t in grid]
+        assert fitted == pytest.approx(grid[int(np.argmin(losses))].item(), abs=0.004)
+        assert fitted == pytest.approx(true_t, rel=0.05)
