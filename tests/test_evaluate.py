@@ -330,3 +330,14 @@ def test_overlays_draw_the_masks_that_were_scored(tmp_path: Path, synthetic_root
         with Image.open(out / "all-polyp.png") as im:
             prediction = np.asarray(im)[:, 512:768, 0] > 127  # third tile
         assert prediction.all() if covered else not prediction.any()
+
+
+def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:
+    from unet_scratch.report import run_label
+
+    for name, loss, want in (("tuned-f1", "focal", "focal: tuned-f1"), ("dice", "dice", "dice")):
+        (tmp_path / name).mkdir()
+        atomic_write_json({"loss": loss}, tmp_path / name / "config.json")
+        assert run_label(tmp_path / name) == want
+    (tmp_path / "bare").mkdir()
+    assert run_label(tmp_path / "bare") == "bare"  # no config.json: the folder's name

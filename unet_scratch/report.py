@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+def run_label(run_dir: Path) -> str:
+    """A run's name for a legend: its loss (from config.json), and its folder name where that
+    says more (``combined: tuned-f1-s47``)."""
+    try:
+        loss = json.loads((run_dir / "config.json").read_text())["loss"]
+    except (OSError, ValueError, KeyError):
+        return run_dir.name
+    return loss if run_dir.name == loss else f"{loss}: {run_dir.name}"
+
+
 def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
     """Train loss and validation Dice/IoU per epoch for every run, one PNG (needs matplotlib)."""
     try:
@@ -91,8 +102,9 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]
+        label = run_label(run_dir)
         for ax, (key, _) in zip(axes, panels):
-            ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=run_dir.name)
+            ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=label)
     for ax, (_, title) in zip(axes, panels):
         ax.set_title(title)
         ax.set_xlabel("epoch")
