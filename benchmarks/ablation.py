@@ -51,6 +51,7 @@ RECIPES = {
     "jaccard-log": ["--preset", "tuned", "--jaccard-log"],
     "no-skips": ["--preset", "tuned", "--skips", "none"],
     "zero-init": ["--preset", "tuned", "--zero-init-residual"],
+    "batch-ratio": ["--preset", "tuned", "--loss-reduction", "batch"],
 }  # fmt: skip
 
 
