@@ -110,7 +110,7 @@ def test_fitted_temperature_recovers_the_one_that_made_the_labels() -> None:
     for true_t in (0.5, 3.0):  # labels drawn with probability sigmoid(true_t * logit)
         y = (torch.rand(200_000, generator=g, dtype=torch.float64) < torch.sigmoid(true_t * logits)).double()
         fitted = la.fit_temperature(logits, y)
-        grid = torch.linspace(0.2, 6, 2901, dtype=torch.float64)  # the reference: a fine grid search
+        grid = torch.linspace(0.2, 6, 581, dtype=torch.float64)  # the reference: a grid search, step 0.01
         losses = [torch.nn.functional.binary_cross_entropy_with_logits(t * logits, y).item() for t in grid]
-        assert fitted == pytest.approx(grid[int(np.argmin(losses))].item(), abs=0.004)
+        assert fitted == pytest.approx(grid[int(np.argmin(losses))].item(), abs=0.01)
         assert fitted == pytest.approx(true_t, rel=0.05)
