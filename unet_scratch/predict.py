@@ -30,6 +30,7 @@ import csv
 import io
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,26 +116,21 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     """``NAME`` of each output, unique so that no input's outputs overwrite another's: the file's
     stem; ``stem_ext`` where inputs share a stem; ``folder_stem_ext`` where they share that too
     (the same name in two folders); then ``_2``, ``_3`` ... in input order if still needed."""
-    ext = {f: f.suffix.lstrip(".").lower() for f in files}
-    candidates = (
-        lambda f: f.stem,
-        lambda f: f"{f.stem}_{ext[f]}",
-        lambda f: f"{f.parent.name}_{f.stem}_{ext[f]}",
-    )
-    names: dict[Path, str] = {}
-    for f in files:
-        for candidate in candidates:  # the shortest name no other input would also get
-            name = candidate(f)
-            if sum(candidate(g) == name for g in files) == 1:
-                break
-        names[f] = name
-    used: set[str] = set()
-    for f in files:  # whatever still collides (the same folder and file name twice): number it
-        name, k = names[f], 1
-        while names[f] in used:
+    levels = [
+        [f.stem for f in files],
+        [f"{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files],
+        [f"{f.parent.name}_{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files],
+    ]
+    counts = [Counter(level) for level in levels]
+    names, used = {}, set()
+    for i, f in enumerate(files):  # the shortest name no other input would also get
+        name = next((level[i] for level, count in zip(levels, counts) if count[level[i]] == 1), levels[-1][i])
+        unique, k = name, 1
+        while unique in used:  # whatever still collides (the same folder and file name twice)
             k += 1
-            names[f] = f"{name}_{k}"
-        used.add(names[f])
+            unique = f"{name}_{k}"
+        names[f] = unique
+        used.add(unique)
     return names
 
 
