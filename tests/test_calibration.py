@@ -14,6 +14,7 @@ from PIL import Image
 
 from unet_scratch.engine import predict
 from unet_scratch.evaluate import main as evaluate_main
+from unet_scratch.inference import FOCAL_TEMPERATURE
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
@@ -114,3 +115,31 @@ def test_fitted_temperature_recovers_the_one_that_made_the_labels() -> None:
         losses = [torch.nn.functional.binary_cross_entropy_with_logits(t * logits, y).item() for t in grid]
         assert fitted == pytest.approx(grid[int(np.argmin(losses))].item(), abs=0.01)
         assert fitted == pytest.approx(true_t, rel=0.05)
+
+
+def test_a_focal_run_is_tempered_by_default_and_others_are_not(
+    runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(runs, "dice-run", "dice", 64, +0.5, synthetic_root)
+    make_run(runs, "focal-other-alpha", "focal", 64, +0.5, synthetic_root)
+    ckpt = torch.load(runs / "focal-other-alpha" / "best.pt", weights_only=True)
+    assert ckpt["config"]["focal_alpha"] == 0.75
+    ckpt["config"]["focal_alpha"] = 0.5  # a temperature fitted at alpha 0.75 does not apply
+    torch.save(ckpt, runs / "focal-other-alpha" / "best.pt")
+    args = ["--runs", str(runs), "--test-frames", "9-12", "--device", "cpu"]
+    assert evaluate_main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["runs"]}
+    want = {"all-polyp": FOCAL_TEMPERATURE, "dice-run": 1.0, "focal-other-alpha": 1.0}
+    for name, t in want.items():
+        assert rows[name]["temperature"] == t
+        soft = np.mean(expected_scores(synthetic_root, 64, 0.5 * t)["soft_dice"])
+        assert rows[name]["soft_dice"] == pytest.approx(soft, rel=1e-5)
+    assert f"temperature {FOCAL_TEMPERATURE:g} for focal runs, else 1" in capsys.readouterr().out
+
+    image = tmp_path / "a.png"
+    Image.fromarray(make_frame(1, height=48, width=80)[0]).save(image)
+    for run, t in (("all-polyp", FOCAL_TEMPERATURE), ("dice-run", 1.0)):
+        out = tmp_path / run
+        assert predict_main(["--run", str(runs / run), str(image), "--out", str(out), "--probabilities"]) == 0
+        prob = np.asarray(Image.open(out / "a_prob.png")) / 65535
+        np.testing.assert_allclose(prob, 1 / (1 + math.exp(-t * 0.5)), atol=2 / 65535)

@@ -23,6 +23,7 @@ from unet_scratch.config import TrainConfig
 from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.engine import build_model
 from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main
+from unet_scratch.inference import FOCAL_TEMPERATURE
 from unet_scratch.synthetic import write_dataset
 from unet_scratch.train import build_parser as build_train_parser
 
@@ -115,8 +116,11 @@ def test_every_number_matches_its_closed_form(
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["test_frames"] == "9-12" and report["data"] == str(synthetic_root)
     by_name = {r["name"]: r for r in report["runs"]}
-    for name, size, bias in (("all-polyp", 64, 0.5), ("no-polyp", 32, -0.5)):
+    # the focal run's probabilities get the focal loss's calibration temperature by default:
+    # sigmoid(T * -0.5); the dice run's stay sigmoid(0.5)
+    for name, size, bias in (("all-polyp", 64, 0.5), ("no-polyp", 32, -0.5 * FOCAL_TEMPERATURE)):
         want, row = expected_scores(synthetic_root, size, bias), by_name[name]
+        assert row["temperature"] == (1.0 if bias > 0 else FOCAL_TEMPERATURE)
         assert min(want["dice"] + [1.0]) >= 0 and (bias < 0 or min(want["dice"]) > 0)  # masks not empty
         assert row["input_size"] == size  # the checkpoint's size, not a default
         per_image = [row["per_image"][str(n)] for n in FRAMES]

@@ -42,7 +42,14 @@ from .data import (
 )
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import add_mask_options, load_run, mask_options, to_size
+from .inference import (
+    FOCAL_TEMPERATURE,
+    add_mask_options,
+    default_temperature,
+    load_run,
+    mask_options,
+    to_size,
+)
 from .metrics import SegmentationMeter
 from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
@@ -195,13 +202,14 @@ def score_run(
     threshold: float = 0.5,
     mask_paths: list[Path] | None = None,
     steps: list[tuple[str, float]] = (),
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
     ``mask_paths`` also the scores at the frames' original size."""
     model, config, ckpt = load_run(run_dir)
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
+    temperature = default_temperature(config) if temperature is None else temperature
     probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta, temperature=temperature).cpu()
     preds = postprocessed(probs, threshold, steps)
     meter = SegmentationMeter(threshold=threshold)
@@ -212,6 +220,7 @@ def score_run(
         "path": str(run_dir),
         "loss": config.loss,
         "input_size": config.input_size,
+        "temperature": temperature,
         "frames_role": frames_role(frames, config),
         "dice": s["dice"],
         "jaccard": s["iou"],
@@ -366,8 +375,11 @@ def run(args: argparse.Namespace) -> int:
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
     title, role = describe_role({r["frames_role"] for r in scored}, frames)
+    temperature = f"{FOCAL_TEMPERATURE:g} for focal runs, else 1"  # each run's default
+    if args.temperature is not None:
+        temperature = f"{args.temperature:g}"
     print(
-        f"{data}: {title}\nthreshold {args.threshold}, temperature {args.temperature:g}, "
+        f"{data}: {title}\nthreshold {args.threshold}, temperature {temperature}, "
         f"TTA {'on (4 flips)' if args.tta else 'off'}, "
         f"post-processing {args.postprocess}; "
         f"Dice/Jaccard = mean per image at the run's input size"

@@ -44,7 +44,15 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import OnnxModel, add_mask_options, load_run, mask_options, prepare, to_size
+from .inference import (
+    OnnxModel,
+    add_mask_options,
+    default_temperature,
+    load_run,
+    mask_options,
+    prepare,
+    to_size,
+)
 from .progress import Progress
 from .report import outline_overlay
 
@@ -64,7 +72,7 @@ class Segmenter:
         amp: str = "auto",
         tta: bool = False,
         batch_size: int = 8,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> None:
         if onnx:
             self.model: torch.nn.Module = OnnxModel(onnx)
@@ -76,6 +84,8 @@ class Segmenter:
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = config.input_size, amp_dtype(self.device, amp)
             self.source = f"{run}/best.pt ({config.loss} loss, {self.size}x{self.size}, {self.device})"
+        if temperature is None:  # the run's own (an ONNX file carries no training settings: 1)
+            temperature = 1.0 if onnx else default_temperature(config)
         self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
 
     def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -321,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr if err else sys.stdout, flush=True)
 
     print(
-        f"model: {segmenter.source}; threshold {args.threshold}, temperature {args.temperature:g}, "
+        f"model: {segmenter.source}; threshold {args.threshold}, temperature {segmenter.temperature:g}, "
         f"TTA {'on' if args.tta else 'off'}"
     )
     start = time.perf_counter()
