@@ -12,38 +12,27 @@ import pytest
 import torch
 from PIL import Image
 
-from unet_scratch.engine import predict
 from unet_scratch.evaluate import main as evaluate_main
-from unet_scratch.inference import FOCAL_TEMPERATURE
+from unet_scratch.inference import FOCAL_TEMPERATURE, temper
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
 from .test_evaluate import expected_scores, make_run
+from .test_export import random_run
 
 
-class Logits(torch.nn.Module):
-    """A 'model' whose logits are given: ``forward`` ignores the image."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.logits = torch.nn.Parameter(logits, requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits[: len(x)]
-
-
-def test_temperature_scales_the_logits_and_keeps_the_masks() -> None:
+def test_temper_is_sigmoid_of_the_scaled_logit_and_keeps_every_side_of_one_half() -> None:
     logits = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
-    model = Logits(logits.float())
-    images = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
-    for t in (0.5, 1.0, 3.0):
-        probs = predict(model, images, None, channels_last=False, temperature=t)
-        want = 1 / (1 + np.exp(-t * logits.float().double().numpy()))  # independent of torch.sigmoid
-        np.testing.assert_allclose(probs.double().numpy(), want, rtol=1e-6, atol=1e-7)
-        assert torch.equal(probs > 0.5, logits > 0)  # the same masks whatever T
-    sharp = predict(model, images, None, channels_last=False, temperature=3.0)
-    plain = predict(model, images, None, channels_last=False)
-    assert ((sharp - 0.5).abs() >= (plain - 0.5).abs() - 1e-7).all()  # T > 1: further from 0.5
+    prob = torch.sigmoid(logits).float()
+    for t in (0.5, 1.0, 3.7):
+        tempered = temper(prob, t)
+        want = 1 / (1 + np.exp(-t * logits.numpy()))  # from the logits, independent of torch.logit
+        np.testing.assert_allclose(tempered.double().numpy(), want, rtol=2e-5, atol=1e-6)
+        assert torch.equal(tempered > 0.5, prob > 0.5)
+    sharp = temper(prob, 3.7)
+    assert ((sharp - 0.5).abs() >= (prob - 0.5).abs() - 1e-6).all()  # T > 1: further from 0.5
+    edges = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])  # saturated probabilities stay 0 and 1
+    assert temper(edges, 3.0).tolist() == pytest.approx([0.0, 1 / 28, 0.5, 27 / 28, 1.0])
 
 
 @pytest.fixture()
@@ -143,3 +132,34 @@ def test_a_focal_run_is_tempered_by_default_and_others_are_not(
         assert predict_main(["--run", str(runs / run), str(image), "--out", str(out), "--probabilities"]) == 0
         prob = np.asarray(Image.open(out / "a_prob.png")) / 65535
         np.testing.assert_allclose(prob, 1 / (1 + math.exp(-t * 0.5)), atol=2 / 65535)
+
+
+def test_no_mask_changes_with_the_temperature_after_resizing_or_tta(tmp_path: Path) -> None:
+    """A random network, so the logits vary from pixel to pixel: the masks predict.py writes at the
+    image's own size (probabilities resized back) and with TTA (probabilities averaged) must be
+    the same at every temperature: T is applied to the final map."""
+    run = random_run(tmp_path / "random")
+    image = tmp_path / "a.png"
+    Image.fromarray(make_frame(3, height=100, width=90)[0]).save(image)
+    masks = {}
+    for t in ("1", "5"):
+        for tta in ([], ["--tta"]):
+            out = tmp_path / f"t{t}{len(tta)}"
+            args = ["--run", str(run), str(image), "--out", str(out), "--temperature", t, *tta]
+            assert predict_main([*args, "--amp", "off"]) == 0
+            masks[t, len(tta)] = np.asarray(Image.open(out / "a_mask.png"))
+    for tta in (0, 1):
+        assert 0.05 < (masks["1", tta] > 0).mean() < 0.95  # both classes: the comparison means something
+        assert np.array_equal(masks["1", tta], masks["5", tta])
+
+
+def test_full_resolution_masks_do_not_change_with_the_temperature(synthetic_root: Path) -> None:
+    from unet_scratch.evaluate import full_resolution_scores
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.nn.functional.interpolate(torch.randn(4, 1, 8, 8, generator=g) * 4, size=(32, 32))
+    probs = torch.sigmoid(logits + 0.3 * torch.randn(4, 1, 32, 32, generator=g))  # edges at odd places
+    masks = [synthetic_root / "Ground Truth" / f"{n}.tif" for n in (1, 2, 3, 4)]
+    plain = full_resolution_scores(probs, masks, [1, 2, 3, 4], 0.5)
+    hot = full_resolution_scores(probs, masks, [1, 2, 3, 4], 0.5, temperature=5.0)
+    assert plain["per_image"] == hot["per_image"] and 0 < plain["dice"] < 1

@@ -22,12 +22,10 @@ from unet_scratch.synthetic import make_frame
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_run(run: Path) -> Path:
     """A run with random weights and BatchNorm statistics measured on random frames, as training
     leaves them: a non-trivial function with activations and logits of a trained model's size."""
-    run = tmp_path_factory.mktemp("runs") / "r"
-    run.mkdir()
+    run.mkdir(parents=True)
     config = TrainConfig(input_size=SIZE, normalization="imagenet")  # the normalisation is exported too
     model = build_model(config)
     g = torch.Generator().manual_seed(0)
@@ -44,6 +42,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.head.bias.zero_()
     atomic_torch_save({"model": model.state_dict(), "config": config.to_dict(), "epoch": 1}, run / "best.pt")
     return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_run(tmp_path_factory.mktemp("runs") / "r")
 
 
 @pytest.fixture(scope="module")

@@ -301,14 +301,11 @@ def predict(
     batch_size: int = 32,
     channels_last: bool = True,
     tta: bool = False,
-    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Probabilities ``(N, 1, S, S)`` float32 for ``images (N, 3, S, S) uint8``.
 
     ``tta=True`` averages the probabilities of the four flip variants (none, left-right,
-    up-down, both), each flipped back before averaging. ``temperature`` T gives
-    ``sigmoid(T * logits)``: the sign of every logit, so every mask at threshold 0.5, stays the
-    same, while T > 1 makes the probabilities more confident and T < 1 less (calibration).
+    up-down, both), each flipped back before averaging.
     """
     model.eval()
     weight = next(model.parameters(), None)  # an ONNX Runtime model (inference.py) has none
@@ -323,7 +320,7 @@ def predict(
             xf = (x.flip(dims) if dims else x).contiguous(memory_format=memory_format)
             with autocast(device, amp):
                 logits = model(xf)
-            p = torch.sigmoid(logits.float() * temperature)
+            p = torch.sigmoid(logits.float())
             prob = prob + (p.flip(dims) if dims else p)
         out.append(prob / len(flips))
     return torch.cat(out)

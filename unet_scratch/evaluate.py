@@ -48,6 +48,7 @@ from .inference import (
     default_temperature,
     load_run,
     mask_options,
+    temper,
     to_size,
 )
 from .metrics import SegmentationMeter
@@ -177,13 +178,15 @@ def full_resolution_scores(
     frames: list[int],
     threshold: float,
     steps: list[tuple[str, float]] = (),
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Scores at each frame's own size: ``probs (N, 1, S, S)`` resized back (bilinear, as
-    predict.py does), against the masks read at full size and binarised at > 127."""
+    predict.py does) and then tempered, against the masks read at full size and binarised at
+    > 127."""
     meter = SegmentationMeter(threshold=threshold)
     for prob, path in zip(probs, mask_paths):
         mask = torch.from_numpy(read_mask(path) > 127)[None, None]
-        full = to_size(prob[None], *mask.shape[-2:])
+        full = temper(to_size(prob[None], *mask.shape[-2:]), temperature)
         meter.update(full, mask, postprocessed(full, threshold, steps))
     s = meter.summary()
     per_image = {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)}
@@ -210,7 +213,8 @@ def score_run(
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
     temperature = default_temperature(config) if temperature is None else temperature
-    probs = predict(model, images, amp_dtype(device, amp_mode), tta=tta, temperature=temperature).cpu()
+    raw = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()
+    probs = temper(raw, temperature)
     preds = postprocessed(probs, threshold, steps)
     meter = SegmentationMeter(threshold=threshold)
     meter.update(probs, masks, preds)
@@ -233,7 +237,7 @@ def score_run(
         "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
     }
     if mask_paths is not None:
-        row["full_res"] = full_resolution_scores(probs, mask_paths, frames, threshold, steps)
+        row["full_res"] = full_resolution_scores(raw, mask_paths, frames, threshold, steps, temperature)
     if row["frames_role"] == "training":
         overlap = set(frames) & set(parse_frames(config.train_frames))
         row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run_dir.name}"

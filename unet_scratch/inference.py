@@ -60,6 +60,16 @@ def default_temperature(config: TrainConfig) -> float:
     return 1.0
 
 
+def temper(prob: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``sigmoid(T * logit(prob))``, elementwise: for a model's own probabilities that is
+    ``sigmoid(T * logits)``. Applied to the final map (after TTA's average, after resizing back
+    to an image's size), so every pixel stays on its side of 0.5 and no mask at threshold 0.5
+    changes; T > 1 moves probabilities towards 0 and 1, T < 1 towards 0.5."""
+    if temperature == 1:
+        return prob
+    return torch.sigmoid(temperature * torch.logit(prob.float()))  # logit(0 or 1) = -+inf: kept
+
+
 def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
     """The flags that turn a model's logits into masks, the same for evaluate.py and predict.py:
     ``--threshold``, ``--temperature``, ``--postprocess`` (checked by :func:`mask_options`)."""
@@ -67,10 +77,10 @@ def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
     p.add_argument(
         "--temperature",
         type=float,
-        help="probabilities as sigmoid(T * logit): the masks at threshold 0.5 stay the same, "
-        "T > 1 makes the probabilities more confident, T < 1 less (default: "
+        help="probabilities as sigmoid(T * logit): no mask at threshold 0.5 changes, T > 1 makes "
+        "the probabilities more confident, T < 1 less (default: "
         f"{FOCAL_TEMPERATURE:g} for a run trained with the focal loss at alpha 0.75 and gamma 2, "
-        "whose probabilities it calibrates; 1 for every other run and for --onnx)",
+        "whose probabilities it calibrates; 1 for every other model)",
     )
     p.add_argument(
         "--postprocess",

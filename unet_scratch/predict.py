@@ -51,6 +51,7 @@ from .inference import (
     load_run,
     mask_options,
     prepare,
+    temper,
     to_size,
 )
 from .progress import Progress
@@ -90,10 +91,10 @@ class Segmenter:
 
     def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         batch = torch.stack([prepare(image, self.size) for image in images])  # (B, 3, S, S) uint8
-        probs = predict(
-            self.model, batch, self.amp, self.batch_size, tta=self.tta, temperature=self.temperature
-        ).cpu()  # (B, 1, S, S)
-        return [to_size(p[None], *image.shape[:2])[0, 0] for p, image in zip(probs, images)]
+        probs = predict(self.model, batch, self.amp, self.batch_size, tta=self.tta).cpu()  # (B, 1, S, S)
+        # back to each image's size, then the temperature: the 0.5 contour stays where it was
+        sized = [to_size(p[None], *image.shape[:2]) for p, image in zip(probs, images)]
+        return [temper(p, self.temperature)[0, 0] for p in sized]
 
 
 # ----------------------------------------------------------------------------- inputs, outputs
