@@ -3,6 +3,7 @@ the middle: measurements on trained runs and validation frames (docs/RESULTS.md)
 
     python benchmarks/loss_analysis.py jaccard --run RUN --data DIR --frames 364-428
     python benchmarks/loss_analysis.py focal --run RUN --data DIR --frames 364-428
+    python benchmarks/loss_analysis.py focal --run R1 R2 R3 --data DIR --frames 364-428 278-363 178-277
 
 ``jaccard``: for every validation image, the gradient the per-image Dice loss and the per-image
 Jaccard loss send to that image's logits (the norm of d loss_i / d logits), against the image's
@@ -14,7 +15,8 @@ a batch's gradient that goes to the images the model misses (D < 0.3) under eith
 probability p* that minimises the focal loss for a pixel that is polyp with frequency q (the
 loss's own calibration map), and a temperature on the logits: ``sigmoid(T * logit)`` keeps every
 thresholded mask (the sign of the logit) and so mDice@0.5, while T > 1 makes the probabilities
-confident; T is fitted by minimising the binary cross-entropy on the frames given.
+confident; T is fitted by minimising the binary cross-entropy on the frames given (with several
+runs, also once over all their frames together).
 """
 
 from __future__ import annotations
@@ -126,18 +128,28 @@ def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: t
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("jaccard", "focal"))
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, nargs="+", help="one or more run folders")
     p.add_argument("--data", required=True)
-    p.add_argument("--frames", default="364-428")
+    p.add_argument("--frames", default=["364-428"], nargs="+", help="frames per run (or one for all)")
     args = p.parse_args(argv)
-    model, config, _ = load_run(args.run)
-    images, masks = load_frames(args.data, parse_frames(args.frames), config.input_size)
-    print(f"{args.run} ({config.loss}), frames {args.frames}, mDice@0.5 "
-          f"{_mdice(model, images, masks):.4f}\n")  # fmt: skip
-    if args.what == "jaccard":
-        jaccard(model, images, masks)
-    else:
-        focal(model, config, images, masks)
+    if len(args.frames) not in (1, len(args.run)):
+        p.error("--frames takes one range, or one per --run")
+    frames = args.frames * len(args.run) if len(args.frames) == 1 else args.frames
+    pooled_logits, pooled_masks = [], []
+    for run, spec in zip(args.run, frames):
+        model, config, _ = load_run(run)
+        images, masks = load_frames(args.data, parse_frames(spec), config.input_size)
+        print(f"{run} ({config.loss}), frames {spec}, mDice@0.5 {_mdice(model, images, masks):.4f}\n")
+        if args.what == "jaccard":
+            jaccard(model, images, masks)
+        else:
+            focal(model, config, images, masks)
+            pooled_logits.append(logits_of(model, images).double().flatten())
+            pooled_masks.append(masks.double().flatten())
+        print()
+    if len(pooled_logits) > 1:  # one temperature for all the runs' frames together
+        t = fit_temperature(torch.cat(pooled_logits), torch.cat(pooled_masks))
+        print(f"the {len(pooled_logits)} runs' frames together: lowest cross-entropy at T = {t:.2f}")
     return 0
 
 
