@@ -4,9 +4,9 @@
 # Every lever of benchmarks/ablation.py against the defaults, for every loss, on three validation
 # folds cut between video sequences, two seeds each: 4 losses x 12 recipes x 3 folds x 2 seeds,
 # less jaccard-log for dice and focal = 276 runs of 20 epochs. A run at batch 8 and 128x128 leaves
-# a large GPU mostly idle, so PARALLEL (default 16) processes share it, one per (loss, recipe). Finished runs in OUT_DIR are skipped, so
-# the grid can be stopped and restarted. Ends with one table per loss (mean +- sd over folds x
-# seeds, best and last epoch).
+# a large GPU mostly idle, so PARALLEL (default 16) processes share it, one per (loss, recipe).
+# Finished runs in OUT_DIR are skipped, so the grid can be stopped and restarted. Ends with one
+# table per loss (mean +- sd over folds x seeds: best epoch, last epoch, mean of the last 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:?usage: gpu_grid.sh DATA_DIR [OUT_DIR] [PARALLEL]}"
