@@ -180,6 +180,8 @@ def test_all_zero_mask_follows_the_empty_mask_rule(root: Path, tmp_path: Path) -
                 str(root),
                 "--test-frames",
                 "7",
+                "--device",
+                "cpu",
                 "--json",
                 str(json_path),
             ]

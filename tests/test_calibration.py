@@ -129,7 +129,8 @@ def test_a_focal_run_is_tempered_by_default_and_others_are_not(
     Image.fromarray(make_frame(1, height=48, width=80)[0]).save(image)
     for run, t in (("all-polyp", FOCAL_TEMPERATURE), ("dice-run", 1.0)):
         out = tmp_path / run
-        assert predict_main(["--run", str(runs / run), str(image), "--out", str(out), "--probabilities"]) == 0
+        args = ["--run", str(runs / run), str(image), "--out", str(out), "--probabilities", "--device", "cpu"]
+        assert predict_main(args) == 0
         prob = np.asarray(Image.open(out / "a_prob.png")) / 65535
         np.testing.assert_allclose(prob, 1 / (1 + math.exp(-t * 0.5)), atol=2 / 65535)
 
@@ -146,7 +147,7 @@ def test_no_mask_changes_with_the_temperature_after_resizing_or_tta(tmp_path: Pa
         for tta in ([], ["--tta"]):
             out = tmp_path / f"t{t}{len(tta)}"
             args = ["--run", str(run), str(image), "--out", str(out), "--temperature", t, *tta]
-            assert predict_main([*args, "--amp", "off"]) == 0
+            assert predict_main([*args, "--device", "cpu", "--amp", "off"]) == 0
             masks[t, len(tta)] = np.asarray(Image.open(out / "a_mask.png"))
     for tta in (0, 1):
         assert 0.05 < (masks["1", tta] > 0).mean() < 0.95  # both classes: the comparison means something

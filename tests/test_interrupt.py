@@ -123,9 +123,11 @@ def test_crash_inside_a_checkpoint_write(tmp_path: Path, synthetic_root: Path, s
     )
     assert died.returncode == -signal.SIGKILL  # killed half-way through writing epoch 2's last.pt
     run_dir = tmp_path / "w"
+    # the previous last.pt is whole (a writer without a temporary file would have left it
+    # half-written: the hook kills a write to last.pt itself too) ...
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
     stale = list(run_dir.glob(".last.pt.*.tmp"))
-    assert len(stale) == 1 and stale[0].stat().st_size > 0  # the half-written file is there
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # and the previous one is whole
+    assert len(stale) == 1 and stale[0].stat().st_size > 0  # ... and the half-written file is beside it
     assert resume_here(args) == 0
     assert_same(final_state(run_dir), straight["state"])
     assert not list(run_dir.glob(".*.tmp"))  # the resume removed it
