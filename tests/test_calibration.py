@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from unet_scratch.config import TrainConfig
 from unet_scratch.evaluate import main as evaluate_main
-from unet_scratch.inference import FOCAL_TEMPERATURE, temper
+from unet_scratch.inference import FOCAL_TEMPERATURE, default_temperature, temper
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
@@ -124,6 +125,9 @@ def test_a_focal_run_is_tempered_by_default_and_others_are_not(
         soft = np.mean(expected_scores(synthetic_root, 64, 0.5 * t)["soft_dice"])
         assert rows[name]["soft_dice"] == pytest.approx(soft, rel=1e-5)
     assert f"temperature {FOCAL_TEMPERATURE:g} for focal runs, else 1" in capsys.readouterr().out
+    # the temperature was fitted at alpha 0.75 and gamma 2: another gamma gets none either
+    for gamma, t in ((1.0, 1.0), (2.0, FOCAL_TEMPERATURE)):
+        assert default_temperature(TrainConfig(loss="focal", focal_alpha=0.75, focal_gamma=gamma)) == t
 
     image = tmp_path / "a.png"
     Image.fromarray(make_frame(1, height=48, width=80)[0]).save(image)

@@ -245,11 +245,22 @@ def test_overlays_are_valid_pngs(runs: Path, tmp_path: Path) -> None:
         assert (np.asarray(im)[:, 512:768] == 0).all()  # nothing predicted
 
 
-def test_curves_with_matplotlib(runs: Path, tmp_path: Path) -> None:
+def test_curves_with_matplotlib(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    legends = []
+    real_savefig = Figure.savefig
+
+    def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        legends.append([t.get_text() for t in self.axes[0].get_legend().get_texts()])
+        real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
     assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0
     with Image.open(tmp_path / "c.png") as im:
         assert im.size[0] > 600
+    assert legends == [["dice: all-polyp", "focal: no-polyp"]]  # each run named by its loss
 
 
 def test_curves_without_matplotlib(
@@ -334,6 +345,11 @@ def test_overlays_draw_the_masks_that_were_scored(tmp_path: Path, synthetic_root
         with Image.open(out / "all-polyp.png") as im:
             prediction = np.asarray(im)[:, 512:768, 0] > 127  # third tile
         assert prediction.all() if covered else not prediction.any()
+    # and the post-processing: at 0.5 the one region covers the frame, under min-area 1.5 frames
+    out = tmp_path / "ov-pp"
+    assert evaluate(runs, "--overlays", str(out), "--n-overlays", "1", "--postprocess", "min-area:1.5") == 0
+    with Image.open(out / "all-polyp.png") as im:
+        assert not (np.asarray(im)[:, 512:768, 0] > 127).any()
 
 
 def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:
