@@ -3,7 +3,10 @@ logits; predict.py --onnx gives predict.py --run's masks."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +57,13 @@ def onnx_file(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for module in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(module)
     out = tmp_path_factory.mktemp("export") / "model.onnx"
-    assert export_main(["--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert export_main(["--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    # the parity line export prints for the user must be true too (a model left in training
+    # mode when exported printed a gap of ~6 there)
+    gap = re.search(r"max \|logit difference\| (\S+)", printed.getvalue())
+    assert gap is not None and float(gap.group(1)) < 1e-3, printed.getvalue()
     return out
 
 
