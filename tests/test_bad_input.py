@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -171,42 +172,18 @@ def test_all_zero_mask_follows_the_empty_mask_rule(root: Path, tmp_path: Path) -
     tifffile.imwrite(root / "Ground Truth" / "7.tif", np.zeros((288, 384), np.uint8))
     assert train_main(["--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 0
     json_path = tmp_path / "r.json"
-    assert (
-        evaluate_main(
-            [
-                "--runs",
-                str(tmp_path / "runs"),
-                "--data",
-                str(root),
-                "--test-frames",
-                "7",
-                "--device",
-                "cpu",
-                "--json",
-                str(json_path),
-            ]
-        )
-        == 0
-    )
-    import json
 
-    score = json.loads(json_path.read_text())["runs"][0]["per_image"]["7"]["dice"]
+    def scores_of_frame_7(runs: Path) -> dict:
+        args = ["--runs", str(runs), "--data", str(root), "--test-frames", "7", "--device", "cpu"]
+        assert evaluate_main([*args, "--json", str(json_path)]) == 0
+        return {r["name"]: r["per_image"]["7"] for r in json.loads(json_path.read_text())["runs"]}
+
+    (score,) = (s["dice"] for s in scores_of_frame_7(tmp_path / "runs").values())
     assert score in (0.0, 1.0)  # 1.0 if nothing was predicted, 0.0 otherwise: never NaN
     # which of the two, exactly: runs that predict nothing and everything (constant outputs)
     make_run(tmp_path / "constant", "nothing", "dice", 32, -0.5, root)
     make_run(tmp_path / "constant", "everything", "dice", 32, +0.5, root)
-    args = [
-        "--runs",
-        str(tmp_path / "constant"),
-        "--data",
-        str(root),
-        "--test-frames",
-        "7",
-        "--device",
-        "cpu",
-    ]
-    assert evaluate_main([*args, "--json", str(json_path)]) == 0
-    scores = {r["name"]: r["per_image"]["7"] for r in json.loads(json_path.read_text())["runs"]}
+    scores = scores_of_frame_7(tmp_path / "constant")
     assert scores == {"nothing": {"dice": 1.0, "jaccard": 1.0}, "everything": {"dice": 0.0, "jaccard": 0.0}}
 
 
