@@ -96,7 +96,8 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: torch.Tensor) -> None:
+def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Prints the analysis; returns the logits (float64) it computed, for a fit over several runs."""
     logits, y = logits_of(model, images).double(), masks.double()
     p = torch.sigmoid(logits)
     inside, outside = p[y == 1], p[y == 0]
@@ -123,6 +124,7 @@ def focal(model: torch.nn.Module, config: object, images: torch.Tensor, masks: t
         mark = "  <- lowest cross-entropy" if t == round(fitted, 2) else ""
         print(f"  T {t:4.2f}: mDice@0.5 {s['dice']:.4f}, soft Dice {s['soft_dice']:.4f}, BCE {bce:.4f}{mark}")
     print(f"focal loss of the model on these frames: {FocalLoss(alpha, gamma)(logits, y).item():.4f}")
+    return logits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "jaccard":
             jaccard(model, images, masks)
         else:
-            focal(model, config, images, masks)
-            pooled_logits.append(logits_of(model, images).double().flatten())
+            pooled_logits.append(focal(model, config, images, masks).flatten())
             pooled_masks.append(masks.double().flatten())
         print()
     if len(pooled_logits) > 1:  # one temperature for all the runs' frames together
