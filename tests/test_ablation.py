@@ -1,0 +1,76 @@
+"""benchmarks/ablation.py's report: per-run scores from metrics.csv and the paired comparison."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+def load():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(
+    out: Path, name: str, dice: list[float], iou: list[float] | None = None, epochs: int = 6
+) -> None:
+    """A finished run folder as train.py leaves it: config.json and one metrics.csv row per epoch."""
+    run = out / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"loss": "dice", "epochs": epochs}))
+    with open(run / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "train_loss", "val_dice", "val_iou"])
+        for e, (d, j) in enumerate(zip(dice, iou or dice), 1):
+            w.writerow([e, 0.5, d, j])
+
+
+def test_paired_comparison_is_recipe_minus_baseline_per_fold_and_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ab = load()
+    # baseline and recipe on folds 1 and 2, seed 47; every score of each run is known by hand
+    fake_run(tmp_path, "tuned-f1-s47", [0.1, 0.5, 0.2, 0.3, 0.4, 0.3])  # best 0.5 (epoch 2), last 0.3
+    fake_run(tmp_path, "tuned-f2-s47", [0.6, 0.6, 0.6, 0.6, 0.6, 0.7])  # best 0.7 (6), last 0.7
+    # best by IoU, not by Dice: epoch 3 has the higher IoU although epoch 1 has the higher Dice
+    fake_run(tmp_path, "wd05-f1-s47", [0.9, 0.1, 0.4, 0.1, 0.1, 0.1], [0.1, 0.1, 0.8, 0.1, 0.1, 0.1])
+    fake_run(tmp_path, "wd05-f2-s47", [0.5, 0.5, 0.5, 0.5, 0.5, 0.8])
+    fake_run(tmp_path, "wd05-f3-s47", [0.9] * 6)  # no baseline on fold 3: not a pair
+    fake_run(tmp_path, "tuned-f3-s48", [0.1] * 3)  # unfinished (3 of 6 epochs): not a run
+    fake_run(tmp_path, "wd05-f3-s48", [0.9] * 6)
+
+    assert ab.run_scores(tmp_path / "wd05-f1-s47") == pytest.approx((0.4, 3, 0.1, 0.16))
+    runs = [(1, 47), (2, 47), (3, 47), (3, 48)]
+    # best epoch: wd05 0.4 and 0.8 against 0.5 and 0.7
+    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 0) == pytest.approx([-0.1, 0.1])
+    # last epoch: 0.1 and 0.8 against 0.3 and 0.7
+    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 2) == pytest.approx([-0.2, 0.1])
+    # mean of the last 5 epochs: 0.16 and 0.56 against 0.34 and 0.62
+    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 3) == pytest.approx([-0.18, -0.06])
+
+    row = ab.paired_row("wd05", "tuned", "last epoch", [-0.2, 0.1])
+    assert row == "| wd05 − tuned | last epoch | -0.050 ± 0.212 | 1 of 2 | -0.200 |"
+    one, none = ab.paired_row("wd05", "tuned", "best", [0.03]), ab.paired_row("wd05", "tuned", "best", [])
+    assert one == "| wd05 − tuned | best | +0.030 | 1 of 1 | +0.030 |"
+    assert none == "| wd05 − tuned | best | — | 0 of 0 | — |"
+    tie = ab.paired_row("wd05", "tuned", "best", [0.0, 0.02])  # a tie is not a win
+    assert tie == "| wd05 − tuned | best | +0.010 ± 0.014 | 1 of 2 | +0.000 |"
+
+    # the CLI prints the same rows from the run folders, without training anything
+    assert ab.main(["--data", "unused", "--report-only", "--recipes", "tuned,wd05", "--folds", "1,2,3",
+                    "--seeds", "47,48", "--out", str(tmp_path)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| wd05 − tuned | best epoch | +0.000 ± 0.141 | 1 of 2 | -0.100 |" in out
+    assert "| wd05 − tuned | last 5 epochs | -0.120 ± 0.085 | 0 of 2 | -0.180 |" in out
+    # --baseline turns the comparison round
+    ab.main(["--data", "unused", "--report-only", "--recipes", "tuned,wd05", "--folds", "1,2",
+             "--out", str(tmp_path), "--baseline", "wd05"])  # fmt: skip
+    assert "| tuned − wd05 | last epoch | +0.050 ± 0.212 | 1 of 2 | -0.100 |" in capsys.readouterr().out
