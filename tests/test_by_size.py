@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,14 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "by_size.py"
+from .scripts import load_script
 
 
 def load():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("by_size", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/by_size.py")
 
 
 def test_dice_by_polyp_size_groups_frames_by_their_masks(

@@ -18,6 +18,7 @@ from unet_scratch.inference import FOCAL_TEMPERATURE, default_temperature, tempe
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
+from .scripts import load_script
 from .test_evaluate import expected_scores, make_run
 from .test_export import random_run
 
@@ -90,12 +91,7 @@ def test_predict_writes_the_tempered_probabilities(runs: Path, tmp_path: Path) -
 
 
 def test_fitted_temperature_recovers_the_one_that_made_the_labels() -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_analysis.py"
-    spec = importlib.util.spec_from_file_location("loss_analysis", path)
-    la = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(la)
+    la = load_script("benchmarks/loss_analysis.py")
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(200_000, generator=g, dtype=torch.float64) * 2
     for true_t in (0.5, 3.0):  # labels drawn with probability sigmoid(true_t * logit)

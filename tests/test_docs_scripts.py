@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 
+from .scripts import load_script
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def load(name: str):  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"docs/{name}.py")
 
 
 @pytest.mark.parametrize("fraction, p", [(0.01, 0.1), (0.3, 0.6)])
@@ -44,11 +42,7 @@ def test_focal_gradient_at_a_pixel_is_the_closed_form() -> None:
 
 
 def test_minimal_training_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "minimal_train", DOCS.parent / "examples" / "minimal_train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("examples/minimal_train.py")
     dice = module.main(["--steps", "2", "--size", "32", "--frames", "12"])
     out = capsys.readouterr().out
     assert "step    2: Dice loss" in out and "mean Dice on 2 frames it never saw" in out
@@ -56,11 +50,7 @@ def test_minimal_training_example_runs(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_focal_optimum_is_the_weighted_posterior_without_focusing() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "loss_analysis", DOCS.parent / "benchmarks" / "loss_analysis.py"
-    )
-    la = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(la)
+    la = load_script("benchmarks/loss_analysis.py")
     for q, alpha in ((0.3, 0.75), (0.9, 0.2), (0.5, 0.5)):
         # gamma 0: alpha-weighted cross-entropy, minimised at alpha q / (alpha q + (1 - alpha)(1 - q))
         assert la.focal_optimum(q, alpha, 0.0) == pytest.approx(
