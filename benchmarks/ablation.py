@@ -67,7 +67,10 @@ def train_frames_for(fold: str) -> str:
 LAST_EPOCHS = 5  # the steadier score: validation mDice averaged over the run's last epochs
 
 
-def run_scores(run_dir: Path) -> tuple[float, int, float, float] | None:
+Scores = tuple[float, int, float, float] | None  # what run_scores() returns for one run
+
+
+def run_scores(run_dir: Path) -> Scores:
     """``(best-epoch val mDice, best epoch, last-epoch val mDice, mean val mDice of the last
     LAST_EPOCHS epochs)`` of a finished run, else None.
 
@@ -85,10 +88,11 @@ def run_scores(run_dir: Path) -> tuple[float, int, float, float] | None:
     return best["val_dice"], int(best["epoch"]), rows[-1]["val_dice"], tail
 
 
-def mean_sd(scores: list[float]) -> str:
+def mean_sd(scores: list[float], sign: str = "") -> str:
+    """``mean ± sd`` (the mean alone for one score, "—" for none); ``sign="+"`` signs the mean."""
     if len(scores) > 1:
-        return f"{statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}"
-    return f"{scores[0]:.3f}" if scores else "—"
+        return f"{statistics.mean(scores):{sign}.3f} ± {statistics.stdev(scores):.3f}"
+    return f"{scores[0]:{sign}.3f}" if scores else "—"
 
 
 SCORES = (
@@ -98,33 +102,24 @@ SCORES = (
 )  # (table title, short name, element of run_scores()) of each score
 
 
-def paired_differences(
-    out: Path, recipe: str, baseline: str, runs: list[tuple[int, int]], pick: int
-) -> list[float]:
-    """``recipe`` minus ``baseline`` on every (fold, seed) of ``runs`` where both have finished,
-    for element ``pick`` of :func:`run_scores`.
+def paired_differences(recipe: list[Scores], baseline: list[Scores], pick: int) -> list[float]:
+    """``recipe`` minus ``baseline``, element ``pick`` of :func:`run_scores`, on every (fold, seed)
+    where both have finished; the two lists hold the runs' scores in the same (fold, seed) order.
 
     Paired because the fold is most of the variance: the same recipe scores 0.58 on one fold
     and 0.70 on another, so two recipes' means over folds can differ by less than either's
     spread while one wins on every fold. Both runs of a pair start from the same weights (the
     seed) and validate on the same sequences.
     """
-    diffs = []
-    for fold, seed in runs:
-        a = run_scores(out / f"{recipe}-f{fold}-s{seed}")
-        b = run_scores(out / f"{baseline}-f{fold}-s{seed}")
-        if a is not None and b is not None:
-            diffs.append(a[pick] - b[pick])
-    return diffs
+    return [a[pick] - b[pick] for a, b in zip(recipe, baseline) if a is not None and b is not None]
 
 
 def paired_row(recipe: str, baseline: str, score: str, diffs: list[float]) -> str:
     """One markdown row: mean +- sd of the differences, the pairs the recipe wins, its worst."""
     if not diffs:
         return f"| {recipe} − {baseline} | {score} | — | 0 of 0 | — |"
-    mean = f"{statistics.mean(diffs):+.3f}" + (f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else "")
     won = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
-    return f"| {recipe} − {baseline} | {score} | {mean} | {won} | {min(diffs):+.3f} |"
+    return f"| {recipe} − {baseline} | {score} | {mean_sd(diffs, '+')} | {won} | {min(diffs):+.3f} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,18 +153,22 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
 
     runs = [(fold, seed) for fold in folds for seed in seeds]
+    baseline = args.baseline or recipes[0]
+    # every run's scores, read once for all the tables (the baseline may be a folder not trained here)
+    results = {
+        r: [run_scores(Path(args.out) / f"{r}-f{f}-s{s}") for f, s in runs]
+        for r in dict.fromkeys([*recipes, baseline])
+    }
     for label, _, pick in SCORES:
         print(f"\nloss {args.loss}, {label} validation mDice@0.5, folds {args.folds}, seeds {args.seeds}\n")
         print("| recipe | mean ± sd | " + " | ".join(f"f{f}-s{s}" for f, s in runs) + " |")
         print("|---|---|" + "---|" * len(runs))
         for recipe in recipes:
-            results = [run_scores(Path(args.out) / f"{recipe}-f{f}-s{s}") for f, s in runs]
-            epoch = [f" (ep {r[1]})" if r is not None and pick == 0 else "" for r in results]
-            cells = ["—" if r is None else f"{r[pick]:.3f}{e}" for r, e in zip(results, epoch)]
-            scores = [r[pick] for r in results if r is not None]
+            epoch = [f" (ep {r[1]})" if r is not None and pick == 0 else "" for r in results[recipe]]
+            cells = ["—" if r is None else f"{r[pick]:.3f}{e}" for r, e in zip(results[recipe], epoch)]
+            scores = [r[pick] for r in results[recipe] if r is not None]
             print(f"| {recipe} | {mean_sd(scores)} | " + " | ".join(cells) + " |")
 
-    baseline = args.baseline or recipes[0]
     others = [r for r in recipes if r != baseline]
     if others:
         print(f"\nloss {args.loss}, each recipe minus {baseline} on the same fold and seed\n")
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|")
         for _, score, pick in SCORES:
             for recipe in others:
-                diffs = paired_differences(Path(args.out), recipe, baseline, runs, pick)
+                diffs = paired_differences(results[recipe], results[baseline], pick)
                 print(paired_row(recipe, baseline, score, diffs))
     return 0
 

@@ -45,12 +45,13 @@ def test_paired_comparison_is_recipe_minus_baseline_per_fold_and_seed(
 
     assert ab.run_scores(tmp_path / "wd05-f1-s47") == pytest.approx((0.4, 3, 0.1, 0.16))
     runs = [(1, 47), (2, 47), (3, 47), (3, 48)]
+    wd05, tuned = ([ab.run_scores(tmp_path / f"{r}-f{f}-s{s}") for f, s in runs] for r in ("wd05", "tuned"))
     # best epoch: wd05 0.4 and 0.8 against 0.5 and 0.7
-    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 0) == pytest.approx([-0.1, 0.1])
+    assert ab.paired_differences(wd05, tuned, 0) == pytest.approx([-0.1, 0.1])
     # last epoch: 0.1 and 0.8 against 0.3 and 0.7
-    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 2) == pytest.approx([-0.2, 0.1])
+    assert ab.paired_differences(wd05, tuned, 2) == pytest.approx([-0.2, 0.1])
     # mean of the last 5 epochs: 0.16 and 0.56 against 0.34 and 0.62
-    assert ab.paired_differences(tmp_path, "wd05", "tuned", runs, 3) == pytest.approx([-0.18, -0.06])
+    assert ab.paired_differences(wd05, tuned, 3) == pytest.approx([-0.18, -0.06])
 
     row = ab.paired_row("wd05", "tuned", "last epoch", [-0.2, 0.1])
     assert row == "| wd05 − tuned | last epoch | -0.050 ± 0.212 | 1 of 2 | -0.200 |"
