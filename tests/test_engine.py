@@ -59,6 +59,14 @@ def test_loss_settings_reach_every_term() -> None:
     dice = loss_for(TrainConfig(loss="dice", **settings))
     assert (dice.smooth, dice.reduction) == (0.25, "batch")
     assert loss_for(TrainConfig(loss="dice", deep_supervision=True, **settings)).loss.smooth == 0.25
+    # the Lovász hinge's own default reduction is "batch": "image" shows it was passed on
+    other_forms = dict(loss_reduction="image", jaccard_lovasz=True, focal_normalize="positives")
+    combined = loss_for(TrainConfig(loss="combined", **other_forms))
+    assert (combined.jaccard.reduction, combined.focal.normalize) == ("image", "positives")
+    assert type(combined.jaccard).__name__ == "LovaszHingeLoss"
+    assert loss_for(TrainConfig(loss="jaccard", **other_forms)).reduction == "image"
+    assert type(loss_for(TrainConfig(loss="jaccard", **other_forms))).__name__ == "LovaszHingeLoss"
+    assert loss_for(TrainConfig(loss="focal", **other_forms)).normalize == "positives"
 
 
 def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:

@@ -15,6 +15,7 @@ from unet_scratch.losses import (
     DiceLoss,
     FocalLoss,
     JaccardLoss,
+    LovaszHingeLoss,
     build_loss,
 )
 
@@ -73,6 +74,16 @@ def test_gradcheck_float64(name: str, reduction: str) -> None:
     loss = build_loss(name, reduction=reduction)
     assert torch.autograd.gradcheck(lambda z: loss(z, y), (x,))
     assert loss(x, y).dtype == torch.float64  # float64 is not truncated to float32
+
+
+@pytest.mark.parametrize("reduction", ["batch", "image"])
+def test_gradcheck_float64_lovasz_and_focal_per_polyp_pixel(reduction: str) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(2, 1, 3, 3) > 0.5).double()
+    for loss in (LovaszHingeLoss(reduction), FocalLoss(0.75, 2.0, reduction, normalize="positives")):
+        assert torch.autograd.gradcheck(lambda z, f=loss: f(z, y), (x,))
+        assert loss(x, y).dtype == torch.float64
 
 
 def test_focal_gamma0_no_alpha_is_bce() -> None:
@@ -201,3 +212,105 @@ def test_every_setting_reaches_its_loss() -> None:
     assert (combined.dice.smooth, combined.jaccard.reduction, combined.focal.gamma) == (0.0, "image", 3.0)
     with pytest.raises(ValueError, match="gamma"):
         FocalLoss(gamma=-0.5)
+
+
+def _iou_loss_of_sets(polyp: set[int], predicted: set[int]) -> float:
+    """1 - IoU of two pixel-index sets (1 - 1 = 0 when both are empty)."""
+    union = polyp | predicted
+    return 1 - len(polyp & predicted) / len(union) if union else 0.0
+
+
+def _lovasz_by_definition(errors: list[float], polyp: set[int]) -> float:
+    """The Lovász extension of 1 - IoU at ``errors`` (>= 0), from its definition.
+
+    Pixels are taken from the largest error down; each adds its error times the rise in
+    ``1 - IoU`` when it joins the set of pixels predicted wrong (a wrong polyp pixel leaves the
+    prediction, a wrong background pixel enters it). Plain Python sets, no tensors.
+    """
+    order = sorted(range(len(errors)), key=lambda i: -errors[i])
+    total, wrong, before = 0.0, set(), 0.0
+    for i in order:
+        wrong.add(i)
+        predicted = (polyp - wrong) | (wrong - polyp)
+        after = _iou_loss_of_sets(polyp, predicted)
+        total += errors[i] * (after - before)
+        before = after
+    return total
+
+
+def test_lovasz_hinge_is_the_lovasz_extension_of_the_iou_loss() -> None:
+    torch.manual_seed(3)
+    x, y = torch.randn(3, 1, 4, 5) * 2, (torch.rand(3, 1, 4, 5) > 0.6).float()
+    y[2] = 0  # an image without polyp
+    per_image = []
+    for b in range(3):
+        z, labels = x[b].flatten().tolist(), y[b].flatten().tolist()
+        errors = [max(0.0, 1 - zi * (2 * li - 1)) for zi, li in zip(z, labels)]
+        per_image.append(_lovasz_by_definition(errors, {i for i, li in enumerate(labels) if li}))
+    got = LovaszHingeLoss("image")(x, y).item()
+    assert got == pytest.approx(sum(per_image) / 3, rel=1e-6)
+    # "batch": the three images as one set of pixels
+    z, labels = x.flatten().tolist(), y.flatten().tolist()
+    errors = [max(0.0, 1 - zi * (2 * li - 1)) for zi, li in zip(z, labels)]
+    whole = _lovasz_by_definition(errors, {i for i, li in enumerate(labels) if li})
+    assert LovaszHingeLoss("batch")(x, y).item() == pytest.approx(whole, rel=1e-6)
+
+
+def test_lovasz_hinge_is_tight_on_binary_errors() -> None:
+    # logit +-1 on the right side (hinge error 0) or 0 (error 1, counted wrong): the loss is
+    # then exactly 1 - IoU of the binary prediction, the quantity it stands in for
+    y = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0, 0, 0]).view(1, 1, 2, 5)
+    wrong = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0, 0, 0]).view(1, 1, 2, 5)  # 1 polyp missed, 2 false
+    logits = (2 * y - 1) * (1 - wrong)
+    # prediction: 3 polyp pixels right + 2 false: IoU = 3 / (4 + 2)
+    assert LovaszHingeLoss()(logits, y).item() == pytest.approx(1 - 3 / 6)
+    assert LovaszHingeLoss()((2 * y - 1) * 4, y).item() == 0.0  # right with margin: no loss
+
+
+def test_lovasz_hinge_pushes_a_missed_polyp_where_soft_jaccard_does_not() -> None:
+    # polyp of 4 pixels predicted at logit -12 (p = 6e-6), background right: each polyp logit
+    # gets -1/4 from the hinge (d(1 - IoU) per missed pixel), and ~p(1-p)/4 from soft Jaccard
+    y = torch.zeros(1, 1, 4, 4)
+    y[..., 1:3, 1:3] = 1
+    logits = torch.full_like(y, -12.0).requires_grad_()
+    LovaszHingeLoss("image")(logits, y).backward()
+    torch.testing.assert_close(logits.grad[y == 1], torch.full((4,), -0.25))
+    assert torch.all(logits.grad[y == 0] == 0)
+    soft = logits.detach().clone().requires_grad_()
+    JaccardLoss(smooth=0.0, reduction="image")(soft, y).backward()
+    assert soft.grad[y == 1].abs().max() < 1e-5
+
+
+def test_lovasz_hinge_reads_soft_targets_at_one_half_and_replaces_jaccard() -> None:
+    x = torch.randn(2, 1, 4, 4)
+    soft = torch.rand(2, 1, 4, 4)
+    expected = LovaszHingeLoss("image")(x, (soft >= 0.5).float())
+    assert LovaszHingeLoss("image")(x, soft).item() == pytest.approx(expected.item())
+    assert isinstance(build_loss("jaccard", jaccard_lovasz=True), LovaszHingeLoss)
+    assert isinstance(build_loss("combined", jaccard_lovasz=True).jaccard, LovaszHingeLoss)
+    with pytest.raises(ValueError, match="not both"):
+        build_loss("jaccard", jaccard_log=True, jaccard_lovasz=True)
+
+
+def test_focal_normalized_by_polyp_pixels_per_image() -> None:
+    # image 1: 1 polyp pixel of 3; image 2: no polyp (divided by 1, not 0)
+    x = torch.tensor([[[[2.0, -1.0, 0.5]]], [[[0.3, -2.0, 1.0]]]])
+    y = torch.tensor([[[[1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0]]]])
+    p = torch.sigmoid(x)
+    pt = torch.where(y == 1, p, 1 - p)
+    at = torch.where(y == 1, torch.tensor(0.75), torch.tensor(0.25))
+    per_pixel = -at * (1 - pt) ** 2 * torch.log(pt)
+    expected = (per_pixel[0].sum() / 1 + per_pixel[1].sum() / 1) / 2
+    got = FocalLoss(alpha=0.75, gamma=2.0, normalize="positives")(x, y)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # two polyp pixels in image 1 halve its weight; the pixel mean weighs images by area alone
+    y2 = torch.tensor([[[[1.0, 1.0, 0.0]]], [[[0.0, 0.0, 0.0]]]])
+    pt2 = torch.where(y2 == 1, p, 1 - p)
+    at2 = torch.where(y2 == 1, torch.tensor(0.75), torch.tensor(0.25))
+    per_pixel2 = -at2 * (1 - pt2) ** 2 * torch.log(pt2)
+    expected2 = (per_pixel2[0].sum() / 2 + per_pixel2[1].sum()) / 2
+    got2 = build_loss("focal", alpha=0.75, focal_normalize="positives")(x, y2)
+    assert got2.item() == pytest.approx(expected2.item(), rel=1e-6)
+    assert build_loss("combined", focal_normalize="positives").focal.normalize == "positives"
+    with pytest.raises(ValueError, match="pixels"):
+        FocalLoss(normalize="anchors")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_scratch.config import PRESETS, TrainConfig
+from unet_scratch.config import PRESETS, SAVED_BEFORE, TrainConfig
 from unet_scratch.engine import ModelEMA, build_model, loss_for, lr_factor, train_step
 from unet_scratch.losses import DiceLoss
 from unet_scratch.train import configs_from_args, main, parse_args
@@ -129,6 +129,17 @@ def test_old_configs_keep_their_normalization() -> None:
         TrainConfig(normalization="zscore").validate()
 
 
+def test_old_configs_keep_their_loss_forms() -> None:
+    # saved before --jaccard-lovasz and --focal-normalize existed: soft Jaccard, pixel-mean focal
+    # pinned in SAVED_BEFORE, so that a later change of default cannot change an old run
+    assert (SAVED_BEFORE["jaccard_lovasz"], SAVED_BEFORE["focal_normalize"]) == (False, "pixels")
+    old = TrainConfig.from_dict({"loss": "combined"})
+    assert (old.jaccard_lovasz, old.focal_normalize) == (False, "pixels")
+    flags = ["--jaccard-lovasz", "--focal-normalize", "positives"]
+    given = configs_from_args(parse_args(flags))[0]
+    assert (given.jaccard_lovasz, given.focal_normalize) == (True, "positives")
+
+
 def test_focal_alpha_per_loss() -> None:
     assert loss_for(TrainConfig(loss="focal")).alpha == 0.75
     assert loss_for(TrainConfig(loss="combined")).focal.alpha == 0.2
@@ -160,6 +171,8 @@ def test_focal_alpha_per_loss() -> None:
         ({"keep": "none"}, "--keep"),
         ({"skips": "some"}, "--skips"),
         ({"schedule": "step"}, "--schedule"),
+        ({"focal_normalize": "anchors"}, "--focal-normalize"),
+        ({"jaccard_log": True, "jaccard_lovasz": True}, "--jaccard-lovasz"),
     ],
 )
 def test_out_of_range_settings_name_their_flag(setting: dict, flag: str) -> None:

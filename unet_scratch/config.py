@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .augment import parse_augment
+from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
 
 LOSS_NAMES = ("dice", "jaccard", "focal", "combined")
@@ -34,7 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
         "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
         "skips": "all", "drop_path": 0.0, "head_dropout": 0.0, "deep_supervision": False,
-        "jaccard_log": False, "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
+        "jaccard_log": False, "jaccard_lovasz": False, "focal_normalize": "pixels",
+        "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
         "epochs": 20, "batch_size": 8, "input_size": 128,
         "train_frames": "1-363", "val_frames": "364-428",
     },
@@ -74,6 +76,8 @@ class TrainConfig:
     combined_focal_alpha: float | None = 0.2  # the same for the focal third of the combined loss
     focal_gamma: float = 2.0
     jaccard_log: bool = False  # the Jaccard loss as -log(IoU) instead of 1 - IoU
+    jaccard_lovasz: bool = False  # the Jaccard loss as the Lovász hinge on the logits
+    focal_normalize: str = "pixels"  # focal loss: mean over pixels, or per image over its polyp pixels
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -117,6 +121,14 @@ class TrainConfig:
                 self.normalization in NORMALIZATIONS,
                 f"--normalization must be one of {', '.join(NORMALIZATIONS)}",
             ),
+            (
+                self.focal_normalize in FOCAL_NORMALIZE,
+                f"--focal-normalize must be one of {', '.join(FOCAL_NORMALIZE)}",
+            ),
+            (
+                not (self.jaccard_log and self.jaccard_lovasz),
+                "--jaccard-log and --jaccard-lovasz are two forms of the Jaccard loss: give one",
+            ),
             (self.skips in SKIPS, f"--skips must be one of {', '.join(SKIPS)}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
             (0 <= self.head_dropout < 1, f"--head-dropout must be in [0, 1), got {self.head_dropout}"),
@@ -157,6 +169,8 @@ SAVED_BEFORE: dict[str, Any] = {
     "head_dropout": 0.0,
     "deep_supervision": False,
     "jaccard_log": False,
+    "jaccard_lovasz": False,
+    "focal_normalize": "pixels",
 }
 
 # --preset tuned: the defaults' recipe by name (what benchmarks/ablation.py calls "tuned")

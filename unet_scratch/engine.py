@@ -123,6 +123,8 @@ def loss_for(config: TrainConfig) -> nn.Module:
         config.loss_focal_alpha,
         config.focal_gamma,
         config.jaccard_log,
+        config.jaccard_lovasz,
+        config.focal_normalize,
     )
     return DeepSupervisionLoss(loss) if config.deep_supervision else loss
 

@@ -1,5 +1,8 @@
 """Segmentation losses written by hand: Dice, Jaccard (IoU), focal and their mean.
 
+The Jaccard loss also comes as the Lovász hinge (``--jaccard-lovasz``), a surrogate of
+``1 - IoU`` on the logits; docs/RESULTS.md has what it and the other options measured.
+
 Every loss takes ``logits (B, 1, H, W)`` (any float dtype, e.g. bf16 under autocast) and a
 ``target (B, 1, H, W)`` in {0, 1}, and returns a scalar. The arithmetic runs in at least
 float32 (float64 stays float64, so ``gradcheck`` works), and the focal loss works in log
@@ -13,7 +16,7 @@ space from the logits, so that neither bf16 nor fp16 autocast can produce inf or
   which matches the per-image mDice the project reports.
 
 The focal loss is a mean over pixels, which is the same for both reductions when the images
-have the same size.
+have the same size (or, with ``normalize="positives"``, each image's sum over its polyp pixels).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 REDUCTIONS = ("batch", "image")
+FOCAL_NORMALIZE = ("pixels", "positives")
 
 
 def _check_reduction(reduction: str) -> str:
@@ -105,6 +109,49 @@ class JaccardLoss(_RegionLoss):
         return (inter + self.smooth) / (p_sum + y_sum - inter + self.smooth)
 
 
+class LovaszHingeLoss(nn.Module):
+    r"""The Lovász hinge: a convex surrogate of ``1 - IoU`` on the logits, not the probabilities.
+
+    Berman, Rannen Triki & Blaschko, "The Lovász-Softmax loss: A tractable surrogate for the
+    optimization of the intersection-over-union measure in neural networks" (CVPR 2018). Each
+    pixel's hinge error is ``e = max(0, 1 - z·s)`` with ``z`` the logit and ``s = ±1`` its label;
+    the errors are sorted from largest to smallest and weighted by how much the IoU of the
+    binary mask falls as each further pixel is counted wrong (the gradient of the Lovász
+    extension of ``1 - IoU``). For the largest errors that is ``1 / |y|`` per missed polyp pixel.
+
+    Why it is here: the soft Jaccard loss reaches each logit through the sigmoid, whose slope
+    ``p(1 - p)`` vanishes on a polyp the model misses completely (docs/RESULTS.md, "Why the
+    Jaccard loss trails the Dice loss"); the hinge is linear in the logit, so a missed polyp
+    pixel is pushed as hard as any other error. Threshold 0 on the logits is 0.5 on ``p``.
+
+    Targets are read as ``y >= 0.5`` (the ranking needs binary labels; deep supervision's
+    average-pooled targets become the cells at least half polyp). ``reduction`` as for
+    :class:`_RegionLoss`: ``"image"`` sorts each image's pixels and averages the per-image
+    losses, ``"batch"`` sorts the whole batch as one set.
+    """
+
+    def __init__(self, reduction: str = "batch") -> None:
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``logits, target (B, 1, H, W)`` -> scalar loss >= 0."""
+        logits, target = _as_float(logits, target)
+        rows = 1 if self.reduction == "batch" else logits.shape[0]
+        z, y = logits.reshape(rows, -1), (target.reshape(rows, -1) >= 0.5).to(logits.dtype)
+        errors = 1 - z * (2 * y - 1)  # (rows, N)
+        errors, order = errors.sort(dim=1, descending=True)
+        y = y.gather(1, order)
+        # IoU loss of the binary mask when the k largest errors are all counted wrong, k = 1..N;
+        # the union is >= 1 from the first pixel on (it is polyp, or a false positive), so no 0/0
+        polyp = y.sum(1, keepdim=True)
+        iou_loss = 1 - (polyp - y.cumsum(1)) / (polyp + (1 - y).cumsum(1))
+        weights = torch.cat([iou_loss[:, :1], iou_loss[:, 1:] - iou_loss[:, :-1]], dim=1)
+        # the weights depend on the labels and the sort's order only: the loss is linear in the
+        # errors between two changes of order (the Lovász extension is piecewise linear)
+        return (F.relu(errors) * weights).sum(1).mean()
+
+
 class FocalLoss(nn.Module):
     r"""Binary focal loss, ``mean(-α_t (1 - p_t)^γ log p_t)`` over all pixels.
 
@@ -122,11 +169,25 @@ class FocalLoss(nn.Module):
     Args:
         alpha: weight of the positive (polyp) class in [0, 1], or None.
         gamma: focusing exponent >= 0; larger down-weights well-classified pixels more.
-        reduction: accepted for a uniform interface; both values give the pixel mean.
+        reduction: accepted for a uniform interface; both values give the same result.
+        normalize: ``"pixels"``, the mean over every pixel of the batch; or ``"positives"``,
+            each image's sum divided by its number of polyp pixels (at least 1), then the mean
+            over images, as RetinaNet divides by the anchors assigned to an object. The second
+            weighs an image by ``1 / polyp area``: a small polyp's frame counts as much as a
+            large one's, as it does in the per-image mDice.
     """
 
-    def __init__(self, alpha: float | None = 0.2, gamma: float = 2.0, reduction: str = "batch") -> None:
+    def __init__(
+        self,
+        alpha: float | None = 0.2,
+        gamma: float = 2.0,
+        reduction: str = "batch",
+        normalize: str = "pixels",
+    ) -> None:
         super().__init__()
+        if normalize not in FOCAL_NORMALIZE:
+            raise ValueError(f"normalize must be one of {FOCAL_NORMALIZE}, got {normalize!r}")
+        self.normalize = normalize
         if alpha is not None and not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")
         if gamma < 0:
@@ -144,7 +205,10 @@ class FocalLoss(nn.Module):
             loss = loss * (1 - log_pt.exp()) ** self.gamma
         if self.alpha is not None:
             loss = loss * (self.alpha * target + (1 - self.alpha) * (1 - target))
-        return loss.mean()
+        if self.normalize == "pixels":
+            return loss.mean()
+        per_image = loss.flatten(1).sum(1) / target.flatten(1).sum(1).clamp(min=1)
+        return per_image.mean()
 
 
 class CombinedLoss(nn.Module):
@@ -162,11 +226,13 @@ class CombinedLoss(nn.Module):
         alpha: float | None = 0.2,
         gamma: float = 2.0,
         jaccard_log: bool = False,
+        jaccard_lovasz: bool = False,
+        focal_normalize: str = "pixels",
     ) -> None:
         super().__init__()
         self.dice = DiceLoss(smooth, reduction)
-        self.jaccard = JaccardLoss(smooth, reduction, log=jaccard_log)
-        self.focal = FocalLoss(alpha, gamma, reduction)
+        self.jaccard = _jaccard(smooth, reduction, jaccard_log, jaccard_lovasz)
+        self.focal = FocalLoss(alpha, gamma, reduction, focal_normalize)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits, target (B, 1, H, W)`` -> scalar loss."""
@@ -216,6 +282,8 @@ def build_loss(
     alpha: float | None = 0.2,
     gamma: float = 2.0,
     jaccard_log: bool = False,
+    jaccard_lovasz: bool = False,
+    focal_normalize: str = "pixels",
 ) -> nn.Module:
     """The loss registered under ``name``, given only the settings that apply to it."""
     if name not in LOSSES:
@@ -223,7 +291,14 @@ def build_loss(
     if name == "dice":
         return DiceLoss(smooth=smooth, reduction=reduction)
     if name == "jaccard":
-        return JaccardLoss(smooth=smooth, reduction=reduction, log=jaccard_log)
+        return _jaccard(smooth, reduction, jaccard_log, jaccard_lovasz)
     if name == "focal":
-        return FocalLoss(alpha=alpha, gamma=gamma, reduction=reduction)
-    return CombinedLoss(smooth=smooth, reduction=reduction, alpha=alpha, gamma=gamma, jaccard_log=jaccard_log)
+        return FocalLoss(alpha=alpha, gamma=gamma, reduction=reduction, normalize=focal_normalize)
+    return CombinedLoss(smooth, reduction, alpha, gamma, jaccard_log, jaccard_lovasz, focal_normalize)
+
+
+def _jaccard(smooth: float, reduction: str, log: bool, lovasz: bool) -> nn.Module:
+    """The Jaccard loss alone or in combined: soft 1 - IoU, -log IoU, or the Lovász hinge."""
+    if log and lovasz:
+        raise ValueError("the Jaccard loss is either -log(IoU) or the Lovász hinge, not both")
+    return LovaszHingeLoss(reduction) if lovasz else JaccardLoss(smooth, reduction, log=log)

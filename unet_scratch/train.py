@@ -31,6 +31,7 @@ from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import fit, pick_device
 from .errors import ArgumentParser, UserError
+from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
 from .synthetic import ensure_synthetic
 
@@ -173,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--jaccard-log",
         action="store_true",
         help="the Jaccard loss (alone and in combined) as -log(IoU) instead of 1 - IoU",
+    )
+    p.add_argument(
+        "--jaccard-lovasz",
+        action="store_true",
+        help="the Jaccard loss (alone and in combined) as the Lovász hinge on the logits",
+    )
+    p.add_argument(
+        "--focal-normalize",
+        default=d.focal_normalize,
+        choices=FOCAL_NORMALIZE,
+        help="focal loss (alone and in combined): mean over pixels, or per image over its polyp pixels",
     )
     p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
     p.add_argument(
