@@ -23,7 +23,7 @@ from unet_scratch.engine import (
     predict,
     train_one_epoch,
 )
-from unet_scratch.losses import DeepSupervisionLoss, DiceLoss
+from unet_scratch.losses import DeepSupervisionLoss, DiceLoss, LovaszHingeLoss
 from unet_scratch.runfolder import RunFolder, state_sha256
 
 CPU = torch.device("cpu")
@@ -63,9 +63,9 @@ def test_loss_settings_reach_every_term() -> None:
     other_forms = dict(loss_reduction="image", jaccard_lovasz=True, focal_normalize="positives")
     combined = loss_for(TrainConfig(loss="combined", **other_forms))
     assert (combined.jaccard.reduction, combined.focal.normalize) == ("image", "positives")
-    assert type(combined.jaccard).__name__ == "LovaszHingeLoss"
+    assert isinstance(combined.jaccard, LovaszHingeLoss)
     assert loss_for(TrainConfig(loss="jaccard", **other_forms)).reduction == "image"
-    assert type(loss_for(TrainConfig(loss="jaccard", **other_forms))).__name__ == "LovaszHingeLoss"
+    assert isinstance(loss_for(TrainConfig(loss="jaccard", **other_forms)), LovaszHingeLoss)
     assert loss_for(TrainConfig(loss="focal", **other_forms)).normalize == "positives"
 
 

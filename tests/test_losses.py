@@ -284,8 +284,10 @@ def test_lovasz_hinge_pushes_a_missed_polyp_where_soft_jaccard_does_not() -> Non
 def test_lovasz_hinge_reads_soft_targets_at_one_half_and_replaces_jaccard() -> None:
     x = torch.randn(2, 1, 4, 4)
     soft = torch.rand(2, 1, 4, 4)
+    soft[0, 0, 0, :2] = 0.5  # a cell half polyp, as 2x2 average pooling makes them: polyp
     expected = LovaszHingeLoss("image")(x, (soft >= 0.5).float())
     assert LovaszHingeLoss("image")(x, soft).item() == pytest.approx(expected.item())
+    assert expected.item() != pytest.approx(LovaszHingeLoss("image")(x, (soft > 0.5).float()).item())
     assert isinstance(build_loss("jaccard", jaccard_lovasz=True), LovaszHingeLoss)
     assert isinstance(build_loss("combined", jaccard_lovasz=True).jaccard, LovaszHingeLoss)
     with pytest.raises(ValueError, match="not both"):

@@ -117,7 +117,9 @@ class LovaszHingeLoss(nn.Module):
     pixel's hinge error is ``e = max(0, 1 - z·s)`` with ``z`` the logit and ``s = ±1`` its label;
     the errors are sorted from largest to smallest and weighted by how much the IoU of the
     binary mask falls as each further pixel is counted wrong (the gradient of the Lovász
-    extension of ``1 - IoU``). For the largest errors that is ``1 / |y|`` per missed polyp pixel.
+    extension of ``1 - IoU``). A missed polyp pixel ranked behind ``j`` false positives weighs
+    ``1 / (|y| + j)``, ``|y|`` the polyp pixels of the image (of the batch with ``"batch"``);
+    an image without polyp passes its whole weight to its single largest error.
 
     Why it is here: the soft Jaccard loss reaches each logit through the sigmoid, whose slope
     ``p(1 - p)`` vanishes on a polyp the model misses completely (docs/RESULTS.md, "Why the
@@ -153,7 +155,7 @@ class LovaszHingeLoss(nn.Module):
 
 
 class FocalLoss(nn.Module):
-    r"""Binary focal loss, ``mean(-α_t (1 - p_t)^γ log p_t)`` over all pixels.
+    r"""Binary focal loss, ``mean(-α_t (1 - p_t)^γ log p_t)`` over all pixels (by default).
 
     Lin et al., "Focal Loss for Dense Object Detection" (ICCV 2017), eq. 5. ``p_t`` is the
     probability given to the true class: ``p`` where ``y = 1`` and ``1 - p`` where ``y = 0``.
@@ -173,8 +175,11 @@ class FocalLoss(nn.Module):
         normalize: ``"pixels"``, the mean over every pixel of the batch; or ``"positives"``,
             each image's sum divided by its number of polyp pixels (at least 1), then the mean
             over images, as RetinaNet divides by the anchors assigned to an object. The second
-            weighs an image by ``1 / polyp area``: a small polyp's frame counts as much as a
-            large one's, as it does in the per-image mDice.
+            weighs a frame by ``1 / polyp area``: its polyp pixels then weigh the same in total
+            in every frame, and its background pixels (most of the frame) weigh more the smaller
+            the polyp, so a small polyp's frame counts more than a large one's. The loss grows
+            by about ``1 / polyp fraction`` (~10x here), which inside combined outweighs the
+            Dice and Jaccard thirds.
     """
 
     def __init__(
