@@ -55,6 +55,7 @@ RECIPES = {
     "jaccard-log": ["--preset", "tuned", "--jaccard-log"],
     "lovasz": ["--preset", "tuned", "--jaccard-lovasz"],
     "focal-positives": ["--preset", "tuned", "--focal-normalize", "positives"],
+    "focal-alpha09": ["--preset", "tuned", "--focal-alpha", "0.9"],
     "lr5e-4": ["--preset", "tuned", "--lr", "5e-4"],
     "light-aug": ["--preset", "tuned", "--augment", "flips,rot90"],
     "no-skips": ["--preset", "tuned", "--skips", "none"],
