@@ -186,13 +186,18 @@ def test_log_jaccard_is_minus_log_iou() -> None:
     )
 
 
+def _focal_per_pixel(x: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """``-α_t (1 - p_t)^γ log p_t`` per pixel, written out from the paper's definition."""
+    p = torch.sigmoid(x)
+    pt = torch.where(y == 1, p, 1 - p)
+    at = torch.where(y == 1, torch.tensor(alpha), torch.tensor(1 - alpha))
+    return -at * (1 - pt) ** gamma * torch.log(pt)
+
+
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 3.0])
 def test_focal_closed_form_for_any_gamma(gamma: float) -> None:
     x, y = torch.tensor([[[[2.0, -1.0, 0.5]]]]), torch.tensor([[[[1.0, 0.0, 0.0]]]])
-    p = torch.sigmoid(x)
-    pt = torch.where(y == 1, p, 1 - p)
-    at = torch.where(y == 1, torch.tensor(0.3), torch.tensor(0.7))
-    expected = (-at * (1 - pt) ** gamma * torch.log(pt)).mean()
+    expected = _focal_per_pixel(x, y, 0.3, gamma).mean()
     assert FocalLoss(alpha=0.3, gamma=gamma)(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -298,18 +303,13 @@ def test_focal_normalized_by_polyp_pixels_per_image() -> None:
     # image 1: 1 polyp pixel of 3; image 2: no polyp (divided by 1, not 0)
     x = torch.tensor([[[[2.0, -1.0, 0.5]]], [[[0.3, -2.0, 1.0]]]])
     y = torch.tensor([[[[1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0]]]])
-    p = torch.sigmoid(x)
-    pt = torch.where(y == 1, p, 1 - p)
-    at = torch.where(y == 1, torch.tensor(0.75), torch.tensor(0.25))
-    per_pixel = -at * (1 - pt) ** 2 * torch.log(pt)
+    per_pixel = _focal_per_pixel(x, y, 0.75, 2.0)
     expected = (per_pixel[0].sum() / 1 + per_pixel[1].sum() / 1) / 2
     got = FocalLoss(alpha=0.75, gamma=2.0, normalize="positives")(x, y)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
     # two polyp pixels in image 1 halve its weight; the pixel mean weighs images by area alone
     y2 = torch.tensor([[[[1.0, 1.0, 0.0]]], [[[0.0, 0.0, 0.0]]]])
-    pt2 = torch.where(y2 == 1, p, 1 - p)
-    at2 = torch.where(y2 == 1, torch.tensor(0.75), torch.tensor(0.25))
-    per_pixel2 = -at2 * (1 - pt2) ** 2 * torch.log(pt2)
+    per_pixel2 = _focal_per_pixel(x, y2, 0.75, 2.0)
     expected2 = (per_pixel2[0].sum() / 2 + per_pixel2[1].sum()) / 2
     got2 = build_loss("focal", alpha=0.75, focal_normalize="positives")(x, y2)
     assert got2.item() == pytest.approx(expected2.item(), rel=1e-6)
