@@ -345,3 +345,91 @@ def test_pickled_encoder_weights_are_refused(
 class Payload:
     def __reduce__(self):  # noqa: ANN204
         return (print, ("this would have run",))
+
+
+def start_weights(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
+    """Record the weights each run's first training epoch starts from (keyed by loss name)."""
+    started: dict[str, dict[str, torch.Tensor]] = {}
+    real = engine.train_one_epoch
+
+    def record(model: torch.nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        config = args[4]
+        if args[5] == 1:  # the first epoch: before any step
+            started[config.name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", record)
+    return started
+
+
+def test_init_from_fine_tunes_a_trained_run(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--normalization", "image", "--name", "base") == 0
+    base = tmp_path / "runs" / "base"
+    trained = weights(base / "best.pt")
+    started = start_weights(monkeypatch)
+    # a run folder (its best.pt) and the .pt file itself; another loss and seed than the base run's
+    for name, source in (("folder", base), ("file", base / "best.pt")):
+        flags = ["--epochs", "1", "--loss", "jaccard", "--seed", "5", "--name", name]
+        assert train(tmp_path, synthetic_root, *flags, "--init-from", str(source)) == 0
+        assert started[name].keys() == trained.keys()
+        assert all(torch.equal(started[name][k], trained[k]) for k in trained), name  # every weight
+        config = json.loads((tmp_path / "runs" / name / "config.json").read_text())
+        assert config["init_from"] == str(source)
+        assert config["normalization"] == "image"  # the base run's input scaling, not the default
+        assert config["run"]["init_from_sha256"] == hashlib.sha256((base / "best.pt").read_bytes()).hexdigest()
+    fresh = start_weights(monkeypatch)
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--seed", "5", "--name", "scratch") == 0
+    assert not torch.equal(fresh["scratch"]["head.weight"], trained["head.weight"])  # the contrast
+
+
+def test_init_from_resumes_from_its_own_checkpoint(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--name", "base") == 0
+    flags = ["--epochs", "2", "--init-from", str(tmp_path / "runs" / "base")]
+    assert train(tmp_path, synthetic_root, *flags, "--name", "straight") == 0
+    real = engine.train_one_epoch
+
+    def interrupt_epoch_2(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if args[6] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
+    assert train(tmp_path, synthetic_root, *flags, "--name", "resumed") == 130
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert train(tmp_path, synthetic_root, *flags, "--name", "resumed", "--resume") == 0
+    a, b = (weights(tmp_path / f"runs/{n}/last.pt") for n in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # epoch 2 went on from epoch 1, not from the base run
+
+
+@pytest.mark.parametrize(
+    "setup, flags, expected",
+    [
+        ("", ["--init-from", "{tmp}/nowhere"], "nowhere does not exist"),
+        ("empty", ["--init-from", "{tmp}/empty"], "has no best.pt"),
+        ("base", ["--init-from", "{tmp}/runs/base", "--deep-supervision"], "6 missing (aux_heads.0.weight"),
+        ("base", ["--init-from", "{tmp}/runs/base", "--normalization", "imagenet"],
+         "was trained with --normalization none"),
+        ("base", ["--init-from", "{tmp}/runs/base", "--encoder-weights", "{tmp}/x.pth"], "give one"),
+        ("notckpt", ["--init-from", "{tmp}/w.pt"], "not a unet-scratch checkpoint"),
+    ],
+    ids=["missing", "no-best", "architecture", "normalization", "both", "not-a-run"],
+)  # fmt: skip
+def test_init_from_that_cannot_be_used_is_one_line(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str], setup: str, flags: list[str],
+    expected: str,
+) -> None:  # fmt: skip
+    if setup == "base":
+        assert train(tmp_path, synthetic_root, "--epochs", "1", "--name", "base", "--keep", "best") == 0
+    elif setup == "empty":
+        (tmp_path / "empty").mkdir()
+    elif setup == "notckpt":
+        torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "w.pt")
+    capsys.readouterr()
+    assert train(tmp_path, synthetic_root, *(f.format(tmp=tmp_path) for f in flags), "--name", "ft") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs" / "ft").exists()  # refused before any folder was made

@@ -146,3 +146,30 @@ def load_encoder_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     load_model_state(ResNet50Encoder(), state, f"--encoder-weights {path}")  # checks keys and shapes
     return state, hashlib.sha256(data).hexdigest()
+
+
+def init_checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint ``--init-from`` names: a run folder's ``best.pt``, or the file itself.
+    Raises :class:`UserError` when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "best.pt").is_file():
+            raise UserError(f"--init-from {path} has no best.pt: give a trained run's folder or a .pt file")
+        return path / "best.pt"
+    if not path.is_file():
+        raise UserError(f"--init-from {path} does not exist: give a trained run's folder or its best.pt")
+    return path
+
+
+def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """A trained run's weights to fine-tune from (``path`` as :func:`init_checkpoint_path`
+    takes it): the model's state_dict, the config it was trained with (a dict) and the file's
+    sha256; loaded with ``weights_only=True``.
+
+    Raises :class:`UserError` naming the file when it is missing or not a unet-scratch
+    checkpoint (see :func:`load_checkpoint`); whether the weights fit the model being trained
+    is for the caller to check (:func:`load_model_state`).
+    """
+    path = init_checkpoint_path(path)
+    ckpt = load_checkpoint(path)
+    return ckpt["model"], ckpt["config"], hashlib.sha256(path.read_bytes()).hexdigest()

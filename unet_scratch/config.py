@@ -65,6 +65,7 @@ class TrainConfig:
     ema: float = 0.99  # decay of an exponential moving average of the weights; 0 = off
     zero_init_residual: bool = False
     encoder_weights: str = ""  # a torchvision ResNet50 .pth to start the encoder from ("" = random)
+    init_from: str = ""  # a trained run (folder or .pt) to start every weight from: fine-tuning
     normalization: str = "none"  # input scaling inside the model: none, imagenet or image
     skips: str = "all"  # "none": the decoder without its skip connections (an ablation)
     drop_path: float = 0.0  # stochastic depth of the deepest encoder block (linear in depth)
@@ -128,6 +129,10 @@ class TrainConfig:
             (
                 not (self.jaccard_log and self.jaccard_lovasz),
                 "--jaccard-log and --jaccard-lovasz are two forms of the Jaccard loss: give one",
+            ),
+            (
+                not (self.init_from and self.encoder_weights),
+                "--init-from and --encoder-weights both give the starting weights: give one",
             ),
             (self.skips in SKIPS, f"--skips must be one of {', '.join(SKIPS)}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),

@@ -364,10 +364,12 @@ def fit(
     progress: bool | None = None,
     ctx: DistContext = SINGLE,
     encoder_state: dict[str, torch.Tensor] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir`` (see runfolder.py for what is written); returns the best
     epoch's record ``{"epoch", "val_iou", "val_dice"}``. ``encoder_state`` (a new run only)
-    replaces the encoder's random initial weights, e.g. torchvision's ImageNet ResNet50.
+    replaces the encoder's random initial weights, e.g. torchvision's ImageNet ResNet50;
+    ``init_state`` (a new run only) replaces every weight, e.g. a trained run's (fine-tuning).
 
     Epoch by epoch: train (:func:`train_one_epoch`), validate the weight average when there is
     validation data (:func:`evaluate`), then let the run folder record the epoch.
@@ -380,6 +382,8 @@ def fit(
     model = build_model(config)
     if encoder_state is not None and not resume:
         model.encoder.load_state_dict(encoder_state)
+    if init_state is not None and not resume:
+        model.load_state_dict(init_state)
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config, device)
     loss_fn = loss_for(config)

@@ -21,15 +21,22 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .augment import AUGMENTATIONS
-from .checkpoint import load_checkpoint, load_encoder_weights
+from .checkpoint import (
+    init_checkpoint_path,
+    load_checkpoint,
+    load_encoder_weights,
+    load_init_weights,
+    load_model_state,
+)
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
-from .engine import fit, pick_device
+from .engine import build_model, fit, pick_device
 from .errors import ArgumentParser, UserError
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
@@ -122,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.encoder_weights,
         help="start the encoder from a torchvision ResNet50 checkpoint file (resnet50-*.pth, fc.* "
         "dropped) instead of random initialisation",
+    )
+    p.add_argument(
+        "--init-from",
+        default=d.init_from,
+        metavar="RUN",
+        help="fine-tune: start every weight from a trained run (its folder, i.e. its best.pt, or a "
+        ".pt file) instead of random initialisation; the model settings must match its own",
     )
     p.add_argument(
         "--skips",
@@ -258,6 +272,9 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     given["channels_last"] = not args.no_channels_last
     if given.get("normalization") is None:  # ImageNet weights expect ImageNet-normalised input
         given["normalization"] = "imagenet" if args.encoder_weights else TrainConfig().normalization
+        if args.init_from:  # a fine-tuned model keeps the input scaling it was trained with
+            saved = load_checkpoint(init_checkpoint_path(args.init_from), mmap=True)["config"]
+            given["normalization"] = TrainConfig.from_dict(saved).normalization
     given["out"] = args.out or (SYNTHETIC_OUT if args.data == "synthetic" else TrainConfig().out)
     configs = []
     for loss in losses:
@@ -372,6 +389,20 @@ def run(args: argparse.Namespace) -> int:
         shutdown(ctx)
 
 
+def check_init_fits(config: TrainConfig, state: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    """Raise :class:`UserError` unless the ``--init-from`` weights ``state`` (of a run trained
+    with the config dict ``saved``) load into the model ``config`` builds, with the same input
+    scaling (which has no weights, so loading alone would not notice it)."""
+    source = f"--init-from {config.init_from}"
+    trained = TrainConfig.from_dict(saved).normalization
+    if config.normalization != trained:
+        raise UserError(
+            f"{source} was trained with --normalization {trained}: fine-tune it with the same "
+            f"(drop --normalization {config.normalization})"
+        )
+    load_model_state(build_model(config), state, source)
+
+
 def train_runs(
     args: argparse.Namespace,
     configs: list[TrainConfig],
@@ -387,9 +418,13 @@ def train_runs(
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say) for d, c in zip(run_dirs, configs)
     ]
-    encoder_state = None
+    encoder_state = init_state = None
     if first.encoder_weights:  # checked before any data is read or any folder made
         encoder_state, encoder_sha = load_encoder_weights(first.encoder_weights)
+    if first.init_from:  # the same: a run that does not fit fails before anything is written
+        init_state, init_config, init_sha = load_init_weights(first.init_from)
+        for config in configs:
+            check_init_fits(config, init_state, init_config)
     with main_first(ctx):  # rank 0 generates/caches, the others then read its cache
         root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
         with warnings.catch_warnings():
@@ -406,6 +441,7 @@ def train_runs(
         "val_count": len(val_frames),
         "torch": torch.__version__,
         **({"encoder_weights_sha256": encoder_sha} if encoder_state is not None else {}),
+        **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         say(
@@ -420,8 +456,9 @@ def train_runs(
         start = time.perf_counter()
         try:
             best = fit(
-                config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx, encoder_state=encoder_state
-            )
+                config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx,
+                encoder_state=encoder_state, init_state=init_state,
+            )  # fmt: skip
         except BaseException:
             # a run that failed before its first checkpoint leaves nothing behind
             if ctx.is_main and not resume and not (run_dir / "last.pt").exists():
