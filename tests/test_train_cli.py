@@ -348,14 +348,16 @@ class Payload:
 
 
 def start_weights(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
-    """Record the weights each run's first training epoch starts from (keyed by loss name)."""
+    """Record the weights each run's first epoch starts from, keyed by run name: the live model's
+    and (key ``NAME/ema``) the weight average's, before any step."""
     started: dict[str, dict[str, torch.Tensor]] = {}
     real = engine.train_one_epoch
 
     def record(model: torch.nn.Module, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        config = args[4]
-        if args[5] == 1:  # the first epoch: before any step
+        config, epoch, ema = args[4], args[5], args[10]
+        if epoch == 1:
             started[config.name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            started[f"{config.name}/ema"] = {k: v.clone() for k, v in ema.module.state_dict().items()}
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", record)
@@ -368,20 +370,31 @@ def test_init_from_fine_tunes_a_trained_run(
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--normalization", "image", "--name", "base") == 0
     base = tmp_path / "runs" / "base"
     trained = weights(base / "best.pt")
+    average = torch.load(base / "last.pt", weights_only=True)["ema"]  # one epoch: the last is the best
+    assert all(torch.equal(average[k], trained[k]) for k in trained)
     started = start_weights(monkeypatch)
-    # a run folder (its best.pt) and the .pt file itself; another loss and seed than the base run's
-    for name, source in (("folder", base), ("file", base / "best.pt")):
-        flags = ["--epochs", "1", "--loss", "jaccard", "--seed", "5", "--name", name]
-        assert train(tmp_path, synthetic_root, *flags, "--init-from", str(source)) == 0
-        assert started[name].keys() == trained.keys()
-        assert all(torch.equal(started[name][k], trained[k]) for k in trained), name  # every weight
-        config = json.loads((tmp_path / "runs" / name / "config.json").read_text())
-        assert config["init_from"] == str(source)
-        assert config["normalization"] == "image"  # the base run's input scaling, not the default
-        assert config["run"]["init_from_sha256"] == hashlib.sha256((base / "best.pt").read_bytes()).hexdigest()
+    # a run folder (its best.pt) for all four losses, best.pt itself, and last.pt (its average),
+    # with another seed than the base run's
+    cases = [("all", base, ["ft-dice", "ft-jaccard", "ft-focal", "ft-combined"]),
+             ("jaccard", base / "best.pt", ["file"]), ("focal", base / "last.pt", ["last"])]  # fmt: skip
+    for loss, source, names in cases:
+        name = "ft" if loss == "all" else names[0]
+        flags = ["--epochs", "1", "--loss", loss, "--seed", "5", "--name", name, "--init-from", str(source)]
+        assert train(tmp_path, synthetic_root, *flags) == 0
+        for run in names:
+            for key in (run, f"{run}/ema"):  # the live weights and their average
+                assert started[key].keys() == trained.keys()
+                assert all(torch.equal(started[key][k], trained[k]) for k in trained), key
+            config = json.loads((tmp_path / "runs" / run / "config.json").read_text())
+            assert config["init_from"] == str(source)
+            assert config["normalization"] == "image"  # the base run's input scaling, not the default
+            read = source if source.is_file() else base / "best.pt"
+            assert config["run"]["init_from_sha256"] == hashlib.sha256(read.read_bytes()).hexdigest()
     fresh = start_weights(monkeypatch)
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--seed", "5", "--name", "scratch") == 0
     assert not torch.equal(fresh["scratch"]["head.weight"], trained["head.weight"])  # the contrast
+    preset = configs_from_args(parse_args(["--preset", "reference", "--init-from", str(base)]))
+    assert preset[0].normalization == "image"  # a preset's normalisation does not override the run's
 
 
 def test_init_from_resumes_from_its_own_checkpoint(
@@ -400,9 +413,24 @@ def test_init_from_resumes_from_its_own_checkpoint(
     monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed") == 130
     monkeypatch.setattr(engine, "train_one_epoch", real)
+    (tmp_path / "runs" / "base").rename(tmp_path / "moved")  # resuming needs the run's own last.pt only
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed", "--resume") == 0
     a, b = (weights(tmp_path / f"runs/{n}/last.pt") for n in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # epoch 2 went on from epoch 1, not from the base run
+
+
+def test_init_from_never_overwrites_its_source(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--keep", "best") == 0  # runs/dice
+    source = tmp_path / "runs" / "dice"
+    before = (source / "best.pt").read_bytes()
+    for given in (source, source / "best.pt"):
+        capsys.readouterr()
+        assert train(tmp_path, synthetic_root, "--epochs", "1", "--init-from", str(given), "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another --name" in err, err
+        assert (source / "best.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize(

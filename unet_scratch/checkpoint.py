@@ -163,8 +163,8 @@ def init_checkpoint_path(path: str | Path) -> Path:
 
 def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """A trained run's weights to fine-tune from (``path`` as :func:`init_checkpoint_path`
-    takes it): the model's state_dict, the config it was trained with (a dict) and the file's
-    sha256; loaded with ``weights_only=True``.
+    takes it): the model's state_dict (from a ``last.pt``, its weight average), the config it
+    was trained with (a dict) and the file's sha256; loaded with ``weights_only=True``.
 
     Raises :class:`UserError` naming the file when it is missing or not a unet-scratch
     checkpoint (see :func:`load_checkpoint`); whether the weights fit the model being trained
@@ -172,4 +172,9 @@ def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     """
     path = init_checkpoint_path(path)
     ckpt = load_checkpoint(path)
-    return ckpt["model"], ckpt["config"], hashlib.sha256(path.read_bytes()).hexdigest()
+    # last.pt holds the live weights under "model" and their average under "ema": the average is
+    # what the run validated and what its best.pt holds
+    state = ckpt.get("ema") or ckpt["model"]
+    if not isinstance(state, dict) or not isinstance(ckpt["config"], dict):
+        raise UserError(f"--init-from {path} is not a unet-scratch checkpoint: use one from train.py")
+    return state, ckpt["config"], hashlib.sha256(path.read_bytes()).hexdigest()

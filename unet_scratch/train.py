@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.init_from,
         metavar="RUN",
         help="fine-tune: start every weight from a trained run (its folder, i.e. its best.pt, or a "
-        ".pt file) instead of random initialisation; the model settings must match its own",
+        "checkpoint file; from last.pt its weight average) instead of random initialisation; the "
+        "model settings must match its own",
     )
     p.add_argument(
         "--skips",
@@ -260,8 +261,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.preset:
+        given_normalization = args.normalization  # None unless the flag was typed
         parser.set_defaults(**PRESETS[args.preset])
         args = parser.parse_args(argv)
+        if given_normalization is None and (args.init_from or args.encoder_weights):
+            args.normalization = None  # implied by the starting weights, as without a preset
     return args
 
 
@@ -272,7 +276,9 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     given["channels_last"] = not args.no_channels_last
     if given.get("normalization") is None:  # ImageNet weights expect ImageNet-normalised input
         given["normalization"] = "imagenet" if args.encoder_weights else TrainConfig().normalization
-        if args.init_from:  # a fine-tuned model keeps the input scaling it was trained with
+        # a fine-tuned model keeps the input scaling it was trained with (a resumed run's own
+        # config.json has it, when the run it started from is gone)
+        if args.init_from and not (args.resume and not Path(args.init_from).exists()):
             saved = load_checkpoint(init_checkpoint_path(args.init_from), mmap=True)["config"]
             given["normalization"] = TrainConfig.from_dict(saved).normalization
     given["out"] = args.out or (SYNTHETIC_OUT if args.data == "synthetic" else TrainConfig().out)
@@ -415,16 +421,25 @@ def train_runs(
     say = print if ctx.is_main else (lambda *a, **k: None)
     first = configs[0]
     run_dirs = [Path(c.out) / c.name for c in configs]
+    if first.init_from:  # --overwrite must not delete the weights it is asked to start from
+        source = Path(first.init_from).resolve()
+        for d in run_dirs:
+            if source == d.resolve() or d.resolve() in source.parents:
+                raise UserError(
+                    f"--init-from {first.init_from} is inside {d}, the run folder this would write: "
+                    "give the fine-tuned run another --name"
+                )
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say) for d, c in zip(run_dirs, configs)
     ]
     encoder_state = init_state = None
     if first.encoder_weights:  # checked before any data is read or any folder made
         encoder_state, encoder_sha = load_encoder_weights(first.encoder_weights)
-    if first.init_from:  # the same: a run that does not fit fails before anything is written
+    if first.init_from and not all(resumes):  # the same; a resumed run needs only its last.pt
         init_state, init_config, init_sha = load_init_weights(first.init_from)
-        for config in configs:
-            check_init_fits(config, init_state, init_config)
+        for config, resume in zip(configs, resumes):
+            if not resume:
+                check_init_fits(config, init_state, init_config)
     with main_first(ctx):  # rank 0 generates/caches, the others then read its cache
         root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
         with warnings.catch_warnings():
