@@ -67,11 +67,6 @@ def with_batch_statistics(
     return m.eval()
 
 
-def frames(spec: str, minus: str) -> list[int]:
-    drop = set(parse_frames(minus)) if minus not in ("", "none") else set()
-    return [n for n in parse_frames(spec) if n not in drop]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders trained with --val-frames")
@@ -84,8 +79,8 @@ def main() -> None:
         model, config, ckpt = load_run(run)
         model = model.to(memory_format=torch.channels_last)
         root = args.data or config.data
-        train = load_frames(root, frames(config.train_frames, config.val_frames), config.input_size)
-        val = load_frames(root, frames(config.val_frames, ""), config.input_size)
+        train = load_frames(root, parse_frames(config.train_frames), config.input_size)
+        val = load_frames(root, parse_frames(config.val_frames), config.input_size)
         sources = {
             "saved": model,
             "precise": with_batch_statistics(model, *train, "", amp),

@@ -437,9 +437,8 @@ def train_runs(
         encoder_state, encoder_sha = load_encoder_weights(first.encoder_weights)
     if first.init_from and not all(resumes):  # the same; a resumed run needs only its last.pt
         init_state, init_config, init_sha = load_init_weights(first.init_from)
-        for config, resume in zip(configs, resumes):
-            if not resume:
-                check_init_fits(config, init_state, init_config)
+        # the configs differ only in their loss and name: one model tells whether the weights fit
+        check_init_fits(first, init_state, init_config)
     with main_first(ctx):  # rank 0 generates/caches, the others then read its cache
         root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
         with warnings.catch_warnings():
