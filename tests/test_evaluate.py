@@ -361,3 +361,65 @@ def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:
         assert run_label(tmp_path / name) == want
     (tmp_path / "bare").mkdir()
     assert run_label(tmp_path / "bare") == "bare"  # no config.json: the folder's name
+
+
+def test_ensemble_scores_the_mean_of_the_members_probabilities(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ensemble: one row per loss, scored on the mean of its runs' probabilities, each run
+    with its own temperature (closed forms again: every member is constant)."""
+    runs = tmp_path / "runs"
+    make_run(runs, "dice-a", "dice", 32, 3.0, synthetic_root)
+    make_run(runs, "dice-b", "dice", 32, -1.0, synthetic_root)
+    make_run(runs, "focal-a", "focal", 32, 0.25, synthetic_root)
+    make_run(runs, "focal-b", "focal", 32, -0.5, synthetic_root)
+    assert evaluate(runs, "--ensemble", "--json", str(tmp_path / "r.json")) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["loss"] for r in report["runs"]] == ["dice", "focal"]  # one row per loss
+
+    def sigmoid(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    t = FOCAL_TEMPERATURE
+    # the mean of the probabilities (0.611: every pixel polyp), not of the logits (sigmoid(1) = 0.731);
+    # the focal members each tempered before the mean (0.426), not the mean tempered (0.391)
+    means = {"dice": (sigmoid(3.0) + sigmoid(-1.0)) / 2, "focal": (sigmoid(t * 0.25) + sigmoid(t * -0.5)) / 2}
+    for row in report["runs"]:
+        p = means[row["loss"]]
+        want = expected_scores(synthetic_root, 32, math.log(p / (1 - p)))
+        assert row["name"] == f"ensemble of 2: runs/{row['loss']}-a, runs/{row['loss']}-b"
+        assert [row["per_image"][str(n)]["dice"] for n in FRAMES] == pytest.approx(want["dice"], abs=1e-9)
+        assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)
+        assert row["soft_jaccard"] == pytest.approx(np.mean(want["soft_jaccard"]), rel=1e-6)
+        assert row["pooled_dice"] == pytest.approx(want["pooled_dice"][0], abs=1e-9)
+        assert row["temperature"] == ([1.0, 1.0] if row["loss"] == "dice" else [t, t])
+        assert row["best_epoch"] == [2, 2] and row["train_seconds"] == 60.0  # both runs' training
+        cells = [c.strip() for c in next(x for x in lines if row["name"] in x).strip("|").split("|")]
+        assert cells[-2:] == ["2, 2", "1:00"]
+    assert min(expected_scores(synthetic_root, 32, 1.0)["dice"]) > 0  # the dice masks are not empty
+
+    # --temperature replaces every member's own: sigmoid(2 * z) for each, then the mean
+    focal = [str(runs / "focal-a"), str(runs / "focal-b")]
+    args = ["--test-frames", "9-12", "--device", "cpu", "--ensemble", "--temperature", "2"]
+    assert main([*focal, *args, "--json", str(tmp_path / "t.json")]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["runs"]
+    p = (sigmoid(2 * 0.25) + sigmoid(2 * -0.5)) / 2
+    want = expected_scores(synthetic_root, 32, math.log(p / (1 - p)))
+    assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)
+
+
+def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs, "a", "dice", 32, 0.5, synthetic_root)
+    make_run(runs, "b", "dice", 64, 0.5, synthetic_root)
+    assert evaluate(runs, "--ensemble") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "runs/b was trained at 64x64" in err and "an ensemble needs runs of one input size" in err
+    (runs / "b" / "best.pt").unlink()  # a member that cannot be scored: the loss's row says which
+    assert evaluate(runs, "--ensemble") == 2
+    row = next(line for line in capsys.readouterr().out.splitlines() if "ensemble of 2" in line)
+    assert "runs/b: no best.pt" in row

@@ -295,3 +295,32 @@ def test_inputs_with_the_same_name_in_two_folders_keep_their_outputs(run: Path, 
     files = [Path("A/1.png"), Path("x/A/1.png"), Path("1_png.jpg"), Path("A/1.tif")]
     names = output_names(files)
     assert len(set(names.values())) == len(files)  # never two inputs on one name
+
+
+def test_several_runs_are_one_model_the_mean_of_their_probabilities(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    config = TrainConfig(input_size=64)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-2.0)  # p = 0.12
+    atomic_torch_save(
+        {"model": model.state_dict(), "config": config.to_dict(), "epoch": 1}, other / "best.pt"
+    )
+    out = tmp_path / "out"
+    args = ["--run", str(run), "--run", str(other), str(images / "a.tif"), str(images / "b.png")]
+    assert predict(*args, "--out", str(out), "--probabilities", "--tta", "--temperature", "2") == 0
+    # each run's probabilities at T = 2, then their mean: 0.3745 (the mean of the logits would
+    # give 0.18, the mean of the untempered probabilities 0.3708, tempered again after it 0.26)
+    p = (1 / (1 + np.exp(-1.0)) + 1 / (1 + np.exp(4.0))) / 2
+    for stem, (h, w) in (("a", (288, 384)), ("b", (576, 720))):
+        with Image.open(out / f"{stem}_prob.png") as prob:
+            assert np.abs(np.asarray(prob).astype(np.int64) - round(p * 65535)).max() <= 1
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (h, w) and not mask.any()  # 0.37 < 0.5: no polyp
+    printed = capsys.readouterr().out
+    assert f"model: ensemble of 2 ({run}/best.pt, {other}/best.pt; dice loss, 64x64" in printed
+    assert "temperature 2 2 (each run's, before the mean)" in printed

@@ -4,6 +4,7 @@
     python evaluate.py --runs runs/synthetic           # the quick start's runs, on their own data
     python evaluate.py --test-frames 364-428           # validation frames (when 429-612 are absent)
     python evaluate.py runs/dice runs/focal --tta --json results.json --overlays overlays/
+    python evaluate.py --ensemble runs-s47/* runs-s48/*   # each loss's two seeds as one model
     python evaluate.py --full-res                      # also score at each frame's original size
     python evaluate.py --curves curves.png             # learning curves (needs matplotlib)
 
@@ -46,6 +47,7 @@ from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
     default_temperature,
+    load_ensemble,
     load_run,
     mask_options,
     temper,
@@ -162,6 +164,17 @@ def _train_seconds(run_dir: Path, ckpt: dict[str, Any]) -> float | None:
     return float(rows[-1]["elapsed_seconds"]) if rows and "elapsed_seconds" in rows[-1] else None
 
 
+def _total_seconds(seconds: list[float | None]) -> float | None:
+    """The training time of all members together (None when one of them is unknown)."""
+    return None if None in seconds else sum(seconds)
+
+
+def member_label(run_dir: Path) -> str:
+    """``parent/name`` of a run folder: members of an ensemble often share a name (runs-s47/dice,
+    runs-s48/dice)."""
+    return f"{run_dir.parent.name}/{run_dir.name}" if run_dir.parent.name else run_dir.name
+
+
 def postprocessed(
     probs: torch.Tensor, threshold: float, steps: list[tuple[str, float]]
 ) -> torch.Tensor | None:
@@ -194,7 +207,7 @@ def full_resolution_scores(
 
 
 def score_run(
-    run_dir: Path,
+    run_dir: Path | list[Path],
     data_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp_mode: str,
@@ -208,39 +221,52 @@ def score_run(
     temperature: float | None = None,
 ) -> dict[str, Any]:
     """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
-    ``mask_paths`` also the scores at the frames' original size."""
-    model, config, ckpt = load_run(run_dir)
+    ``mask_paths`` also the scores at the frames' original size. A list of run folders is scored
+    as one model, the mean of their probabilities (:class:`Ensemble`, ``--ensemble``), each with
+    its own temperature."""
+    members = run_dir if isinstance(run_dir, list) else [run_dir]
+    if len(members) == 1:
+        model, config, ckpt = load_run(members[0])
+        configs, ckpts = [config], [ckpt]
+        temperature = default_temperature(config) if temperature is None else temperature
+        name = members[0].name
+    else:  # the members' temperatures apply inside, before the mean
+        model, configs, ckpts = load_ensemble(members, temperature)
+        temperature, name = 1.0, f"ensemble of {len(members)}: " + ", ".join(map(member_label, members))
+    config = configs[0]
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
-    temperature = default_temperature(config) if temperature is None else temperature
     raw = predict(model, images, amp_dtype(device, amp_mode), tta=tta).cpu()
     probs = temper(raw, temperature)
     preds = postprocessed(probs, threshold, steps)
     meter = SegmentationMeter(threshold=threshold)
     meter.update(probs, masks, preds)
     s = meter.summary()
+    roles = [frames_role(frames, c) for c in configs]
     row = {
-        "name": run_dir.name,
-        "path": str(run_dir),
+        "name": name,
+        "path": ", ".join(map(str, members)),
         "loss": config.loss,
         "input_size": config.input_size,
-        "temperature": temperature,
-        "frames_role": frames_role(frames, config),
+        "temperature": temperature if len(members) == 1 else model.temperatures,
+        "frames_role": next((r for r in ("training", "validation") if r in roles), roles[0]),
         "dice": s["dice"],
         "jaccard": s["iou"],
         "dice_ci95": list(bootstrap_ci(meter.dice)),
         "soft_dice": s["soft_dice"],
         "soft_jaccard": s["soft_jaccard"],
         "pooled_dice": s["pooled_dice"],
-        "best_epoch": int(ckpt["epoch"]),
-        "train_seconds": _train_seconds(run_dir, ckpt),
+        "best_epoch": int(ckpts[0]["epoch"]) if len(members) == 1 else [int(c["epoch"]) for c in ckpts],
+        "train_seconds": _total_seconds([_train_seconds(r, c) for r, c in zip(members, ckpts)]),
         "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
     }
     if mask_paths is not None:
         row["full_res"] = full_resolution_scores(raw, mask_paths, frames, threshold, steps, temperature)
-    if row["frames_role"] == "training":
-        overlap = set(frames) & set(parse_frames(config.train_frames))
-        row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run_dir.name}"
+    for run, c, role in zip(members, configs, roles):
+        if role == "training":
+            overlap = set(frames) & set(parse_frames(c.train_frames))
+            row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run.name}"
+            break
     if overlays is not None:
         order = np.argsort(np.asarray(meter.dice), kind="stable")
         n = min(n_overlays, len(order))
@@ -251,7 +277,7 @@ def score_run(
             masks[chosen].numpy(),
             (probs > threshold if preds is None else preds)[chosen].numpy(),  # the masks scored
             labels,
-            overlays / f"{run_dir.name}.png",
+            overlays / f"{members[0].name if len(members) == 1 else config.loss + '-ensemble'}.png",
         )
     return row
 
@@ -277,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score runs even on data other than what they were trained on",
     )
     p.add_argument("--tta", action="store_true", help="average the 4 flip variants' probabilities")
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="score the runs of each loss as one model, the mean of their probabilities "
+        "(e.g. the same command trained with --seed 47 and --seed 48): one row per loss",
+    )
     add_mask_options(
         p, "probability above which a pixel is polyp (analysis only: never tune it on test frames)"
     )
@@ -344,25 +376,35 @@ def run(args: argparse.Namespace) -> int:
         return loaded[size]
 
     overlays = Path(args.overlays) if args.overlays else None
+    groups = [[r] for r in run_dirs]
+    if args.ensemble:  # one model per loss: its runs' probabilities averaged
+        by_loss: dict[str, list[Path]] = {}
+        for run_dir in run_dirs:
+            by_loss.setdefault(run_info(run_dir).get("loss", run_dir.name), []).append(run_dir)
+        groups = list(by_loss.values())
     rows = []
-    for run_dir in run_dirs:
-        info = run_info(run_dir)
-        problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
-        if problem is None and not args.allow_other_data:
-            problem = other_data_reason(info, data, root)
-        if problem:
+    for group in groups:
+        problems = []
+        for run_dir in group:
+            problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
+            if problem is None and not args.allow_other_data:
+                problem = other_data_reason(run_info(run_dir), data, root)
+            if problem:
+                problems.append(problem if len(group) == 1 else f"{member_label(run_dir)}: {problem}")
+        if problems:
+            info = run_info(group[0])
             rows.append(
                 {
-                    "name": run_dir.name,
-                    "path": str(run_dir),
-                    "loss": info.get("loss", run_dir.name),
-                    "error": problem,
+                    "name": group[0].name if len(group) == 1 else f"ensemble of {len(group)}",
+                    "path": ", ".join(map(str, group)),
+                    "loss": info.get("loss", group[0].name),
+                    "error": problems[0],
                 }
             )
             continue
         rows.append(
             score_run(
-                run_dir,
+                group if len(group) > 1 else group[0],
                 data_for,
                 device,
                 args.amp,

@@ -4,13 +4,15 @@ A model trained by this project sees ``S x S`` frames (``config.input_size``), r
 original with Pillow's bicubic filter (data.py). To segment an image of any size it is prepared
 the same way, the model's probabilities are resized back to the image's own height and width
 (bilinear), and only then thresholded. predict.py, evaluate.py ``--full-res`` and export.py
-share what is here: loading a run's model, preparing a frame, resizing probabilities back, and
-running an exported ONNX model through ONNX Runtime as if it were the PyTorch one.
+share what is here: loading a run's model (or several runs as one averaged model), preparing a
+frame, resizing probabilities back, and running an exported ONNX model through ONNX Runtime as
+if it were the PyTorch one.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,56 @@ def temper(prob: torch.Tensor, temperature: float) -> torch.Tensor:
     if temperature == 1:
         return prob
     return torch.sigmoid(temperature * torch.logit(prob.float()))  # logit(0 or 1) = -+inf: kept
+
+
+class Ensemble(nn.Module):
+    """Several trained models as one: the mean of their probabilities.
+
+    ``forward(x)``: ``x (N, 3, S, S)`` float in [0, 1] -> logits ``(N, 1, S, S)`` float32, the
+    logit of ``mean_k sigmoid(T_k * z_k)``, where ``z_k`` are member k's logits and ``T_k`` its
+    temperature. Returning logits lets every caller (TTA, predict.py, evaluate.py) treat the
+    ensemble as one model; their ``sigmoid`` gives back the mean probability.
+
+    Probabilities are averaged, not logits: a member that is sure (z = 12) cannot outvote a
+    doubtful one many times over, and each member's own temperature (the focal model's 3.7)
+    puts the members on one, calibrated, scale before they are averaged.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], temperatures: Sequence[float]) -> None:
+        super().__init__()
+        if len(models) != len(temperatures) or not models:
+            raise ValueError("an ensemble needs one temperature per model, and at least one model")
+        self.members = nn.ModuleList(models)
+        self.temperatures = [float(t) for t in temperatures]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = 0
+        for model, t in zip(self.members, self.temperatures):
+            z = model(x).float()  # under autocast the members run in bf16/fp16; the mean in fp32
+            prob = prob + torch.sigmoid(t * z)
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.logit(prob / len(self.members))  # p = 0 or 1 gives -+inf: sigmoid undoes it
+
+
+def load_ensemble(
+    run_dirs: Sequence[str | Path], temperature: float | None = None
+) -> tuple[Ensemble, list[TrainConfig], list[dict[str, Any]]]:
+    """The runs' ``best.pt`` models (:func:`load_run`) as one :class:`Ensemble` in eval mode,
+    their configs and checkpoints. Each member keeps its own default temperature
+    (:func:`default_temperature`) unless ``temperature`` replaces all of them. The runs must
+    share an input size (the frames are prepared once for all of them): :class:`UserError`
+    naming the first that differs."""
+    loaded = [load_run(r) for r in run_dirs]
+    configs = [config for _, config, _ in loaded]
+    for run_dir, config in zip(run_dirs, configs):
+        if config.input_size != configs[0].input_size:
+            raise UserError(
+                f"{run_dir} was trained at {config.input_size}x{config.input_size}, {run_dirs[0]} at "
+                f"{configs[0].input_size}x{configs[0].input_size}: an ensemble needs runs of one input size"
+            )
+    temperatures = [default_temperature(c) if temperature is None else temperature for c in configs]
+    model = Ensemble([m for m, _, _ in loaded], temperatures)
+    return model.eval(), configs, [ckpt for _, _, ckpt in loaded]
 
 
 def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:

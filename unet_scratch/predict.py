@@ -3,6 +3,7 @@
     python predict.py --run runs/combined frame.png more_frames/ --out predictions/
     python predict.py --run runs/combined colonoscopy.mp4 --out predictions/     # needs [video]
     python predict.py --onnx model.onnx frames/ --out predictions/                # ONNX Runtime
+    python predict.py --run runs-s47/combined --run runs-s48/combined frames/     # an ensemble
 
 Every image (``.tif``/``.tiff`` including the MinIsBlack-tagged RGB TIFFs of CVC-ClinicDB,
 ``.png``, ``.jpg``, ``.bmp``; any size, any name) is prepared exactly as in training (bicubic
@@ -13,6 +14,9 @@ model's probabilities are resized back to the image's own height and width befor
 - ``NAME_mask.png``: the mask, 0 or 255, at the image's size;
 - ``NAME_overlay.png``: the image with the polyp tinted and outlined;
 - ``NAME_prob.png`` (``--probabilities``): the probability map as a 16-bit PNG (p * 65535).
+
+Several ``--run`` are one model: the mean of their probabilities, each run with its own
+temperature (inference.Ensemble; one forward pass per run, so it is that many times slower).
 
 A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) gives ``NAME_overlay.mp4`` (same size and frame
 rate) and ``NAME_frames.csv`` (frame, time, polyp area %, max probability per frame); reading
@@ -48,6 +52,7 @@ from .inference import (
     OnnxModel,
     add_mask_options,
     default_temperature,
+    load_ensemble,
     load_run,
     mask_options,
     prepare,
@@ -67,7 +72,7 @@ class Segmenter:
 
     def __init__(
         self,
-        run: str | None,
+        run: str | list[str] | None,
         onnx: str | None,
         device: str = "auto",
         amp: str = "auto",
@@ -75,19 +80,30 @@ class Segmenter:
         batch_size: int = 8,
         temperature: float | None = None,
     ) -> None:
+        label = ""
         if onnx:
             self.model: torch.nn.Module = OnnxModel(onnx)
             self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
             self.source = f"{onnx} (ONNX Runtime)"
         else:
+            runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
-            model, config, _ = load_run(run)
+            if len(runs) == 1:
+                model, config, _ = load_run(runs[0])
+                what = f"{runs[0]}/best.pt ({config.loss} loss"
+            else:  # the members' temperatures apply inside, before the mean
+                model, configs, _ = load_ensemble(runs, temperature)
+                config, temperature = configs[0], 1.0
+                label = " ".join(f"{t:g}" for t in model.temperatures) + " (each run's, before the mean)"
+                losses = ", ".join(dict.fromkeys(c.loss for c in configs))
+                what = f"ensemble of {len(runs)} ({', '.join(f'{r}/best.pt' for r in runs)}; {losses} loss"
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = config.input_size, amp_dtype(self.device, amp)
-            self.source = f"{run}/best.pt ({config.loss} loss, {self.size}x{self.size}, {self.device})"
+            self.source = f"{what}, {self.size}x{self.size}, {self.device})"
         if temperature is None:  # the run's own (an ONNX file carries no training settings: 1)
             temperature = 1.0 if onnx else default_temperature(config)
         self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
+        self.temperature_label = label or f"{temperature:g}"  # what the header line says
 
     def probabilities(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         batch = torch.stack([prepare(image, self.size) for image in images])  # (B, 3, S, S) uint8
@@ -277,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a run folder (its best.pt is used), e.g. runs/combined")
+    source.add_argument(
+        "--run",
+        action="append",
+        help="a run folder (its best.pt is used), e.g. runs/combined; given more than once, the "
+        "runs' probabilities are averaged (an ensemble)",
+    )
     source.add_argument(
         "--onnx", help="an exported ONNX model (python -m unet_scratch.export), run by ONNX Runtime"
     )
@@ -332,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr if err else sys.stdout, flush=True)
 
     print(
-        f"model: {segmenter.source}; threshold {args.threshold}, temperature {segmenter.temperature:g}, "
+        f"model: {segmenter.source}; threshold {args.threshold}, temperature {segmenter.temperature_label}, "
         f"TTA {'on' if args.tta else 'off'}"
     )
     start = time.perf_counter()

@@ -47,7 +47,9 @@ def results_table(rows: list[dict[str, Any]], full_res: bool = False) -> str:
         ]
         if full_res:
             cells += [f"{r['full_res']['dice']:.4f}", f"{r['full_res']['jaccard']:.4f}"]
-        cells += [str(r["best_epoch"]), _fmt_seconds(r["train_seconds"])]
+        epoch = r["best_epoch"]  # a list for an ensemble: each member's
+        cells += [", ".join(map(str, epoch)) if isinstance(epoch, list) else str(epoch)]
+        cells += [_fmt_seconds(r["train_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
