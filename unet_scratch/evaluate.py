@@ -46,9 +46,7 @@ from .errors import ArgumentParser, UserError, exit_status
 from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
-    default_temperature,
-    load_ensemble,
-    load_run,
+    load_runs,
     mask_options,
     temper,
     to_size,
@@ -207,7 +205,7 @@ def full_resolution_scores(
 
 
 def score_run(
-    run_dir: Path | list[Path],
+    run_dirs: list[Path],
     data_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp_mode: str,
@@ -220,19 +218,14 @@ def score_run(
     steps: list[tuple[str, float]] = (),
     temperature: float | None = None,
 ) -> dict[str, Any]:
-    """Predict ``frames`` with ``run_dir/best.pt`` and compute every reported number; with
-    ``mask_paths`` also the scores at the frames' original size. A list of run folders is scored
-    as one model, the mean of their probabilities (:class:`Ensemble`, ``--ensemble``), each with
-    its own temperature."""
-    members = run_dir if isinstance(run_dir, list) else [run_dir]
-    if len(members) == 1:
-        model, config, ckpt = load_run(members[0])
-        configs, ckpts = [config], [ckpt]
-        temperature = default_temperature(config) if temperature is None else temperature
-        name = members[0].name
-    else:  # the members' temperatures apply inside, before the mean
-        model, configs, ckpts = load_ensemble(members, temperature)
-        temperature, name = 1.0, f"ensemble of {len(members)}: " + ", ".join(map(member_label, members))
+    """Predict ``frames`` with ``run_dir/best.pt`` of the one run in ``run_dirs`` and compute
+    every reported number; with ``mask_paths`` also the scores at the frames' original size.
+    Several runs are scored as one model, the mean of their probabilities (:class:`Ensemble`,
+    ``--ensemble``), each with its own temperature."""
+    model, configs, ckpts, temperature = load_runs(run_dirs, temperature)
+    name = run_dirs[0].name
+    if len(run_dirs) > 1:
+        name = f"ensemble of {len(run_dirs)}: " + ", ".join(map(member_label, run_dirs))
     config = configs[0]
     model = model.to(device, memory_format=torch.channels_last)
     images, masks = data_for(config.input_size)
@@ -245,10 +238,10 @@ def score_run(
     roles = [frames_role(frames, c) for c in configs]
     row = {
         "name": name,
-        "path": ", ".join(map(str, members)),
+        "path": ", ".join(map(str, run_dirs)),
         "loss": config.loss,
         "input_size": config.input_size,
-        "temperature": temperature if len(members) == 1 else model.temperatures,
+        "temperature": temperature if len(run_dirs) == 1 else model.temperatures,
         "frames_role": next((r for r in ("training", "validation") if r in roles), roles[0]),
         "dice": s["dice"],
         "jaccard": s["iou"],
@@ -256,13 +249,13 @@ def score_run(
         "soft_dice": s["soft_dice"],
         "soft_jaccard": s["soft_jaccard"],
         "pooled_dice": s["pooled_dice"],
-        "best_epoch": int(ckpts[0]["epoch"]) if len(members) == 1 else [int(c["epoch"]) for c in ckpts],
-        "train_seconds": _total_seconds([_train_seconds(r, c) for r, c in zip(members, ckpts)]),
+        "best_epoch": int(ckpts[0]["epoch"]) if len(run_dirs) == 1 else [int(c["epoch"]) for c in ckpts],
+        "train_seconds": _total_seconds([_train_seconds(r, c) for r, c in zip(run_dirs, ckpts)]),
         "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
     }
     if mask_paths is not None:
         row["full_res"] = full_resolution_scores(raw, mask_paths, frames, threshold, steps, temperature)
-    for run, c, role in zip(members, configs, roles):
+    for run, c, role in zip(run_dirs, configs, roles):
         if role == "training":
             overlap = set(frames) & set(parse_frames(c.train_frames))
             row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run.name}"
@@ -277,7 +270,7 @@ def score_run(
             masks[chosen].numpy(),
             (probs > threshold if preds is None else preds)[chosen].numpy(),  # the masks scored
             labels,
-            overlays / f"{members[0].name if len(members) == 1 else config.loss + '-ensemble'}.png",
+            overlays / f"{run_dirs[0].name if len(run_dirs) == 1 else config.loss + '-ensemble'}.png",
         )
     return row
 
@@ -404,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         rows.append(
             score_run(
-                group if len(group) > 1 else group[0],
+                group,
                 data_for,
                 device,
                 args.amp,

@@ -122,6 +122,20 @@ def load_ensemble(
     return model.eval(), configs, [ckpt for _, _, ckpt in loaded]
 
 
+def load_runs(
+    run_dirs: Sequence[str | Path], temperature: float | None = None
+) -> tuple[nn.Module, list[TrainConfig], list[dict[str, Any]], float]:
+    """One run's model (:func:`load_run`) or several runs as one (:func:`load_ensemble`), their
+    configs and checkpoints, and the temperature for the final probability map: one run's own
+    (:func:`default_temperature`) unless ``temperature`` is given; 1 for an ensemble, whose
+    members are tempered inside, before the mean."""
+    if len(run_dirs) == 1:
+        model, config, ckpt = load_run(run_dirs[0])
+        return model, [config], [ckpt], default_temperature(config) if temperature is None else temperature
+    model, configs, ckpts = load_ensemble(run_dirs, temperature)
+    return model, configs, ckpts, 1.0
+
+
 def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
     """The flags that turn a model's logits into masks, the same for evaluate.py and predict.py:
     ``--threshold``, ``--temperature``, ``--postprocess`` (checked by :func:`mask_options`)."""

@@ -51,9 +51,7 @@ from .errors import ArgumentParser, UserError, exit_status
 from .inference import (
     OnnxModel,
     add_mask_options,
-    default_temperature,
-    load_ensemble,
-    load_run,
+    load_runs,
     mask_options,
     prepare,
     temper,
@@ -88,20 +86,17 @@ class Segmenter:
         else:
             runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
-            if len(runs) == 1:
-                model, config, _ = load_run(runs[0])
-                what = f"{runs[0]}/best.pt ({config.loss} loss"
-            else:  # the members' temperatures apply inside, before the mean
-                model, configs, _ = load_ensemble(runs, temperature)
-                config, temperature = configs[0], 1.0
+            model, configs, _, temperature = load_runs(runs, temperature)
+            what = f"{runs[0]}/best.pt ({configs[0].loss} loss"
+            if len(runs) > 1:  # the members' temperatures apply inside, before the mean
                 label = " ".join(f"{t:g}" for t in model.temperatures) + " (each run's, before the mean)"
                 losses = ", ".join(dict.fromkeys(c.loss for c in configs))
                 what = f"ensemble of {len(runs)} ({', '.join(f'{r}/best.pt' for r in runs)}; {losses} loss"
             self.model = model.to(self.device, memory_format=torch.channels_last)
-            self.size, self.amp = config.input_size, amp_dtype(self.device, amp)
+            self.size, self.amp = configs[0].input_size, amp_dtype(self.device, amp)
             self.source = f"{what}, {self.size}x{self.size}, {self.device})"
-        if temperature is None:  # the run's own (an ONNX file carries no training settings: 1)
-            temperature = 1.0 if onnx else default_temperature(config)
+        if temperature is None:  # an ONNX file carries no training settings: 1
+            temperature = 1.0
         self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
         self.temperature_label = label or f"{temperature:g}"  # what the header line says
 
