@@ -18,18 +18,20 @@ from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.export import main as export_main
-from unet_scratch.inference import OnnxModel, load_run
+from unet_scratch.inference import FOCAL_TEMPERATURE, OnnxModel, load_run
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
 SIZE = 64
 
 
-def random_run(run: Path) -> Path:
-    """A run with random weights and BatchNorm statistics measured on random frames, as training
-    leaves them: a non-trivial function with activations and logits of a trained model's size."""
+def random_run(run: Path, seed: int = 47, loss: str = "dice") -> Path:
+    """A run with random weights (from ``seed``) and BatchNorm statistics measured on random
+    frames, as training leaves them: a non-trivial function with activations and logits of a
+    trained model's size."""
     run.mkdir(parents=True)
-    config = TrainConfig(input_size=SIZE, normalization="imagenet")  # the normalisation is exported too
+    # the normalisation is exported too
+    config = TrainConfig(input_size=SIZE, normalization="imagenet", seed=seed, loss=loss)
     model = build_model(config)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -117,6 +119,25 @@ def test_torch_export_program(run: Path, tmp_path: Path) -> None:
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         torch.testing.assert_close(module(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--run A --run B``: one program whose logits are the logit of the mean of the members'
+    probabilities, the focal member's at its temperature 3.7 (recomputed here from the members)."""
+    focal = random_run(tmp_path / "focal", seed=48, loss="focal")
+    out = tmp_path / "ensemble.pt2"
+    args = ["--run", str(run), "--run", str(focal), "--format", "exported", "--out", str(out)]
+    assert export_main(args) == 0
+    assert "mean probability of 2 runs" in capsys.readouterr().out
+    module = torch.export.load(out).module()
+    (a, _, _), (b, _, _) = load_run(run), load_run(focal)
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        za, zb = a(x), b(x)
+        expected = torch.logit((torch.sigmoid(za) + torch.sigmoid(FOCAL_TEMPERATURE * zb)) / 2)
+        got = module(x)
+    assert (za - zb).abs().mean() > 1  # two different members, so dropping one would show
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_export_of_a_bad_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from unet_scratch import engine, runfolder
+from unet_scratch.config import LOSS_NAMES
 from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.inference import load_run
 from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores, soft_dice
@@ -243,6 +244,17 @@ def test_checkpoint_every_and_keep_best(
     assert ("last.pt", 1) not in written and ("last.pt", 2) in written
     best_epoch = torch.load(tmp_path / "runs" / "v" / "best.pt", weights_only=True)["epoch"]
     assert ("best.pt", best_epoch) in written
+
+
+def test_seeds_make_one_run_per_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    configs = configs_from_args(parse_args(["--loss", "all", "--seeds", "48,3", "--name", "x"]))
+    got = [(c.loss, c.seed, c.name) for c in configs]
+    assert got == [(loss, seed, f"x-{loss}-s{seed}") for loss in LOSS_NAMES for seed in (48, 3)]
+    assert [(c.seed, c.name) for c in configs_from_args(parse_args(["--seed", "5"]))] == [(5, "dice")]
+    for bad in (["--seeds", "4,4"], ["--seeds", "4,x"], ["--seeds", "4", "--seed", "3"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_synthetic_runs_go_to_their_own_folder() -> None:

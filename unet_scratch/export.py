@@ -5,7 +5,10 @@
 
 The exported model is the network of ``best.pt`` in eval mode, input normalisation included:
 ``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (apply a sigmoid, then the
-threshold), with a dynamic batch axis N and the run's input size S. Resizing a frame to S x S
+threshold), with a dynamic batch axis N and the run's input size S. ``--run`` given more than
+once exports the runs as one model (``inference.Ensemble``): one graph holding every member, whose
+output is the logit of the mean of the members' probabilities, each member at its own
+temperature; the file grows by one network (130 MB) per member. Resizing a frame to S x S
 (Pillow bicubic) and the probabilities back is the caller's part, as predict.py does it.
 
 - ``onnx``: ONNX (opset 18) through ``torch.onnx.export``'s dynamo exporter; needs the
@@ -28,7 +31,7 @@ import torch
 
 from .checkpoint import atomic_write_bytes
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import OnnxModel, load_run
+from .inference import OnnxModel, load_runs
 
 FORMATS = ("onnx", "exported")
 
@@ -81,7 +84,13 @@ def onnx_parity(model: torch.nn.Module, path: Path, size: int, batch: int = 3) -
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m unet_scratch.export", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="run folder whose best.pt is exported")
+    p.add_argument(
+        "--run",
+        required=True,
+        action="append",
+        help="run folder whose best.pt is exported; give it more than once to export the runs as "
+        "one averaged model (an ensemble, e.g. the seeds of train.py --seeds)",
+    )
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
@@ -90,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    model, config, _ = load_run(args.run)
+    # one run: its network, raw logits; several: the members tempered and averaged inside, so
+    # the graph's output is what evaluate.py and predict.py score for the same runs
+    model, configs, _, _ = load_runs(args.run)
     model = model.float().eval()
     out = Path(args.out)
-    size = config.input_size
+    size = configs[0].input_size
     if args.format == "onnx":
         export_onnx(model, size, out, args.opset)
         try:
@@ -103,7 +114,9 @@ def export(args: argparse.Namespace) -> int:
             print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
     else:
         export_program(model, size, out)
-    print(f"{args.run}/best.pt -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> logits)")
+    source = " + ".join(f"{r}/best.pt" for r in args.run)
+    output = "logits" if len(args.run) == 1 else f"logit of the mean probability of {len(args.run)} runs"
+    print(f"{source} -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> {output})")
     return 0
 
 

@@ -86,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.input_size,
         help="frames are resized to SIZE x SIZE (a multiple of 32)",
     )
-    p.add_argument(
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument(
         "--seed", type=int, default=d.seed, help="seeds the initial weights, batch order and augmentations"
+    )
+    seeds.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        help="comma list, e.g. 47,48,49: train one run per seed (folders NAME-s<seed>), to use as "
+        "one model with evaluate.py --ensemble and predict.py --run A --run B",
     )
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="optimiser")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
@@ -256,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"47,48,49"`` -> ``[47, 48, 49]``; anything else is a usage error (exit status 2)."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds 0 or above, e.g. 47,48,49; got {text!r}")
+    return seeds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; a ``--preset`` replaces the defaults it names."""
     parser = build_parser()
@@ -287,12 +305,14 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
         name = args.name or loss
         if args.loss == "all" and args.name:
             name = f"{args.name}-{loss}"
-        config = TrainConfig(**{**given, "loss": loss, "name": name})
-        try:
-            config.validate()
-        except ValueError as e:
-            raise UserError(str(e)) from e
-        configs.append(config)
+        for seed in args.seeds or [args.seed]:  # --seeds: one run per seed, named by it
+            named = f"{name}-s{seed}" if args.seeds else name
+            config = TrainConfig(**{**given, "loss": loss, "name": named, "seed": seed})
+            try:
+                config.validate()
+            except ValueError as e:
+                raise UserError(str(e)) from e
+            configs.append(config)
     return configs
 
 
@@ -483,6 +503,8 @@ def train_runs(
         if val is not None:
             summary += f": val dice {best['val_dice']:.4f} iou {best['val_iou']:.4f}"
         say(f"== {config.loss} done in {took:.0f} s, {summary} -> {run_dir / 'best.pt'}")
+    if args.seeds and len(args.seeds) > 1:  # the point of several seeds: one averaged model
+        say(f"several seeds as one model: python evaluate.py --ensemble {' '.join(map(str, run_dirs))}")
     return 0
 
 
