@@ -61,6 +61,7 @@ RECIPES = {
     "no-skips": ["--preset", "tuned", "--skips", "none"],
     "zero-init": ["--preset", "tuned", "--zero-init-residual"],
     "batch-ratio": ["--preset", "tuned", "--loss-reduction", "batch"],
+    "ema998": ["--preset", "tuned", "--ema", "0.998"],
 }  # fmt: skip
 
 
