@@ -62,6 +62,9 @@ RECIPES = {
     "zero-init": ["--preset", "tuned", "--zero-init-residual"],
     "batch-ratio": ["--preset", "tuned", "--loss-reduction", "batch"],
     "ema998": ["--preset", "tuned", "--ema", "0.998"],
+    "head-prior": ["--preset", "tuned", "--head-prior", "0.1"],
+    "color-wide": ["--preset", "tuned", "--augment", "flips,rot90,affine,color-wide"],
+    "gamma": ["--preset", "tuned", "--augment", "flips,rot90,affine,color,gamma"],
 }  # fmt: skip
 
 

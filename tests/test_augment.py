@@ -195,6 +195,8 @@ def test_cutmix_box_area() -> None:
         ("rot90", lambda i, m, g: random_rot90(i, m, g)),
         ("affine", lambda i, m, g: random_affine(i, m, g, scale=(0.75, 1.25), degrees=20.0, shift=0.1)),
         ("affine-wide", lambda i, m, g: random_affine(i, m, g, scale=(0.7, 1.4), degrees=45.0, shift=0.1)),
+        ("color", lambda i, m, g: (color_jitter(i, g, strength=0.2), m)),
+        ("color-wide", lambda i, m, g: (color_jitter(i, g, strength=0.4), m)),
         ("gamma", lambda i, m, g: (random_gamma(i, g, gamma=(0.7, 1.5), p=0.3), m)),
         ("blur", lambda i, m, g: (gaussian_blur(i, g, sigma=(0.5, 1.0), p=0.2), m)),
         ("noise", lambda i, m, g: (gaussian_noise(i, g, sigma=0.05, p=0.15), m)),

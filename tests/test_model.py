@@ -351,3 +351,27 @@ def test_deep_supervision_heads_train_only_and_leave_the_rest_alone() -> None:
     logits, aux = ds.train()(x)
     assert logits.shape == (2, 1, 64, 64) and [a.shape[-1] for a in aux] == [8, 16, 32]  # /8, /4, /2
     assert isinstance(ds.eval()(x), torch.Tensor)  # inference: the logits alone
+
+
+def test_head_prior_starts_every_pixel_at_the_prior_and_leaves_the_rest_alone() -> None:
+    # RetinaNet's prior initialisation: p = sigmoid(w * d + b) with w ~ 0 and b = logit(0.1),
+    # so every pixel's first prediction is ~0.1 whatever the image; the kaiming head's logits
+    # have a standard deviation of several units, far from any constant.
+    from unet_scratch.config import TrainConfig
+    from unet_scratch.engine import build_model
+
+    prior = build_model(TrainConfig(seed=3, head_prior=0.1, deep_supervision=True)).train()
+    plain = build_model(TrainConfig(seed=3, deep_supervision=True)).train()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        logits, aux = prior(x)
+        plain_logits, _ = plain(x)
+    for z in [logits, *aux]:  # the auxiliary heads start at the prior too
+        p = torch.sigmoid(z)
+        assert p.mean().item() == pytest.approx(0.1, abs=0.01) and p.std().item() < 0.02
+    assert torch.sigmoid(plain_logits).std().item() > 0.1
+    assert prior.head.bias.item() == pytest.approx(math.log(0.1 / 0.9))
+    changed = [k for k, v in prior.state_dict().items() if not torch.equal(v, plain.state_dict()[k])]
+    assert sorted(changed) == sorted(
+        ["head.weight", "head.bias"] + [f"aux_heads.{i}.{w}" for i in range(3) for w in ("weight", "bias")]
+    )

@@ -17,6 +17,8 @@ value back to the host, so a CUDA step never waits.
 Stronger, nnU-Net-style options (Isensee et al., "nnU-Net", Nature Methods 2021, whose 2D
 pipeline they follow in kind and range), each applied to a sample with its own probability:
 
+- ``color-wide``: the same jitter at +-40 % (instead of ``color``): frames of some videos are
+  half as bright as any of the training ones (docs/RESULTS.md, "An eighth round");
 - ``affine-wide``: scale 0.7-1.4 and rotation +-45 degrees (with ``rot90``: any angle), shift +-10 %;
 - ``gamma``: ``x ** g``, g in 0.7-1.5 (p 0.3);
 - ``blur``: Gaussian blur, sigma 0.5-1.0 pixel (p 0.2);
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 
 AUGMENTATIONS = (
     "flips", "rot90", "affine", "color",
-    "affine-wide", "gamma", "blur", "noise", "lowres", "copypaste", "cutmix",
+    "color-wide", "affine-wide", "gamma", "blur", "noise", "lowres", "copypaste", "cutmix",
 )  # fmt: skip
 
 
@@ -225,6 +227,8 @@ def augment(
             images, masks = random_affine(images, masks, generator)
         elif name == "color":
             images = color_jitter(images, generator)
+        elif name == "color-wide":
+            images = color_jitter(images, generator, strength=0.4)
         elif name == "affine-wide":
             images, masks = random_affine(images, masks, generator, scale=(0.7, 1.4), degrees=45.0)
         elif name == "gamma":

@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
         "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
         "skips": "all", "drop_path": 0.0, "head_dropout": 0.0, "deep_supervision": False,
-        "jaccard_log": False, "jaccard_lovasz": False, "focal_normalize": "pixels",
+        "head_prior": 0.0, "jaccard_log": False, "jaccard_lovasz": False, "focal_normalize": "pixels",
         "focal_alpha": 0.2, "combined_focal_alpha": 0.2, "focal_gamma": 2.0,
         "epochs": 20, "batch_size": 8, "input_size": 128,
         "train_frames": "1-363", "val_frames": "364-428",
@@ -71,6 +71,7 @@ class TrainConfig:
     drop_path: float = 0.0  # stochastic depth of the deepest encoder block (linear in depth)
     head_dropout: float = 0.0  # channel dropout before the head
     deep_supervision: bool = False  # auxiliary heads on decoder blocks 1-3, training only
+    head_prior: float = 0.0  # start the head at this probability everywhere (0: kaiming head)
     smooth: float = 1.0
     loss_reduction: str = "image"  # Dice/Jaccard ratio per image, then the mean; or "batch"
     focal_alpha: float | None = 0.75  # focal loss: weight of polyp pixels (reference: 0.2)
@@ -137,6 +138,7 @@ class TrainConfig:
             (self.skips in SKIPS, f"--skips must be one of {', '.join(SKIPS)}"),
             (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
             (0 <= self.head_dropout < 1, f"--head-dropout must be in [0, 1), got {self.head_dropout}"),
+            (0 <= self.head_prior < 1, f"--head-prior must be in [0, 1), got {self.head_prior}"),
             (
                 self.checkpoint_every >= 1,
                 f"--checkpoint-every must be at least 1, got {self.checkpoint_every}",

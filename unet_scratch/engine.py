@@ -111,6 +111,7 @@ def build_model(config: TrainConfig) -> UNetResNet50:
         drop_path=config.drop_path,
         head_dropout=config.head_dropout,
         deep_supervision=config.deep_supervision,
+        head_prior=config.head_prior,
     )
 
 

@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-dropout", type=float, default=d.head_dropout, help="channel dropout before the head (0: off)"
     )
     p.add_argument(
+        "--head-prior",
+        type=float,
+        default=d.head_prior,
+        help="start the head at this polyp probability on every pixel (RetinaNet's prior "
+        "initialisation, e.g. 0.1; 0: the kaiming head)",
+    )
+    p.add_argument(
         "--deep-supervision",
         action="store_true",
         help="auxiliary heads on decoder blocks 1-3 with losses at 1/8, 1/4, 1/2 resolution (training only)",

@@ -13,6 +13,8 @@ Contract between the three parts::
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,6 +150,8 @@ class UNetResNet50(nn.Module):
     connections. ``deep_supervision=True`` adds a 1x1-conv head to decoder blocks 1-3 (at
     ``/8``, ``/4``, ``/2``); in training mode :meth:`forward` then returns
     ``(logits, [aux logits at /8, /4, /2])``, in eval mode the logits alone.
+    ``head_prior`` in (0, 1) starts the head(s) at probability ~``head_prior`` on every pixel
+    (weights N(0, 0.01^2), bias logit(prior)); 0 keeps the kaiming head.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class UNetResNet50(nn.Module):
         drop_path: float = 0.0,
         head_dropout: float = 0.0,
         deep_supervision: bool = False,
+        head_prior: float = 0.0,
     ) -> None:
         super().__init__()
         self.normalize = InputNormalization(normalization)
@@ -181,6 +186,14 @@ class UNetResNet50(nn.Module):
         self.aux_heads = None
         if deep_supervision:  # built after the rest, so the other weights are those of the plain model
             self.aux_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in (128, 64, 32))
+        if head_prior:
+            # RetinaNet's prior initialisation (Lin et al., 2017, section 4.1): tiny head weights
+            # and a bias of logit(prior), so that every pixel starts at probability ~prior
+            # instead of at the logits (std ~4 on real frames) that fan-out kaiming gives a
+            # 1-channel head. Last, so every other weight is that of the model without it.
+            for head in [self.head, *(self.aux_heads or [])]:
+                nn.init.normal_(head.weight, std=0.01)
+                nn.init.constant_(head.bias, math.log(head_prior / (1 - head_prior)))
 
     def forward(self, x: torch.Tensor):  # noqa: ANN201 - a tensor, or (tensor, list) under deep supervision
         h, w = x.shape[-2:]
