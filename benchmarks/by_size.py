@@ -1,12 +1,17 @@
-"""Dice by polyp size: which polyps a model finds, from ``evaluate.py --json`` per-image scores.
+"""Dice by polyp size or by video: which polyps a model finds, from ``evaluate.py --json``.
 
     python evaluate.py --runs RUNS --test-frames 364-428 --json scores.json
     python benchmarks/by_size.py scores.json [more.json ...] [--groups 3] [--data DIR]
+    python benchmarks/by_size.py scores.json --ranges 364-383,384-408,409-428
 
 The scored frames are sorted by the polyp's area (the share of the frame its mask covers, read at
-full size) and cut into ``--groups`` groups of (nearly) equal count, smallest polyps first; the
-table gives each group's area range and each run's mean per-image Dice in it. Runs of several
-JSON files (e.g. two folders of runs) must have been scored on the same frames.
+full size) and cut into ``--groups`` groups of (nearly) equal count, smallest polyps first; or,
+with ``--ranges``, grouped by the given frame ranges (e.g. the video sequences of the dataset's
+README). The table gives each group's area range and each run's mean per-image Dice in it; a
+second table the group's pixel precision and recall (true positives over predicted, and over
+polyp, pixels, pooled over its frames) and the predicted polyp area over the true one, where
+the JSON holds the per-image pixel counts. Runs of several JSON files (e.g. two folders of runs)
+must have been scored on the same frames.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unet_scratch.data import find_pairs, read_mask  # noqa: E402
+from unet_scratch.data import find_pairs, parse_frames, read_mask  # noqa: E402
+from unet_scratch.errors import UserError  # noqa: E402
 
 
 def polyp_areas(root: Path, frames: list[int]) -> dict[int, float]:
@@ -46,13 +52,22 @@ def dice_by_size(
     return rows
 
 
+def pixel_rates(counts: dict[int, tuple[int, int, int]], part: list[int]) -> tuple[float, float, float]:
+    """Pooled over the frames ``part``: precision tp / (tp + fp), recall tp / (tp + fn), and the
+    predicted over the true polyp area (tp + fp) / (tp + fn); ``counts[n] = (tp, fp, fn)``."""
+    tp, fp, fn = (sum(counts[n][k] for n in part) for k in range(3))
+    return tp / max(tp + fp, 1), tp / max(tp + fn, 1), (tp + fp) / max(tp + fn, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", help="files written by evaluate.py --json")
     p.add_argument("--groups", type=int, default=3, help="size groups of equal count (default 3)")
+    p.add_argument("--ranges", help="comma list of frame ranges to group by instead, e.g. 364-383,384-408")
     p.add_argument("--data", help="dataset folder (default: the one the JSON names)")
     args = p.parse_args(argv)
     per_image: dict[str, dict[int, float]] = {}
+    counts: dict[str, dict[int, tuple[int, int, int]]] = {}
     data = args.data
     for path in args.json:
         report = json.loads(Path(path).read_text())
@@ -61,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             if "per_image" in run:
                 label = f"{run['loss']} ({run['name']})"
                 per_image[label] = {int(n): s["dice"] for n, s in run["per_image"].items()}
+                if all("tp" in s for s in run["per_image"].values()):
+                    counts[label] = {int(n): (s["tp"], s["fp"], s["fn"]) for n, s in run["per_image"].items()}
     if not per_image:
         print("no scored runs in these files", file=sys.stderr)
         return 2
@@ -69,13 +86,35 @@ def main(argv: list[str] | None = None) -> int:
         print("the runs were scored on different frames: score them on the same --test-frames",
               file=sys.stderr)  # fmt: skip
         return 2
-    rows = dice_by_size(per_image, polyp_areas(Path(data), frames), args.groups)
-    print(f"mean per-image Dice by polyp area ({len(frames)} frames of {data}, {args.groups} groups)\n")
-    print("| polyp area (% of frame) | frames | " + " | ".join(per_image) + " |")
-    print("|---|---|" + "---|" * len(per_image))
-    for lo, hi, n, means in rows:
-        cells = " | ".join(f"{means[run]:.3f}" for run in per_image)
-        print(f"| {100 * lo:.1f}–{100 * hi:.1f} | {n} | {cells} |")
+    areas = polyp_areas(Path(data), frames)
+    if args.ranges:
+        try:
+            parts = [[n for n in parse_frames(r) if n in areas] for r in args.ranges.split(",")]
+        except UserError as e:
+            print(f"--ranges: {e}", file=sys.stderr)
+            return 2
+        if not all(parts):
+            print("--ranges: a range holds none of the scored frames", file=sys.stderr)
+            return 2
+        heading, labels = "frames", args.ranges.split(",")
+    else:
+        parts = size_groups(areas, args.groups)
+        heading = "polyp area (% of frame)"
+        labels = [f"{100 * areas[part[0]]:.1f}–{100 * areas[part[-1]]:.1f}" for part in parts]
+    print(f"mean per-image Dice ({len(frames)} frames of {data}, {len(parts)} groups)\n")
+    print(f"| {heading} | frames | mean polyp area | " + " | ".join(per_image) + " |")
+    print("|---|---|---|" + "---|" * len(per_image))
+    for label, part in zip(labels, parts):
+        cells = " | ".join(f"{np.mean([scores[n] for n in part]):.3f}" for scores in per_image.values())
+        print(f"| {label} | {len(part)} | {100 * np.mean([areas[n] for n in part]):.1f} % | {cells} |")
+    if counts:
+        print("\npixel precision / recall / predicted over true polyp area, pooled over each group\n")
+        print(f"| {heading} | " + " | ".join(counts) + " |")
+        print("|---|" + "---|" * len(counts))
+        for label, part in zip(labels, parts):
+            rates = [pixel_rates(c, part) for c in counts.values()]
+            cells = " | ".join(f"{pr:.2f} / {rc:.2f} / {ar:.2f}" for pr, rc, ar in rates)
+            print(f"| {label} | {cells} |")
     return 0
 
 

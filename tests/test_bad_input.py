@@ -184,7 +184,10 @@ def test_all_zero_mask_follows_the_empty_mask_rule(root: Path, tmp_path: Path) -
     make_run(tmp_path / "constant", "nothing", "dice", 32, -0.5, root)
     make_run(tmp_path / "constant", "everything", "dice", 32, +0.5, root)
     scores = scores_of_frame_7(tmp_path / "constant")
-    assert scores == {"nothing": {"dice": 1.0, "jaccard": 1.0}, "everything": {"dice": 0.0, "jaccard": 0.0}}
+    assert scores == {  # pixel counts at the runs' 32 x 32: no polyp pixel, so no tp and no fn
+        "nothing": {"dice": 1.0, "jaccard": 1.0, "tp": 0, "fp": 0, "fn": 0},
+        "everything": {"dice": 0.0, "jaccard": 0.0, "tp": 0, "fp": 32 * 32, "fn": 0},
+    }
 
 
 # ----------------------------------------------------------------------------- untrusted checkpoints

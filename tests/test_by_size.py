@@ -51,8 +51,33 @@ def test_dice_by_polyp_size_groups_frames_by_their_masks(
 
     assert by_size.main([str(tmp_path / "r.json"), "--groups", "3"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert lines[0] == "| polyp area (% of frame) | frames | dice (a) | focal (b) |"
-    assert [line.split("|")[3].strip() for line in lines[1:]] == ["1.500", "5.500", "9.500"]
+    assert lines[0] == "| polyp area (% of frame) | frames | mean polyp area | dice (a) | focal (b) |"
+    assert [line.split("|")[4].strip() for line in lines[1:]] == ["1.500", "5.500", "9.500"]
+
+
+def test_groups_by_frame_ranges_with_pooled_precision_and_recall(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # per-image pixel counts chosen so that each range's pooled rates are known by hand:
+    # frames 1-2: tp 3+1, fp 1+3, fn 0+4 -> precision 4/8, recall 4/8, area 8/8;
+    # frames 3-5: tp 6 each, fp 0, fn 2 each -> precision 1, recall 18/24, area 18/24
+    counts = {1: (3, 1, 0), 2: (1, 3, 4), 3: (6, 0, 2), 4: (6, 0, 2), 5: (6, 0, 2)}
+    run = {
+        "name": "a",
+        "loss": "dice",
+        "per_image": {str(n): {"dice": n / 10, "tp": t, "fp": p, "fn": f} for n, (t, p, f) in counts.items()},
+    }
+    (tmp_path / "r.json").write_text(json.dumps({"data": str(synthetic_root), "runs": [run]}))
+    by_size = load()
+    assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-2,3-5"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    dice_rows, rate_rows = lines[1:3], lines[4:6]
+    assert [row.split("|")[1].strip() for row in dice_rows] == ["1-2", "3-5"]
+    assert [row.split("|")[4].strip() for row in dice_rows] == ["0.150", "0.400"]  # (.1+.2)/2, (.3+.4+.5)/3
+    assert [row.split("|")[2].strip() for row in rate_rows] == ["0.50 / 0.50 / 1.00", "1.00 / 0.75 / 0.75"]
+    assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-2,7-9"]) == 2  # no scored frame in 7-9
+    assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-x"]) == 2
+    assert "--ranges" in capsys.readouterr().err
 
 
 def test_runs_scored_on_other_frames_are_refused(

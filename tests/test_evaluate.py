@@ -101,6 +101,8 @@ def expected_scores(root: Path, size: int, bias: float) -> dict[str, list[float]
         "soft_dice": list(2 * p * a / (p * n + a)),  # smooth 0
         "soft_jaccard": list((p * a + 1) / (p * n + a - p * a + 1)),  # smooth 1
         "pooled_dice": [2 * a.sum() / (a.sum() + len(a) * n) if p > 0.5 else 0.0],
+        # pixel counts (tp, fp, fn): the whole frame predicted, or nothing
+        "counts": [(int(k), n - int(k), 0) if p > 0.5 else (0, 0, int(k)) for k in a],
     }
 
 
@@ -126,6 +128,7 @@ def test_every_number_matches_its_closed_form(
         per_image = [row["per_image"][str(n)] for n in FRAMES]
         assert [d["dice"] for d in per_image] == pytest.approx(want["dice"], abs=1e-9)
         assert [d["jaccard"] for d in per_image] == pytest.approx(want["jaccard"], abs=1e-9)
+        assert [(d["tp"], d["fp"], d["fn"]) for d in per_image] == want["counts"]
         assert row["dice"] == pytest.approx(np.mean(want["dice"]), abs=1e-9)
         assert row["jaccard"] == pytest.approx(np.mean(want["jaccard"]), abs=1e-9)
         assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)

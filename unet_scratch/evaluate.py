@@ -183,6 +183,18 @@ def postprocessed(
     return torch.from_numpy(np.stack(masks))[:, None]
 
 
+def per_image(frames: list[int], meter: SegmentationMeter) -> dict[str, dict[str, float]]:
+    """``{frame: {dice, jaccard, tp, fp, fn}}`` in the order the meter scored them: the scores and
+    the pixel counts behind them (true positives, false positives, false negatives), from which
+    a group of frames' precision and recall follow (benchmarks/by_size.py)."""
+    tp, fp, fn = torch.cat(meter.counts, dim=1).tolist()
+    scores = zip(frames, meter.dice, meter.iou, tp, fp, fn)
+    return {
+        str(n): {"dice": d, "jaccard": j, "tp": int(t), "fp": int(p), "fn": int(f)}
+        for n, d, j, t, p, f in scores
+    }
+
+
 def full_resolution_scores(
     probs: torch.Tensor,
     mask_paths: list[Path],
@@ -200,8 +212,12 @@ def full_resolution_scores(
         full = temper(to_size(prob[None], *mask.shape[-2:]), temperature)
         meter.update(full, mask, postprocessed(full, threshold, steps))
     s = meter.summary()
-    per_image = {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)}
-    return {"dice": s["dice"], "jaccard": s["iou"], "pooled_dice": s["pooled_dice"], "per_image": per_image}
+    return {
+        "dice": s["dice"],
+        "jaccard": s["iou"],
+        "pooled_dice": s["pooled_dice"],
+        "per_image": per_image(frames, meter),
+    }
 
 
 def score_run(
@@ -251,7 +267,7 @@ def score_run(
         "pooled_dice": s["pooled_dice"],
         "best_epoch": int(ckpts[0]["epoch"]) if len(run_dirs) == 1 else [int(c["epoch"]) for c in ckpts],
         "train_seconds": _total_seconds([_train_seconds(r, c) for r, c in zip(run_dirs, ckpts)]),
-        "per_image": {str(n): {"dice": d, "jaccard": j} for n, d, j in zip(frames, meter.dice, meter.iou)},
+        "per_image": per_image(frames, meter),
     }
     if mask_paths is not None:
         row["full_res"] = full_resolution_scores(raw, mask_paths, frames, threshold, steps, temperature)
