@@ -7,11 +7,11 @@
 The scored frames are sorted by the polyp's area (the share of the frame its mask covers, read at
 full size) and cut into ``--groups`` groups of (nearly) equal count, smallest polyps first; or,
 with ``--ranges``, grouped by the given frame ranges (e.g. the video sequences of the dataset's
-README). The table gives each group's area range and each run's mean per-image Dice in it; a
-second table the group's pixel precision and recall (true positives over predicted, and over
-polyp, pixels, pooled over its frames) and the predicted polyp area over the true one, where
-the JSON holds the per-image pixel counts. Runs of several JSON files (e.g. two folders of runs)
-must have been scored on the same frames.
+README). The table gives each group's area range (or frame range), mean polyp area and each
+run's mean per-image Dice in it; a second table the group's pixel precision and recall (true
+positives over predicted, and over polyp, pixels, pooled over its frames) and the predicted
+polyp area over the true one, where the JSON holds the per-image pixel counts. Runs of several
+JSON files (e.g. two folders of runs) must have been scored on the same frames.
 """
 
 from __future__ import annotations
@@ -41,29 +41,56 @@ def size_groups(areas: dict[int, float], groups: int) -> list[list[int]]:
     return [list(part) for part in np.array_split(order, groups)]
 
 
+def group_means(per_image: dict[str, dict[int, float]], parts: list[list[int]]) -> list[dict[str, float]]:
+    """Each group's ``{run: mean per-image Dice}``, in the order of ``parts``."""
+    return [
+        {run: float(np.mean([scores[n] for n in part])) for run, scores in per_image.items()}
+        for part in parts
+    ]
+
+
 def dice_by_size(
     per_image: dict[str, dict[int, float]], areas: dict[int, float], groups: int
 ) -> list[tuple[float, float, int, dict[str, float]]]:
     """``(smallest area, largest area, frames, {run: mean Dice})`` per group, smallest first."""
-    rows = []
-    for part in size_groups(areas, groups):
-        means = {run: float(np.mean([scores[n] for n in part])) for run, scores in per_image.items()}
-        rows.append((areas[part[0]], areas[part[-1]], len(part), means))
-    return rows
+    parts = size_groups(areas, groups)
+    return [(areas[p[0]], areas[p[-1]], len(p), m) for p, m in zip(parts, group_means(per_image, parts))]
 
 
 def pixel_rates(counts: dict[int, tuple[int, int, int]], part: list[int]) -> tuple[float, float, float]:
     """Pooled over the frames ``part``: precision tp / (tp + fp), recall tp / (tp + fn), and the
-    predicted over the true polyp area (tp + fp) / (tp + fn); ``counts[n] = (tp, fp, fn)``."""
+    predicted over the true polyp area (tp + fp) / (tp + fn); ``counts[n] = (tp, fp, fn)``. A rate
+    whose denominator is 0 (nothing predicted, or no polyp pixel) is nan."""
     tp, fp, fn = (sum(counts[n][k] for n in part) for k in range(3))
-    return tp / max(tp + fp, 1), tp / max(tp + fn, 1), (tp + fp) / max(tp + fn, 1)
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    return ratio(tp, tp + fp), ratio(tp, tp + fn), ratio(tp + fp, tp + fn)
+
+
+def frame_ranges(spec: str, scored: list[int]) -> tuple[list[str], list[list[int]]]:
+    """``"364-383,384-408"`` -> the labels and the scored frames of each range; ValueError for a
+    range that is malformed, holds no scored frame, or overlaps another."""
+    labels, parts, seen = [r.strip() for r in spec.split(",")], [], set()
+    for label in labels:
+        try:
+            frames = parse_frames(label)
+        except UserError:
+            raise ValueError(f"bad range {label!r}: use e.g. 364-383,384-408") from None
+        part = [n for n in frames if n in scored]
+        if not part:
+            raise ValueError(f"range {label} holds none of the scored frames")
+        if seen & set(part):
+            raise ValueError(f"range {label} overlaps another: give each frame to one group")
+        seen |= set(part)
+        parts.append(part)
+    return labels, parts
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", help="files written by evaluate.py --json")
-    p.add_argument("--groups", type=int, default=3, help="size groups of equal count (default 3)")
-    p.add_argument("--ranges", help="comma list of frame ranges to group by instead, e.g. 364-383,384-408")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--groups", type=int, default=3, help="size groups of equal count (default 3)")
+    how.add_argument("--ranges", help="comma list of frame ranges to group by instead, e.g. 364-383,384-408")
     p.add_argument("--data", help="dataset folder (default: the one the JSON names)")
     args = p.parse_args(argv)
     per_image: dict[str, dict[int, float]] = {}
@@ -75,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in report["runs"]:
             if "per_image" in run:
                 label = f"{run['loss']} ({run['name']})"
+                if label in per_image:  # the same run name in two files: tell them apart
+                    label = f"{label} [{path}]"
                 per_image[label] = {int(n): s["dice"] for n, s in run["per_image"].items()}
                 if all("tp" in s for s in run["per_image"].values()):
                     counts[label] = {int(n): (s["tp"], s["fp"], s["fn"]) for n, s in run["per_image"].items()}
@@ -89,23 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     areas = polyp_areas(Path(data), frames)
     if args.ranges:
         try:
-            parts = [[n for n in parse_frames(r) if n in areas] for r in args.ranges.split(",")]
-        except UserError as e:
+            labels, parts = frame_ranges(args.ranges, frames)
+        except ValueError as e:
             print(f"--ranges: {e}", file=sys.stderr)
             return 2
-        if not all(parts):
-            print("--ranges: a range holds none of the scored frames", file=sys.stderr)
-            return 2
-        heading, labels = "frames", args.ranges.split(",")
+        heading = "frame range"
     else:
         parts = size_groups(areas, args.groups)
         heading = "polyp area (% of frame)"
         labels = [f"{100 * areas[part[0]]:.1f}–{100 * areas[part[-1]]:.1f}" for part in parts]
-    print(f"mean per-image Dice ({len(frames)} frames of {data}, {len(parts)} groups)\n")
+    grouped = sum(map(len, parts))
+    left = f"; {len(frames) - grouped} scored frames in no range" if grouped < len(frames) else ""
+    print(f"mean per-image Dice ({grouped} frames of {data}, {len(parts)} groups{left})\n")
     print(f"| {heading} | frames | mean polyp area | " + " | ".join(per_image) + " |")
     print("|---|---|---|" + "---|" * len(per_image))
-    for label, part in zip(labels, parts):
-        cells = " | ".join(f"{np.mean([scores[n] for n in part]):.3f}" for scores in per_image.values())
+    for label, part, means in zip(labels, parts, group_means(per_image, parts)):
+        cells = " | ".join(f"{means[run]:.3f}" for run in per_image)
         print(f"| {label} | {len(part)} | {100 * np.mean([areas[n] for n in part]):.1f} % | {cells} |")
     if counts:
         print("\npixel precision / recall / predicted over true polyp area, pooled over each group\n")
@@ -113,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|" + "---|" * len(counts))
         for label, part in zip(labels, parts):
             rates = [pixel_rates(c, part) for c in counts.values()]
-            cells = " | ".join(f"{pr:.2f} / {rc:.2f} / {ar:.2f}" for pr, rc, ar in rates)
+            cells = " | ".join(" / ".join("—" if v != v else f"{v:.2f}" for v in r) for r in rates)
             print(f"| {label} | {cells} |")
+    if len(counts) < len(per_image):
+        print(
+            "\nno pixel counts (JSON from an older evaluate.py): " + ", ".join(set(per_image) - set(counts))
+        )
     return 0
 
 

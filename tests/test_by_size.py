@@ -71,13 +71,28 @@ def test_groups_by_frame_ranges_with_pooled_precision_and_recall(
     by_size = load()
     assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-2,3-5"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| frame range | frames | mean polyp area | dice (a) |"
     dice_rows, rate_rows = lines[1:3], lines[4:6]
     assert [row.split("|")[1].strip() for row in dice_rows] == ["1-2", "3-5"]
     assert [row.split("|")[4].strip() for row in dice_rows] == ["0.150", "0.400"]  # (.1+.2)/2, (.3+.4+.5)/3
     assert [row.split("|")[2].strip() for row in rate_rows] == ["0.50 / 0.50 / 1.00", "1.00 / 0.75 / 0.75"]
-    assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-2,7-9"]) == 2  # no scored frame in 7-9
-    assert by_size.main([str(tmp_path / "r.json"), "--ranges", "1-x"]) == 2
-    assert "--ranges" in capsys.readouterr().err
+    for bad in ("1-2,7-9", "1-x", "1-3,3-5"):  # no scored frame in 7-9; malformed; 3 in two groups
+        assert by_size.main([str(tmp_path / "r.json"), "--ranges", bad]) == 2
+        assert capsys.readouterr().err.startswith("--ranges: ")
+    # a second file with the same run name and no pixel counts: its own column, and its rates
+    # are not borrowed from the first run's
+    old = {"name": "a", "loss": "dice", "per_image": {str(n): {"dice": 0.0} for n in counts}}
+    (tmp_path / "old.json").write_text(json.dumps({"data": str(synthetic_root), "runs": [old]}))
+    assert by_size.main([str(tmp_path / "r.json"), str(tmp_path / "old.json"), "--ranges", "1-2,3-5"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert lines[0].count("dice (a)") == 2 and lines[3].count("dice (a)") == 1
+    assert "no pixel counts" in out and "old.json" in out.splitlines()[-1]
+
+
+def test_pixel_rates_of_an_empty_group_are_nan() -> None:
+    rates = load().pixel_rates({1: (0, 0, 0)}, [1])
+    assert all(np.isnan(r) for r in rates)
 
 
 def test_runs_scored_on_other_frames_are_refused(

@@ -161,6 +161,8 @@ def test_focal_alpha_per_loss() -> None:
         ({"ema": 1.0}, "--ema"),
         ({"drop_path": 1.0}, "--drop-path"),
         ({"head_dropout": 1.0}, "--head-dropout"),
+        ({"head_prior": 1.0}, "--head-prior"),
+        ({"head_prior": -0.1}, "--head-prior"),
         ({"lr": 0.0}, "--lr"),
         ({"weight_decay": -1e-4}, "--weight-decay"),
         ({"checkpoint_every": 0}, "--checkpoint-every"),

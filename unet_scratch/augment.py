@@ -12,13 +12,14 @@ value back to the host, so a CUDA step never waits.
 - ``affine``: random scale (0.75-1.25), rotation (+-20 degrees) and shift (+-10 %), one
   ``grid_sample`` per batch; the image is sampled bilinearly, the mask bilinearly then
   re-binarised at 0.5; areas moved in from outside are black, like the endoscope's border;
-- ``color``: brightness, contrast and saturation jitter (+-20 % each), image only.
+- ``color``: brightness, contrast and saturation jitter (+-20 % each), image only;
+- ``color-wide``: the same jitter at +-40 %, to use instead of ``color`` (given both, both
+  apply): the polyps of some videos are darker than those of any training video
+  (docs/RESULTS.md, "An eighth round").
 
 Stronger, nnU-Net-style options (Isensee et al., "nnU-Net", Nature Methods 2021, whose 2D
 pipeline they follow in kind and range), each applied to a sample with its own probability:
 
-- ``color-wide``: the same jitter at +-40 % (instead of ``color``): frames of some videos are
-  half as bright as any of the training ones (docs/RESULTS.md, "An eighth round");
 - ``affine-wide``: scale 0.7-1.4 and rotation +-45 degrees (with ``rot90``: any angle), shift +-10 %;
 - ``gamma``: ``x ** g``, g in 0.7-1.5 (p 0.3);
 - ``blur``: Gaussian blur, sigma 0.5-1.0 pixel (p 0.2);

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.head_prior,
         help="start the head at this polyp probability on every pixel (RetinaNet's prior "
-        "initialisation, e.g. 0.1; 0: the kaiming head)",
+        "initialisation, e.g. 0.1; 0: the kaiming head; --init-from and --resume load the head instead)",
     )
     p.add_argument(
         "--deep-supervision",
