@@ -65,6 +65,7 @@ RECIPES = {
     "head-prior": ["--preset", "tuned", "--head-prior", "0.1"],
     "color-wide": ["--preset", "tuned", "--augment", "flips,rot90,affine,color-wide"],
     "gamma": ["--preset", "tuned", "--augment", "flips,rot90,affine,color,gamma"],
+    "image-norm": ["--preset", "tuned", "--normalization", "image"],
 }  # fmt: skip
 
 
