@@ -49,14 +49,6 @@ def group_means(per_image: dict[str, dict[int, float]], parts: list[list[int]]) 
     ]
 
 
-def dice_by_size(
-    per_image: dict[str, dict[int, float]], areas: dict[int, float], groups: int
-) -> list[tuple[float, float, int, dict[str, float]]]:
-    """``(smallest area, largest area, frames, {run: mean Dice})`` per group, smallest first."""
-    parts = size_groups(areas, groups)
-    return [(areas[p[0]], areas[p[-1]], len(p), m) for p, m in zip(parts, group_means(per_image, parts))]
-
-
 def pixel_rates(counts: dict[int, tuple[int, int, int]], part: list[int]) -> tuple[float, float, float]:
     """Pooled over the frames ``part``: precision tp / (tp + fp), recall tp / (tp + fn), and the
     predicted over the true polyp area (tp + fp) / (tp + fn); ``counts[n] = (tp, fp, fn)``. A rate
@@ -144,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = " | ".join(" / ".join("—" if v != v else f"{v:.2f}" for v in r) for r in rates)
             print(f"| {label} | {cells} |")
     if len(counts) < len(per_image):
-        print(
-            "\nno pixel counts (JSON from an older evaluate.py): " + ", ".join(set(per_image) - set(counts))
-        )
+        missing = ", ".join(run for run in per_image if run not in counts)  # in column order
+        print(f"\nno pixel counts (JSON from an older evaluate.py): {missing}")
     return 0
 
 

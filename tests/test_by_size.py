@@ -38,15 +38,12 @@ def test_dice_by_polyp_size_groups_frames_by_their_masks(
     }
     (tmp_path / "r.json").write_text(json.dumps(report))
     by_size = load()
-    rows = by_size.dice_by_size(
-        {"a": {n: rank[n] for n in frames}, "b": {n: float(n) for n in frames}},
-        by_size.polyp_areas(synthetic_root, frames),
-        3,
-    )
-    assert [r[2] for r in rows] == [4, 4, 4]
-    assert [r[3]["a"] for r in rows] == [1.5, 5.5, 9.5]  # ranks 0-3, 4-7, 8-11: smallest polyps first
-    for (lo, hi, _, means), part in zip(rows, (order[:4], order[4:8], order[8:])):
-        assert (lo, hi) == pytest.approx((areas[part[0]], areas[part[-1]]))
+    parts = by_size.size_groups(by_size.polyp_areas(synthetic_root, frames), 3)
+    rows = by_size.group_means({"a": {n: rank[n] for n in frames}, "b": {n: float(n) for n in frames}}, parts)
+    assert [len(part) for part in parts] == [4, 4, 4]
+    assert [r["a"] for r in rows] == [1.5, 5.5, 9.5]  # ranks 0-3, 4-7, 8-11: smallest polyps first
+    for got, means, part in zip(parts, rows, (order[:4], order[4:8], order[8:])):
+        assert (areas[got[0]], areas[got[-1]]) == pytest.approx((areas[part[0]], areas[part[-1]]))
         assert means["b"] == pytest.approx(np.mean(part))
 
     assert by_size.main([str(tmp_path / "r.json"), "--groups", "3"]) == 0
