@@ -242,7 +242,7 @@ class Autocast(torch.nn.Module):
 
 def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     from unet_scratch.data import parse_frames
-    from unet_scratch.inference import load_run
+    from unet_scratch.inference import default_temperature, load_run
     from unet_scratch.metrics import SegmentationMeter
     from unet_scratch.predict import main as predict_main
 
@@ -263,7 +263,8 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     }
     for h, w in ((size, size), (288, 384)):
         fp32, int8 = tmp / f"m{h}x{w}.onnx", tmp / f"m{h}x{w}.int8.onnx"
-        export_onnx(model, h, fp32, width=w)
+        # the run's temperature in the file, so predict.py --onnx on the kept files tempers as --run does
+        export_onnx(model, h, fp32, width=w, temperature=default_temperature(config))
         calib = torch.nn.functional.interpolate(
             calibration, size=(h, w), mode="bilinear", align_corners=False
         )

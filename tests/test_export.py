@@ -1,5 +1,6 @@
 """Export: ONNX (run by ONNX Runtime, dynamic batch) and torch.export programs give PyTorch's
-logits; predict.py --onnx gives predict.py --run's masks."""
+logits and name the run's temperature; predict.py --onnx gives predict.py --run's probabilities
+and masks, tempered alike."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.export import main as export_main
-from unet_scratch.inference import FOCAL_TEMPERATURE, OnnxModel, load_run
+from unet_scratch.inference import FOCAL_TEMPERATURE, TEMPERATURE_KEY, OnnxModel, load_run
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
@@ -51,7 +52,9 @@ def random_run(run: Path, seed: int = 47, loss: str = "dice") -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return random_run(tmp_path_factory.mktemp("runs") / "r")
+    # a focal run: the one loss whose default temperature (3.7) is not 1, so a file that
+    # forgot it, or a predict.py --onnx that ignored it, shows in the probabilities
+    return random_run(tmp_path_factory.mktemp("runs") / "r", loss="focal")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +76,9 @@ def onnx_file(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_onnx_runtime_gives_pytorchs_logits(run: Path, onnx_file: Path, batch: int) -> None:
     """ONNX Runtime against the same network computed in float64 (the reference): it must be as
     close to it as PyTorch's own float32 forward is. (This random network is less well
-    conditioned than a trained one: its float32 forward is ~3e-4 off float64, where a trained
-    model's is ~5e-5; on the trained fold-1 model ONNX Runtime and PyTorch differ by 3e-5.)"""
+    conditioned than a trained one: its float32 forward is 3e-4 to 5e-4 off float64, depending on
+    the CPU, where a trained model's is ~5e-5; on the trained fold-1 model ONNX Runtime and
+    PyTorch differ by 3e-5.)"""
     model, _, _ = load_run(run)
     # frames unlike the noise the BatchNorm statistics were measured on: a graph exported in
     # training mode (normalising by the batch's own statistics) would give other logits
@@ -89,32 +93,94 @@ def test_onnx_runtime_gives_pytorchs_logits(run: Path, onnx_file: Path, batch: i
     torch_error = (fp32.double() - fp64).abs().max().item()
     onnx_error = (got.double() - fp64).abs().max().item()
     assert onnx_error <= 2 * torch_error + 1e-6
-    assert (got - fp32).abs().max().item() < 1e-3
+    assert torch_error < 1e-3  # float32 is close enough to float64 for the comparison to mean something
 
 
-def test_predict_with_onnx_gives_the_same_masks(run: Path, onnx_file: Path, tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
+def write_images(folder: Path) -> Path:
+    folder.mkdir()
     for n, (h, w) in enumerate([(288, 384), (100, 90)], start=1):
-        Image.fromarray(make_frame(n, height=h, width=w)[0]).save(images / f"{n}.png")
-    args = [str(images), "--device", "cpu", "--probabilities"]
+        Image.fromarray(make_frame(n, height=h, width=w)[0]).save(folder / f"{n}.png")
+    return folder
+
+
+def probability_pngs(folder: Path) -> list[np.ndarray]:
+    """predict.py's ``N_prob.png`` of the two images of :func:`write_images`, 16-bit, as ints."""
+    return [np.asarray(Image.open(folder / f"{n}_prob.png")).astype(int) for n in (1, 2)]
+
+
+def test_onnx_file_names_the_runs_temperature(onnx_file: Path) -> None:
+    assert OnnxModel(onnx_file).temperature == FOCAL_TEMPERATURE
+
+
+def test_predict_with_onnx_gives_the_same_probabilities(
+    run: Path, onnx_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The focal run's probabilities from its ONNX file, tempered by the 3.7 the file names (after
+    resizing back, as --run does), are --run's; the header says where the temperature came from."""
+    args = [str(write_images(tmp_path / "images")), "--device", "cpu", "--probabilities"]
     # fp32 on both sides: with --amp auto a CPU with AVX-512 BF16 would run PyTorch in bf16
     assert predict_main(["--run", str(run), *args, "--amp", "off", "--out", str(tmp_path / "torch")]) == 0
+    capsys.readouterr()
     assert predict_main(["--onnx", str(onnx_file), *args, "--out", str(tmp_path / "onnx")]) == 0
-    for n in (1, 2):
-        a, b = (np.asarray(Image.open(tmp_path / d / f"{n}_prob.png")).astype(int) for d in ("torch", "onnx"))
-        # this random network's float32 logits are ~3e-4 uncertain (see above): probabilities agree to
-        # 1e-3, and the masks wherever the probability is not within that of the threshold
-        assert np.abs(a - b).max() <= 65
-        decided = np.abs(a - 32767.5) > 65
+    assert "temperature 3.7 (the file's)" in capsys.readouterr().out
+    for a, b in zip(probability_pngs(tmp_path / "torch"), probability_pngs(tmp_path / "onnx")):
+        # this random network's float32 logits are up to 5e-4 off on each side (see above), so
+        # up to 1e-3 apart, 3.7e-3 once tempered by 3.7, and the probabilities (slope <= 1/4)
+        # 1e-3: they agree to 2e-3 (131 steps of 65535), and the masks wherever the probability
+        # is not within that of the threshold
+        assert np.abs(a - b).max() <= 131
+        decided = np.abs(a - 32767.5) > 131
         assert decided.mean() > 0.99 and np.array_equal((a > 32767)[decided], (b > 32767)[decided])
         assert 0.01 < (a > 32767).mean() < 0.99  # a mask with both classes, so the comparison means something
+    # tempered by the file's 3.7, not merely alike on both sides: against the same file's
+    # probabilities at T = 1, p = sigmoid(3.7 logit(u)) pixel by pixel (the PNGs hold round(65535 p);
+    # the map's slope is at most 3.7, so half a step of u moves p by < 2 steps)
+    untempered = ["--onnx", str(onnx_file), *args, "--temperature", "1", "--out", str(tmp_path / "one")]
+    assert predict_main(untempered) == 0
+    for b, u in zip(probability_pngs(tmp_path / "onnx"), probability_pngs(tmp_path / "one")):
+        band = (u > 655) & (u < 64880)  # away from 0 and 1, where logit(u) is well defined
+        assert band.mean() > 0.01
+        q = u[band] / 65535
+        expected = 65535 / (1 + np.exp(-FOCAL_TEMPERATURE * np.log(q / (1 - q))))
+        assert np.abs(b[band] - expected).max() <= 4
+
+
+def test_onnx_file_without_or_with_a_bad_temperature(
+    onnx_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that names no temperature (exported elsewhere) gets 1, and the header says so; one
+    whose metadata is not a positive number is refused in one line, exit 2, nothing written."""
+    import onnx
+
+    proto = onnx.load(str(onnx_file))
+    entries = list(proto.metadata_props)
+    assert [e.key for e in entries] == [TEMPERATURE_KEY]
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    proto.metadata_props.add(key=TEMPERATURE_KEY, value="warm")
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+
+    images = write_images(tmp_path / "images")
+    args = [str(images), "--probabilities"]
+    assert predict_main(["--onnx", str(tmp_path / "bare.onnx"), *args, "--out", str(tmp_path / "bare")]) == 0
+    assert "temperature 1 (the file names none)" in capsys.readouterr().out
+    given = ["--onnx", str(onnx_file), *args, "--temperature", "1", "--out", str(tmp_path / "one")]
+    assert predict_main(given) == 0
+    for a, b in zip(probability_pngs(tmp_path / "bare"), probability_pngs(tmp_path / "one")):
+        assert np.array_equal(a, b)
+    capsys.readouterr()
+    assert predict_main(["--onnx", str(tmp_path / "bad.onnx"), *args, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.onnx" in err and "'warm'" in err and "export it again" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_torch_export_program(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.pt2"
     assert export_main(["--run", str(run), "--format", "exported", "--out", str(out)]) == 0
-    module = torch.export.load(out).module()
+    extra = {TEMPERATURE_KEY: ""}
+    module = torch.export.load(out, extra_files=extra).module()
+    assert float(extra[TEMPERATURE_KEY]) == FOCAL_TEMPERATURE  # the focal run's, for its caller
     model, _, _ = load_run(run)
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -123,18 +189,21 @@ def test_torch_export_program(run: Path, tmp_path: Path) -> None:
 
 def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--run A --run B``: one program whose logits are the logit of the mean of the members'
-    probabilities, the focal member's at its temperature 3.7 (recomputed here from the members)."""
-    focal = random_run(tmp_path / "focal", seed=48, loss="focal")
+    probabilities, the focal member's at its temperature 3.7 (recomputed here from the members);
+    the file names temperature 1 for its output, the members being tempered inside."""
+    dice = random_run(tmp_path / "dice", seed=48, loss="dice")
     out = tmp_path / "ensemble.pt2"
-    args = ["--run", str(run), "--run", str(focal), "--format", "exported", "--out", str(out)]
+    args = ["--run", str(run), "--run", str(dice), "--format", "exported", "--out", str(out)]
     assert export_main(args) == 0
     assert "mean probability of 2 runs" in capsys.readouterr().out
-    module = torch.export.load(out).module()
-    (a, _, _), (b, _, _) = load_run(run), load_run(focal)
+    extra = {TEMPERATURE_KEY: ""}
+    module = torch.export.load(out, extra_files=extra).module()
+    assert float(extra[TEMPERATURE_KEY]) == 1
+    (a, _, _), (b, _, _) = load_run(run), load_run(dice)
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         za, zb = a(x), b(x)
-        expected = torch.logit((torch.sigmoid(za) + torch.sigmoid(FOCAL_TEMPERATURE * zb)) / 2)
+        expected = torch.logit((torch.sigmoid(FOCAL_TEMPERATURE * za) + torch.sigmoid(zb)) / 2)
         got = module(x)
     assert (za - zb).abs().mean() > 1  # two different members, so dropping one would show
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -11,6 +11,13 @@ output is the logit of the mean of the members' probabilities, each member at it
 temperature; the file grows by one network (130 MB) per member. Resizing a frame to S x S
 (Pillow bicubic) and the probabilities back is the caller's part, as predict.py does it.
 
+The graph holds no temperature of its own: a single focal-loss run's is applied to the
+probabilities *after* they are resized back (``inference.temper``), where no 0.5-contour moves.
+So the file says which to apply: ONNX metadata ``unet_scratch.temperature`` (read by
+``predict.py --onnx``) or, in a ``torch.export`` program, the extra file of that name
+(``torch.export.load(FILE, extra_files={"unet_scratch.temperature": ""})`` fills it in): 3.7 for a
+focal run, 1 for other runs and for ensembles, whose members are tempered inside.
+
 - ``onnx``: ONNX (opset 18) through ``torch.onnx.export``'s dynamo exporter; needs the
   ``[export]`` extra (onnx, onnxscript; onnxruntime to check it). After writing, the file is run
   by ONNX Runtime on a random batch and compared with PyTorch: the largest difference is printed.
@@ -31,15 +38,21 @@ import torch
 
 from .checkpoint import atomic_write_bytes
 from .errors import ArgumentParser, UserError, exit_status
-from .inference import OnnxModel, load_runs
+from .inference import TEMPERATURE_KEY, OnnxModel, load_runs
 
 FORMATS = ("onnx", "exported")
 
 
 def export_onnx(
-    model: torch.nn.Module, size: int, out: Path, opset: int = 18, width: int | None = None
+    model: torch.nn.Module,
+    size: int,
+    out: Path,
+    opset: int = 18,
+    width: int | None = None,
+    temperature: float = 1.0,
 ) -> None:
-    """Write ``model`` as ONNX for ``(N, 3, size, width or size)`` inputs, N dynamic, atomically."""
+    """Write ``model`` as ONNX for ``(N, 3, size, width or size)`` inputs, N dynamic, atomically,
+    with ``temperature`` (what the caller applies to the resized probabilities) in its metadata."""
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError as e:
@@ -47,31 +60,32 @@ def export_onnx(
     example = torch.rand(2, 3, size, width or size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():  # the exporter writes the file
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(
+        program = torch.onnx.export(
             model,
             (example,),
-            str(path),
             input_names=["image"],
             output_names=["logits"],
             dynamic_shapes={"x": {0: batch}},
             opset_version=opset,
             dynamo=True,
-            external_data=False,  # one self-contained file (130 MB)
             verbose=False,
         )
+        program.model.metadata_props[TEMPERATURE_KEY] = repr(float(temperature))
+        path = Path(tmp) / "model.onnx"
+        program.save(str(path), external_data=False)  # one self-contained file (130 MB)
         atomic_write_bytes(path.read_bytes(), out)
 
 
-def export_program(model: torch.nn.Module, size: int, out: Path) -> None:
-    """Write ``model`` as a ``torch.export`` program with a dynamic batch axis, atomically."""
+def export_program(model: torch.nn.Module, size: int, out: Path, temperature: float = 1.0) -> None:
+    """Write ``model`` as a ``torch.export`` program with a dynamic batch axis, atomically, with
+    ``temperature`` in its extra file ``TEMPERATURE_KEY``."""
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.export.export(model, (torch.rand(2, 3, size, size),), dynamic_shapes={"x": {0: batch}})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt2"
-        torch.export.save(program, path)
+        torch.export.save(program, path, extra_files={TEMPERATURE_KEY: repr(float(temperature))})
         atomic_write_bytes(path.read_bytes(), out)
 
 
@@ -101,22 +115,26 @@ def main(argv: list[str] | None = None) -> int:
 def export(args: argparse.Namespace) -> int:
     # one run: its network, raw logits; several: the members tempered and averaged inside, so
     # the graph's output is what evaluate.py and predict.py score for the same runs
-    model, configs, _, _ = load_runs(args.run)
+    # the temperature load_runs gives is predict.py's: one run's own, 1 for an ensemble
+    model, configs, _, temperature = load_runs(args.run)
     model = model.float().eval()
     out = Path(args.out)
     size = configs[0].input_size
     if args.format == "onnx":
-        export_onnx(model, size, out, args.opset)
+        export_onnx(model, size, out, args.opset, temperature=temperature)
         try:
             gap = onnx_parity(model, out, size)
             print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
         except UserError as e:  # onnxruntime is optional for exporting
             print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
     else:
-        export_program(model, size, out)
+        export_program(model, size, out, temperature)
     source = " + ".join(f"{r}/best.pt" for r in args.run)
     output = "logits" if len(args.run) == 1 else f"logit of the mean probability of {len(args.run)} runs"
-    print(f"{source} -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> {output})")
+    print(
+        f"{source} -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> {output}; "
+        f"temperature {temperature:g} after resizing back, recorded in the file)"
+    )
     return 0
 
 

@@ -183,11 +183,18 @@ def to_size(prob: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out.clamp_(0, 1)
 
 
+# Where an exported file names the temperature for its resized probabilities (ONNX
+# metadata_props, torch.export extra_files): unet_scratch.export writes it, OnnxModel reads it.
+TEMPERATURE_KEY = "unet_scratch.temperature"
+
+
 class OnnxModel(nn.Module):
     """An exported ONNX model run by ONNX Runtime behind the PyTorch model's interface:
     ``(B, 3, S, S)`` float in [0, 1] -> ``(B, 1, S, S)`` logits, on the CPU.
 
-    ``input_size`` is the exported graph's spatial size (its batch axis is dynamic).
+    ``input_size`` is the exported graph's spatial size (its batch axis is dynamic);
+    ``temperature`` the one its metadata names (``TEMPERATURE_KEY``), None for a file without it
+    (exported elsewhere, or before the project wrote it).
     """
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
@@ -215,6 +222,18 @@ class OnnxModel(nn.Module):
         if not (isinstance(height, int) and height == width):
             raise UserError(f"{path}: expected a square, fixed input size, got {inp.shape}")
         self.input_size = height
+        self.temperature: float | None = None
+        named = self.session.get_modelmeta().custom_metadata_map.get(TEMPERATURE_KEY)
+        if named is not None:
+            try:
+                self.temperature = float(named)
+            except ValueError:
+                self.temperature = float("nan")
+            if not 0 < self.temperature < float("inf"):  # also refuses nan
+                raise UserError(
+                    f"{path}: its metadata {TEMPERATURE_KEY} is {named!r}, not a positive number: "
+                    "export it again with python -m unet_scratch.export"
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(x.detach().float().cpu().numpy())

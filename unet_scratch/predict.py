@@ -83,6 +83,11 @@ class Segmenter:
             self.model: torch.nn.Module = OnnxModel(onnx)
             self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
             self.source = f"{onnx} (ONNX Runtime)"
+            if temperature is None and self.model.temperature is not None:
+                temperature = self.model.temperature  # the run's, as the export recorded it
+                label = f"{temperature:g} (the file's)"
+            elif temperature is None:  # a file that names none (not exported by this project): 1
+                label = "1 (the file names none)"
         else:
             runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
@@ -95,7 +100,7 @@ class Segmenter:
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = configs[0].input_size, amp_dtype(self.device, amp)
             self.source = f"{what}, {self.size}x{self.size}, {self.device})"
-        if temperature is None:  # an ONNX file carries no training settings: 1
+        if temperature is None:
             temperature = 1.0
         self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
         self.temperature_label = label or f"{temperature:g}"  # what the header line says
