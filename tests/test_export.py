@@ -18,6 +18,7 @@ from PIL import Image
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
+from unet_scratch.errors import UserError
 from unet_scratch.export import main as export_main
 from unet_scratch.inference import FOCAL_TEMPERATURE, TEMPERATURE_KEY, OnnxModel, load_run
 from unet_scratch.predict import main as predict_main
@@ -124,10 +125,10 @@ def test_predict_with_onnx_gives_the_same_probabilities(
     assert predict_main(["--onnx", str(onnx_file), *args, "--out", str(tmp_path / "onnx")]) == 0
     assert "temperature 3.7 (the file's)" in capsys.readouterr().out
     for a, b in zip(probability_pngs(tmp_path / "torch"), probability_pngs(tmp_path / "onnx")):
-        # this random network's float32 logits are up to 5e-4 off on each side (see above), so
-        # up to 1e-3 apart, 3.7e-3 once tempered by 3.7, and the probabilities (slope <= 1/4)
-        # 1e-3: they agree to 2e-3 (131 steps of 65535), and the masks wherever the probability
-        # is not within that of the threshold
+        # this random network's float32 logits were seen up to 5e-4 off float64 on each side
+        # (see above), so up to 1e-3 apart, 3.7e-3 once tempered by 3.7, and the probabilities
+        # (slope <= 1/4) 1e-3: they must agree to 2e-3 (131 steps of 65535), and the masks
+        # wherever the probability is not within that of the threshold
         assert np.abs(a - b).max() <= 131
         decided = np.abs(a - 32767.5) > 131
         assert decided.mean() > 0.99 and np.array_equal((a > 32767)[decided], (b > 32767)[decided])
@@ -148,17 +149,17 @@ def test_predict_with_onnx_gives_the_same_probabilities(
 def test_onnx_file_without_or_with_a_bad_temperature(
     onnx_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A file that names no temperature (exported elsewhere) gets 1, and the header says so; one
-    whose metadata is not a positive number is refused in one line, exit 2, nothing written."""
+    """A file that names no temperature (exported elsewhere or earlier) gets 1, and the header
+    says so; one whose metadata is not a positive number is refused in one line, exit 2, nothing
+    written, unless --temperature is given."""
     import onnx
 
     proto = onnx.load(str(onnx_file))
-    entries = list(proto.metadata_props)
-    assert [e.key for e in entries] == [TEMPERATURE_KEY]
-    del proto.metadata_props[:]
+    ours = [e for e in proto.metadata_props if e.key == TEMPERATURE_KEY]
+    assert len(ours) == 1
+    proto.metadata_props.remove(ours[0])
     onnx.save(proto, str(tmp_path / "bare.onnx"))
-    proto.metadata_props.add(key=TEMPERATURE_KEY, value="warm")
-    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    bad = proto.metadata_props.add(key=TEMPERATURE_KEY, value="warm")
 
     images = write_images(tmp_path / "images")
     args = [str(images), "--probabilities"]
@@ -166,13 +167,26 @@ def test_onnx_file_without_or_with_a_bad_temperature(
     assert "temperature 1 (the file names none)" in capsys.readouterr().out
     given = ["--onnx", str(onnx_file), *args, "--temperature", "1", "--out", str(tmp_path / "one")]
     assert predict_main(given) == 0
+    assert "temperature 1," in capsys.readouterr().out  # the one given, not the file's
     for a, b in zip(probability_pngs(tmp_path / "bare"), probability_pngs(tmp_path / "one")):
         assert np.array_equal(a, b)
-    capsys.readouterr()
+
+    for value in ("warm", "", "0", "-3.7", "nan", "inf"):  # not a number; not in (0, inf)
+        bad.value = value
+        onnx.save(proto, str(tmp_path / "bad.onnx"))
+        with pytest.raises(UserError, match="not a positive number"):
+            OnnxModel(tmp_path / "bad.onnx").temperature  # noqa: B018 - reading it is the test
+    bad.value = "warm"
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
     assert predict_main(["--onnx", str(tmp_path / "bad.onnx"), *args, "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.onnx" in err and "'warm'" in err and "export it again" in err
     assert not (tmp_path / "bad").exists()
+    # the user's own temperature makes the file's unneeded, so a bad one does not stop it
+    own = ["--temperature", "1", "--out", str(tmp_path / "bad")]
+    assert predict_main(["--onnx", str(tmp_path / "bad.onnx"), *args, *own]) == 0
+    for a, b in zip(probability_pngs(tmp_path / "bad"), probability_pngs(tmp_path / "one")):
+        assert np.array_equal(a, b)
 
 
 def test_torch_export_program(run: Path, tmp_path: Path) -> None:
@@ -192,6 +206,11 @@ def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.Ca
     probabilities, the focal member's at its temperature 3.7 (recomputed here from the members);
     the file names temperature 1 for its output, the members being tempered inside."""
     dice = random_run(tmp_path / "dice", seed=48, loss="dice")
+    alone = tmp_path / "dice.pt2"  # a run of any other loss, on its own, names 1
+    assert export_main(["--run", str(dice), "--format", "exported", "--out", str(alone)]) == 0
+    extra = {TEMPERATURE_KEY: ""}
+    torch.export.load(alone, extra_files=extra)
+    assert float(extra[TEMPERATURE_KEY]) == 1
     out = tmp_path / "ensemble.pt2"
     args = ["--run", str(run), "--run", str(dice), "--format", "exported", "--out", str(out)]
     assert export_main(args) == 0

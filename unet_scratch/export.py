@@ -4,19 +4,22 @@
     python -m unet_scratch.export --run runs/combined --format exported --out combined.pt2
 
 The exported model is the network of ``best.pt`` in eval mode, input normalisation included:
-``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (apply a sigmoid, then the
-threshold), with a dynamic batch axis N and the run's input size S. ``--run`` given more than
-once exports the runs as one model (``inference.Ensemble``): one graph holding every member, whose
-output is the logit of the mean of the members' probabilities, each member at its own
-temperature; the file grows by one network (130 MB) per member. Resizing a frame to S x S
+``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (resize them back, apply
+sigmoid(T * logit) with the T the file names, then the threshold), with a dynamic batch axis N
+and the run's input size S. ``--run`` given more than once exports the runs as one model
+(``inference.Ensemble``): one graph holding every member, whose output is the logit of the mean
+of the members' probabilities, each member at its own temperature; the file grows by one network
+(130 MB) per member. Resizing a frame to S x S
 (Pillow bicubic) and the probabilities back is the caller's part, as predict.py does it.
 
 The graph holds no temperature of its own: a single focal-loss run's is applied to the
 probabilities *after* they are resized back (``inference.temper``), where no 0.5-contour moves.
-So the file says which to apply: ONNX metadata ``unet_scratch.temperature`` (read by
-``predict.py --onnx``) or, in a ``torch.export`` program, the extra file of that name
-(``torch.export.load(FILE, extra_files={"unet_scratch.temperature": ""})`` fills it in): 3.7 for a
-focal run, 1 for other runs and for ensembles, whose members are tempered inside.
+So the file says which to apply: ONNX metadata ``unet_scratch.temperature`` (which
+``predict.py --onnx`` applies) or, in a ``torch.export`` program, the extra file of that name
+(``torch.export.load(FILE, extra_files={"unet_scratch.temperature": ""})`` fills it in; it stays
+"" for a file that names none): the run's default temperature (``inference.default_temperature``:
+3.7 for a focal run at alpha 0.75 and gamma 2, else 1), and 1 for an ensemble, whose members
+are tempered inside.
 
 - ``onnx``: ONNX (opset 18) through ``torch.onnx.export``'s dynamo exporter; needs the
   ``[export]`` extra (onnx, onnxscript; onnxruntime to check it). After writing, the file is run
@@ -28,6 +31,7 @@ focal run, 1 for other runs and for ensembles, whose members are tempered inside
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import tempfile
@@ -122,11 +126,11 @@ def export(args: argparse.Namespace) -> int:
     size = configs[0].input_size
     if args.format == "onnx":
         export_onnx(model, size, out, args.opset, temperature=temperature)
-        try:
+        if importlib.util.find_spec("onnxruntime") is None:  # optional for exporting
+            print("warning: not checked with ONNX Runtime: pip install onnxruntime to check", file=sys.stderr)
+        else:  # a file ONNX Runtime cannot load is an error, not a warning
             gap = onnx_parity(model, out, size)
             print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
-        except UserError as e:  # onnxruntime is optional for exporting
-            print(f"warning: not checked with ONNX Runtime: {e}", file=sys.stderr)
     else:
         export_program(model, size, out, temperature)
     source = " + ".join(f"{r}/best.pt" for r in args.run)

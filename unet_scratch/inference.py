@@ -146,7 +146,8 @@ def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
         help="probabilities as sigmoid(T * logit): no mask at threshold 0.5 changes, T > 1 makes "
         "the probabilities more confident, T < 1 less (default: "
         f"{FOCAL_TEMPERATURE:g} for a run trained with the focal loss at alpha 0.75 and gamma 2, "
-        "whose probabilities it calibrates; 1 for every other model)",
+        "whose probabilities it calibrates; 1 for every other run; for an ONNX file, the one it "
+        "names, which the export records from its run(s), else 1)",
     )
     p.add_argument(
         "--postprocess",
@@ -193,8 +194,8 @@ class OnnxModel(nn.Module):
     ``(B, 3, S, S)`` float in [0, 1] -> ``(B, 1, S, S)`` logits, on the CPU.
 
     ``input_size`` is the exported graph's spatial size (its batch axis is dynamic);
-    ``temperature`` the one its metadata names (``TEMPERATURE_KEY``), None for a file without it
-    (exported elsewhere, or before the project wrote it).
+    :attr:`temperature` the one its metadata names (``TEMPERATURE_KEY``), None for a file without
+    it (exported elsewhere, or by a version of this project from before it wrote one).
     """
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
@@ -222,18 +223,26 @@ class OnnxModel(nn.Module):
         if not (isinstance(height, int) and height == width):
             raise UserError(f"{path}: expected a square, fixed input size, got {inp.shape}")
         self.input_size = height
-        self.temperature: float | None = None
-        named = self.session.get_modelmeta().custom_metadata_map.get(TEMPERATURE_KEY)
-        if named is not None:
-            try:
-                self.temperature = float(named)
-            except ValueError:
-                self.temperature = float("nan")
-            if not 0 < self.temperature < float("inf"):  # also refuses nan
-                raise UserError(
-                    f"{path}: its metadata {TEMPERATURE_KEY} is {named!r}, not a positive number: "
-                    "export it again with python -m unet_scratch.export"
-                )
+        self.path = path
+        self.named_temperature = self.session.get_modelmeta().custom_metadata_map.get(TEMPERATURE_KEY)
+
+    @property
+    def temperature(self) -> float | None:
+        """The temperature the file's metadata names, None if it names none; read only when asked
+        for, so that a bad value does not stop a caller who gives its own (``--temperature``)."""
+        named = self.named_temperature
+        if named is None:
+            return None
+        try:
+            value = float(named)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):  # also refuses nan
+            raise UserError(
+                f"{self.path}: its metadata {TEMPERATURE_KEY} is {named!r}, not a positive number: "
+                "pass --temperature T, or export it again with python -m unet_scratch.export"
+            )
+        return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(x.detach().float().cpu().numpy())

@@ -17,6 +17,8 @@ model's probabilities are resized back to the image's own height and width befor
 
 Several ``--run`` are one model: the mean of their probabilities, each run with its own
 temperature (inference.Ensemble; one forward pass per run, so it is that many times slower).
+With ``--onnx`` the temperature is the one the file names (the export records its run's; 1 for
+an exported ensemble, whose members are tempered inside), unless ``--temperature`` is given.
 
 A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) gives ``NAME_overlay.mp4`` (same size and frame
 rate) and ``NAME_frames.csv`` (frame, time, polyp area %, max probability per frame); reading
@@ -86,7 +88,7 @@ class Segmenter:
             if temperature is None and self.model.temperature is not None:
                 temperature = self.model.temperature  # the run's, as the export recorded it
                 label = f"{temperature:g} (the file's)"
-            elif temperature is None:  # a file that names none (not exported by this project): 1
+            elif temperature is None:  # exported elsewhere, or before the export recorded it: 1
                 label = "1 (the file names none)"
         else:
             runs = [run] if isinstance(run, str) else list(run)
@@ -300,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "runs' probabilities are averaged (an ensemble)",
     )
     source.add_argument(
-        "--onnx", help="an exported ONNX model (python -m unet_scratch.export), run by ONNX Runtime"
+        "--onnx",
+        help="an exported ONNX model (python -m unet_scratch.export), run by ONNX Runtime; the "
+        "temperature it names is applied unless --temperature is given",
     )
     p.add_argument("--out", default="predictions", help="folder for the outputs")
     add_mask_options(p, "probability above which a pixel is polyp")
