@@ -85,10 +85,15 @@ def test_torchrun_two_processes_equal_one_process(
     a, b = load_checkpoint(tmp_path / "single" / "dice" / "last.pt"), load_checkpoint(runs[0] / "last.pt")
     init = build_model(TrainConfig(zero_init_residual=True)).state_dict()  # seed 47, as the runs
     moved = max((a["model"][k] - init[k]).abs().max().item() for k in a["model"])
-    assert moved > 1e-3  # training moved the weights 1000x further than the tolerance below
+    assert moved > 1e-3  # training moved the weights 50x further than the tolerance below
+    # Equal in exact arithmetic; in float32 the all-reduce sums in another order, and the CPU's
+    # kernels differ: after these 4 steps the last block's bn3 biases (behind zero-initialised
+    # bn3 weights, so every gradient of the block goes through them) differed by under 1e-6 on
+    # an AMD EPYC and by 5.6e-6 on an Intel Xeon, where a rank that trained on the wrong half
+    # of the batch moves weights by up to 2.5e-3.
     for part in ("model", "ema"):
         for k in a[part]:
-            torch.testing.assert_close(b[part][k], a[part][k], rtol=1e-5, atol=1e-6, msg=f"{part} {k}")
+            torch.testing.assert_close(b[part][k], a[part][k], rtol=1e-5, atol=2e-5, msg=f"{part} {k}")
     # training losses and the gathered validation scores of every epoch agree
     single_rows, ddp_rows = rows(tmp_path / "single" / "dice"), rows(runs[0])
     for key in ("train_loss", "val_dice", "val_iou", "val_soft_dice"):
