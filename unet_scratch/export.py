@@ -9,8 +9,8 @@ sigmoid(T * logit) with the T the file names, then the threshold), with a dynami
 and the run's input size S. ``--run`` given more than once exports the runs as one model
 (``inference.Ensemble``): one graph holding every member, whose output is the logit of the mean
 of the members' probabilities, each member at its own temperature; the file grows by one network
-(130 MB) per member. Resizing a frame to S x S
-(Pillow bicubic) and the probabilities back is the caller's part, as predict.py does it.
+(130 MB) per member. Resizing a frame to S x S (Pillow bicubic) and the probabilities back is the
+caller's part, as predict.py does it.
 
 The graph holds no temperature of its own: a single focal-loss run's is applied to the
 probabilities *after* they are resized back (``inference.temper``), where no 0.5-contour moves.

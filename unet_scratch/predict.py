@@ -85,11 +85,10 @@ class Segmenter:
             self.model: torch.nn.Module = OnnxModel(onnx)
             self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
             self.source = f"{onnx} (ONNX Runtime)"
-            if temperature is None and self.model.temperature is not None:
-                temperature = self.model.temperature  # the run's, as the export recorded it
-                label = f"{temperature:g} (the file's)"
-            elif temperature is None:  # exported elsewhere, or before the export recorded it: 1
-                label = "1 (the file names none)"
+            if temperature is None:  # the run's, as the export recorded it (read and checked once)
+                temperature = self.model.temperature
+                # None: exported elsewhere, or before the export recorded it; 1 below
+                label = "1 (the file names none)" if temperature is None else f"{temperature:g} (the file's)"
         else:
             runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
