@@ -66,6 +66,9 @@ RECIPES = {
     "color-wide": ["--preset", "tuned", "--augment", "flips,rot90,affine,color-wide"],
     "gamma": ["--preset", "tuned", "--augment", "flips,rot90,affine,color,gamma"],
     "image-norm": ["--preset", "tuned", "--normalization", "image"],
+    "sgd02": ["--preset", "tuned", "--optimizer", "sgd", "--lr", "0.02"],
+    "sgd10": ["--preset", "tuned", "--optimizer", "sgd", "--lr", "0.1"],
+    "fp32": ["--preset", "tuned", "--amp", "off"],
 }  # fmt: skip
 
 

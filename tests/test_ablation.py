@@ -71,3 +71,19 @@ def test_paired_comparison_is_recipe_minus_baseline_per_fold_and_seed(
     ab.main(["--data", "unused", "--report-only", "--recipes", "tuned,wd05", "--folds", "1,2",
              "--out", str(tmp_path), "--baseline", "wd05"])  # fmt: skip
     assert "| tuned − wd05 | last epoch | +0.050 ± 0.212 | 1 of 2 | -0.100 |" in capsys.readouterr().out
+
+
+def test_every_recipe_is_train_flags_the_script_does_not_set_itself() -> None:
+    """A recipe is train.py flags; one the script appends itself (--epochs, --seed, ...) would be
+    silently overridden, since the later flag wins, and a run would train the defaults by
+    another name."""
+    from unet_scratch.train import build_parser
+
+    ab = load()
+    parser = build_parser()
+    own = {"--loss", "--data", "--train-frames", "--val-frames", "--seed", "--epochs", "--out",
+           "--name", "--overwrite"}  # fmt: skip
+    for recipe, flags in ab.RECIPES.items():
+        parser.parse_args(flags)  # an unknown flag or a bad value exits here
+        given = {f for f in flags if f.startswith("--")}
+        assert not given & own, f"{recipe} sets {given & own}, which ablation.py sets itself"
