@@ -73,16 +73,24 @@ def test_paired_comparison_is_recipe_minus_baseline_per_fold_and_seed(
     assert "| tuned − wd05 | last epoch | +0.050 ± 0.212 | 1 of 2 | -0.100 |" in capsys.readouterr().out
 
 
-def test_every_recipe_is_train_flags_the_script_does_not_set_itself() -> None:
+def test_every_recipe_is_train_flags_the_script_does_not_set_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A recipe is train.py flags; one the script appends itself (--epochs, --seed, ...) would be
     silently overridden, since the later flag wins, and a run would train the defaults by
     another name."""
     from unet_scratch.train import build_parser
 
     ab = load()
+    # the flags main() appends after a recipe's, as it passes them to train.py (nothing trains)
+    passed: list[list[str]] = []
+    monkeypatch.setattr(ab, "train_main", lambda flags: passed.append(flags) or 0)
+    ab.main(["--data", "unused", "--recipes", "tuned", "--folds", "1", "--seeds", "47",
+             "--out", str(tmp_path)])  # fmt: skip
+    own = {f for f in passed[0][len(ab.RECIPES["tuned"]) :] if f.startswith("--")}
+    assert {"--epochs", "--seed", "--name"} <= own
+
     parser = build_parser()
-    own = {"--loss", "--data", "--train-frames", "--val-frames", "--seed", "--epochs", "--out",
-           "--name", "--overwrite"}  # fmt: skip
     for recipe, flags in ab.RECIPES.items():
         parser.parse_args(flags)  # an unknown flag or a bad value exits here
         given = {f for f in flags if f.startswith("--")}
