@@ -10,7 +10,9 @@ markdown tables: each recipe's mean +- standard deviation over folds/seeds and e
 (best epoch, last epoch, mean of the last epochs), then each recipe minus the baseline
 (``--baseline``, default the first recipe) pair by pair, on the same fold and seed: the mean +- sd
 of the differences, how many pairs it wins, and its worst. ``--report-only`` prints the tables
-of the runs already finished.
+of the runs already finished. ``--against DIR`` adds each recipe minus the same recipe's runs in
+another folder, pair by pair: the same recipes at another ``--epochs``, say, or trained on
+another CPU.
 
 The folds hold out consecutive whole video sequences of frames 1-428 (see the dataset README)
 and train on the rest of 1-428, so no fold validates on a near-duplicate of a training frame.
@@ -146,8 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="ablation")
     p.add_argument("--report-only", action="store_true", help="print the table of finished runs")
     p.add_argument("--baseline", help="the recipe the others are compared with pair by pair (default: first)")
+    p.add_argument("--against", metavar="DIR",
+                   help="also compare each recipe with its own runs (same fold and seed) in DIR, "
+                        "e.g. the same recipes trained with another --epochs")  # fmt: skip
     args, extra = p.parse_known_args(argv)  # anything else goes to train.py (e.g. --device)
 
+    if args.against and not Path(args.against).is_dir():
+        print(f"ablation.py: --against {args.against}: no such folder; give the --out of the runs to "
+              "compare with", file=sys.stderr)  # fmt: skip
+        return 2
     recipes = args.recipes.split(",")
     folds = [int(f) for f in args.folds.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -191,6 +200,17 @@ def main(argv: list[str] | None = None) -> int:
             for recipe in others:
                 diffs = paired_differences(results[recipe], results[baseline], pick)
                 print(paired_row(recipe, baseline, score, diffs))
+
+    if args.against:
+        there = {r: [run_scores(Path(args.against) / f"{r}-f{f}-s{s}") for f, s in runs] for r in recipes}
+        print(f"\nloss {args.loss}, each recipe in {args.out} minus itself in {args.against}, "
+              "on the same fold and seed\n")  # fmt: skip
+        print("| recipe − baseline | score | mean ± sd of the differences | pairs won | worst |")
+        print("|---|---|---|---|---|")
+        for _, score, pick in SCORES:
+            for recipe in recipes:
+                diffs = paired_differences(results[recipe], there[recipe], pick)
+                print(paired_row(f"{recipe} ({args.out})", f"{recipe} ({args.against})", score, diffs))
     return 0
 
 

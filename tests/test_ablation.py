@@ -95,3 +95,29 @@ def test_every_recipe_is_train_flags_the_script_does_not_set_itself(
         parser.parse_args(flags)  # an unknown flag or a bad value exits here
         given = {f for f in flags if f.startswith("--")}
         assert not given & own, f"{recipe} sets {given & own}, which ablation.py sets itself"
+
+
+def test_against_compares_each_recipe_with_itself_in_another_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--against DIR: the same recipe, fold and seed in two folders (e.g. 40 epochs against 20),
+    here minus there, on every score; a missing DIR is a one-line error, not a table of blanks."""
+    ab = load()
+    long, short = tmp_path / "e6", tmp_path / "e3"
+    fake_run(long, "tuned-f1-s47", [0.2, 0.4, 0.5, 0.6, 0.7, 0.8])  # best 0.8, last 0.8, last 5 0.6
+    fake_run(short, "tuned-f1-s47", [0.1, 0.3, 0.2], epochs=3)  # best 0.3, last 0.2, last 5 0.2
+    fake_run(long, "tuned-f2-s47", [0.5] * 5 + [0.6])  # best 0.6, last 0.6, last 5 0.52
+    fake_run(short, "tuned-f2-s47", [0.7, 0.4, 0.4], epochs=3)  # best 0.7, last 0.4, last 5 0.5
+    fake_run(long, "tuned-f3-s47", [0.9] * 6)  # nothing to pair with in `short`
+    argv = ["--data", "unused", "--report-only", "--recipes", "tuned", "--folds", "1,2,3", "--out", str(long)]
+
+    assert ab.main([*argv, "--against", str(short)]) == 0
+    out = capsys.readouterr().out
+    pair = f"| tuned ({long}) − tuned ({short})"
+    assert f"{pair} | best epoch | +0.200 ± 0.424 | 1 of 2 | -0.100 |" in out  # 0.5, -0.1
+    assert f"{pair} | last epoch | +0.400 ± 0.283 | 2 of 2 | +0.200 |" in out  # 0.6, 0.2
+    assert f"{pair} | last 5 epochs | +0.210 ± 0.269 | 2 of 2 | +0.020 |" in out  # 0.4, 0.02
+
+    assert ab.main([*argv, "--against", str(tmp_path / "nowhere")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "nowhere" in err
