@@ -8,6 +8,7 @@ then a function of the masks alone (written out below), independent of the code 
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -364,6 +365,44 @@ def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:
         assert run_label(tmp_path / name) == want
     (tmp_path / "bare").mkdir()
     assert run_label(tmp_path / "bare") == "bare"  # no config.json: the folder's name
+
+
+def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same recipe in two folders (20 and 40 epochs) gets the epoch count; two that still
+    match get their paths; a run whose label is its own keeps it."""
+    from unet_scratch.report import plot_curves, run_labels
+
+    runs = []
+    for folder, loss, epochs in (("e20", "dice", 20), ("e40", "dice", 40), ("again", "dice", 40),
+                                 ("e40", "jaccard", 40)):  # fmt: skip
+        run = tmp_path / folder / loss / "tuned-f1-s47"
+        run.mkdir(parents=True)
+        atomic_write_json({"loss": loss, "epochs": epochs}, run / "config.json")
+        runs.append(run)
+    assert run_labels(runs) == [
+        "dice: tuned-f1-s47, 20 epochs",
+        f"dice: tuned-f1-s47, 40 epochs ({runs[1]})",
+        f"dice: tuned-f1-s47, 40 epochs ({runs[2]})",
+        "jaccard: tuned-f1-s47",
+    ]
+
+    # and the figure's legend says the same (plot_curves draws a run only where metrics.csv has rows)
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    from matplotlib.figure import Figure
+
+    for run in runs:
+        (run / "metrics.csv").write_text("epoch,train_loss,val_dice,val_iou\n1,0.5,0.4,0.3\n")
+    legends = []
+    real_savefig = Figure.savefig
+
+    def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        legends.append([t.get_text() for t in self.axes[0].get_legend().get_texts()])
+        real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    plot_curves(runs, tmp_path / "c.png")
+    assert legends == [run_labels(runs)]
 
 
 def test_ensemble_scores_the_mean_of_the_members_probabilities(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +73,33 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.json`` (empty when it is missing or unreadable: labels only)."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def run_label(run_dir: Path) -> str:
     """A run's name for a legend: its loss (from config.json), and its folder name where that
     says more (``combined: tuned-f1-s47``)."""
-    try:
-        loss = json.loads((run_dir / "config.json").read_text())["loss"]
-    except (OSError, ValueError, KeyError):
+    loss = read_config(run_dir).get("loss")
+    if loss is None:
         return run_dir.name
     return loss if run_dir.name == loss else f"{loss}: {run_dir.name}"
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """:func:`run_label` of each run, made unique where two share one (the same recipe trained
+    for 20 and 40 epochs into two folders): first by the epoch count, then by the folder's path."""
+    labels = [run_label(d) for d in run_dirs]
+    shared = Counter(labels)
+    epochs = [read_config(d).get("epochs") for d in run_dirs]
+    labels = [f"{lab}, {e} epochs" if shared[lab] > 1 and e else lab for lab, e in zip(labels, epochs)]
+    shared = Counter(labels)
+    return [f"{lab} ({d})" if shared[lab] > 1 else lab for lab, d in zip(labels, run_dirs)]
 
 
 def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
@@ -99,12 +119,11 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         ("val_dice", "validation mDice@0.5"),
         ("val_iou", "validation mIoU@0.5"),
     )
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
         rows = read_metrics(run_dir)
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]
-        label = run_label(run_dir)
         for ax, (key, _) in zip(axes, panels):
             ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=label)
     for ax, (_, title) in zip(axes, panels):
