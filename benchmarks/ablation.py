@@ -149,17 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="print the table of finished runs")
     p.add_argument("--baseline", help="the recipe the others are compared with pair by pair (default: first)")
     p.add_argument("--against", metavar="DIR",
-                   help="also compare each recipe with its own runs (same fold and seed) in DIR, "
-                        "e.g. the same recipes trained with another --epochs")  # fmt: skip
+                   help="also print each recipe here minus the same recipe, fold and seed in DIR, "
+                        "e.g. trained with another --epochs or on another CPU")  # fmt: skip
     args, extra = p.parse_known_args(argv)  # anything else goes to train.py (e.g. --device)
 
-    if args.against and not Path(args.against).is_dir():
-        print(f"ablation.py: --against {args.against}: no such folder; give the --out of the runs to "
-              "compare with", file=sys.stderr)  # fmt: skip
-        return 2
     recipes = args.recipes.split(",")
     folds = [int(f) for f in args.folds.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.against is not None:  # checked before anything trains: a typo must not cost a grid
+        there = Path(args.against)
+        names = [f"{r}-f{f}-s{s}" for r in recipes for f in folds for s in seeds]
+        problem = (
+            "is the --out folder itself" if there.resolve() == Path(args.out).resolve()
+            else "holds none of these runs" if not any((there / n).is_dir() for n in names)
+            else None
+        )  # fmt: skip
+        if problem:
+            print(f"ablation.py: --against {there} {problem}; give the --out of the runs to compare with "
+                  f"(folders {names[0]} ...)", file=sys.stderr)  # fmt: skip
+            return 2
     for recipe in recipes:
         for fold in folds:
             for seed in seeds:
@@ -201,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 diffs = paired_differences(results[recipe], results[baseline], pick)
                 print(paired_row(recipe, baseline, score, diffs))
 
-    if args.against:
+    if args.against is not None:
         there = {r: [run_scores(Path(args.against) / f"{r}-f{f}-s{s}") for f, s in runs] for r in recipes}
-        print(f"\nloss {args.loss}, each recipe in {args.out} minus itself in {args.against}, "
-              "on the same fold and seed\n")  # fmt: skip
-        print("| recipe − baseline | score | mean ± sd of the differences | pairs won | worst |")
+        print(f"\nloss {args.loss}, each recipe in {args.out} minus the same recipe, fold and seed in "
+              f"{args.against}\n")  # fmt: skip
+        print("| recipe here − the same there | score | mean ± sd of the differences | pairs won | worst |")
         print("|---|---|---|---|---|")
         for _, score, pick in SCORES:
             for recipe in recipes:

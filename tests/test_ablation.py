@@ -98,26 +98,36 @@ def test_every_recipe_is_train_flags_the_script_does_not_set_itself(
 
 
 def test_against_compares_each_recipe_with_itself_in_another_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--against DIR: the same recipe, fold and seed in two folders (e.g. 40 epochs against 20),
-    here minus there, on every score; a missing DIR is a one-line error, not a table of blanks."""
+    """--against DIR: each recipe here minus the same recipe, fold and seed in DIR (e.g. 40
+    epochs against 20), on every score; a DIR that is --out itself, holds none of the runs or
+    does not exist is a one-line error before anything trains."""
     ab = load()
     long, short = tmp_path / "e6", tmp_path / "e3"
     fake_run(long, "tuned-f1-s47", [0.2, 0.4, 0.5, 0.6, 0.7, 0.8])  # best 0.8, last 0.8, last 5 0.6
     fake_run(short, "tuned-f1-s47", [0.1, 0.3, 0.2], epochs=3)  # best 0.3, last 0.2, last 5 0.2
+    fake_run(long, "tuned-f1-s48", [0.4] * 6)  # best, last and last 5 0.4
+    fake_run(short, "tuned-f1-s48", [0.1, 0.2, 0.3], epochs=3)  # best 0.3, last 0.3, last 5 0.2
     fake_run(long, "tuned-f2-s47", [0.5] * 5 + [0.6])  # best 0.6, last 0.6, last 5 0.52
     fake_run(short, "tuned-f2-s47", [0.7, 0.4, 0.4], epochs=3)  # best 0.7, last 0.4, last 5 0.5
-    fake_run(long, "tuned-f3-s47", [0.9] * 6)  # nothing to pair with in `short`
-    argv = ["--data", "unused", "--report-only", "--recipes", "tuned", "--folds", "1,2,3", "--out", str(long)]
+    fake_run(long, "tuned-f2-s48", [0.9] * 6)  # nothing to pair with in `short`
+    fake_run(long, "wd05-f1-s47", [0.3] * 6)  # 0.3 everywhere, as tuned-f1-s47's best there
+    fake_run(short, "wd05-f1-s47", [0.1] * 3, epochs=3)
+    argv = ["--data", "unused", "--report-only", "--recipes", "tuned,wd05", "--folds", "1,2",
+            "--seeds", "47,48"]  # fmt: skip
 
-    assert ab.main([*argv, "--against", str(short)]) == 0
+    assert ab.main([*argv, "--out", str(long), "--against", str(short)]) == 0
     out = capsys.readouterr().out
-    pair = f"| tuned ({long}) − tuned ({short})"
-    assert f"{pair} | best epoch | +0.200 ± 0.424 | 1 of 2 | -0.100 |" in out  # 0.5, -0.1
-    assert f"{pair} | last epoch | +0.400 ± 0.283 | 2 of 2 | +0.200 |" in out  # 0.6, 0.2
-    assert f"{pair} | last 5 epochs | +0.210 ± 0.269 | 2 of 2 | +0.020 |" in out  # 0.4, 0.02
+    tuned, wd05 = f"| tuned ({long}) − tuned ({short})", f"| wd05 ({long}) − wd05 ({short})"
+    assert f"{tuned} | best epoch | +0.167 ± 0.306 | 2 of 3 | -0.100 |" in out  # 0.5, 0.1, -0.1
+    assert f"{tuned} | last epoch | +0.300 ± 0.265 | 3 of 3 | +0.100 |" in out  # 0.6, 0.1, 0.2
+    assert f"{tuned} | last 5 epochs | +0.207 ± 0.190 | 3 of 3 | +0.020 |" in out  # 0.4, 0.2, 0.02
+    assert f"{wd05} | best epoch | +0.200 | 1 of 1 | +0.200 |" in out  # with itself, not with tuned
 
-    assert ab.main([*argv, "--against", str(tmp_path / "nowhere")]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and len(err.strip().splitlines()) == 1 and "nowhere" in err
+    monkeypatch.chdir(tmp_path)
+    for against, problem in ((str(long), "itself"), ("./e6/", "itself"), (str(tmp_path), "none of"),
+                             ("nowhere", "nowhere")):  # fmt: skip
+        assert ab.main([*argv, "--out", "e6", "--against", against]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1 and problem in err

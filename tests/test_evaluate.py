@@ -8,7 +8,6 @@ then a function of the masks alone (written out below), independent of the code 
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -367,31 +366,56 @@ def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:
     assert run_label(tmp_path / "bare") == "bare"  # no config.json: the folder's name
 
 
-def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same recipe in two folders (20 and 40 epochs) gets the epoch count; two that still
-    match get their paths; a run whose label is its own keeps it."""
-    from unet_scratch.report import plot_curves, run_labels
-
+def labelled_runs(root: Path, specs: list[tuple[str, str, int | None]]) -> list[Path]:
+    """Run folders ``root/FOLDER/LOSS/tuned-f1-s47`` with config.json (no "epochs" where None)."""
     runs = []
-    for folder, loss, epochs in (("e20", "dice", 20), ("e40", "dice", 40), ("again", "dice", 40),
-                                 ("e40", "jaccard", 40)):  # fmt: skip
-        run = tmp_path / folder / loss / "tuned-f1-s47"
+    for folder, loss, epochs in specs:
+        run = root / folder / loss / "tuned-f1-s47"
         run.mkdir(parents=True)
-        atomic_write_json({"loss": loss, "epochs": epochs}, run / "config.json")
+        atomic_write_json(
+            {"loss": loss} | ({} if epochs is None else {"epochs": epochs}), run / "config.json"
+        )
         runs.append(run)
+    return runs
+
+
+def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path) -> None:
+    """The same recipe in two folders (20 and 40 epochs) gets the epoch count; two that still
+    match, or whose counts do not differ, get their paths; a run whose label is its own keeps it."""
+    from unet_scratch.report import run_labels
+
+    specs = [("e20", "dice", 20), ("e40", "dice", 40), ("again", "dice", 40), ("e40", "jaccard", 40)]
+    runs = labelled_runs(tmp_path, specs)
     assert run_labels(runs) == [
         "dice: tuned-f1-s47, 20 epochs",
         f"dice: tuned-f1-s47, 40 epochs ({runs[1]})",
         f"dice: tuned-f1-s47, 40 epochs ({runs[2]})",
         "jaccard: tuned-f1-s47",
     ]
+    # the same epoch count (or none known) says nothing: the paths do; a folder given twice stays one
+    runs = labelled_runs(
+        tmp_path / "b", [("intel", "focal", 20), ("amd", "focal", 20), ("old", "combined", None)]
+    )
+    runs += labelled_runs(tmp_path / "c", [("new", "combined", 20)])
+    assert run_labels([*runs, runs[0]]) == [
+        f"focal: tuned-f1-s47 ({runs[0]})",
+        f"focal: tuned-f1-s47 ({runs[1]})",
+        "combined: tuned-f1-s47",  # its epochs unknown: no "None epochs", and now apart
+        "combined: tuned-f1-s47, 20 epochs",
+        f"focal: tuned-f1-s47 ({runs[0]})",
+    ]
 
-    # and the figure's legend says the same (plot_curves draws a run only where metrics.csv has rows)
-    if importlib.util.find_spec("matplotlib") is None:
-        return
+
+def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figure's legend holds run_labels() of the runs that have metrics: a run not started
+    draws nothing and does not lengthen the others' labels."""
+    pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    for run in runs:
+    from unet_scratch.report import plot_curves
+
+    runs = labelled_runs(tmp_path, [("e20", "dice", 20), ("e40", "dice", 40), ("e40", "jaccard", 40)])
+    for run in runs[::2]:  # the 40-epoch dice run has not started
         (run / "metrics.csv").write_text("epoch,train_loss,val_dice,val_iou\n1,0.5,0.4,0.3\n")
     legends = []
     real_savefig = Figure.savefig
@@ -402,7 +426,7 @@ def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(Figure, "savefig", savefig)
     plot_curves(runs, tmp_path / "c.png")
-    assert legends == [run_labels(runs)]
+    assert legends == [["dice: tuned-f1-s47", "jaccard: tuned-f1-s47"]]
 
 
 def test_ensemble_scores_the_mean_of_the_members_probabilities(

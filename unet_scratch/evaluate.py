@@ -19,7 +19,6 @@ Dice/Jaccard are the reference report's formulas on probabilities.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from .inference import (
     to_size,
 )
 from .metrics import SegmentationMeter
-from .report import plot_curves, read_metrics, results_table, sort_runs, write_overlay_grid
+from .report import plot_curves, read_config, read_metrics, results_table, sort_runs, write_overlay_grid
 from .synthetic import ensure_synthetic
 
 BOOTSTRAP_SAMPLES = 2000
@@ -99,19 +98,11 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     return runs
 
 
-def run_info(run_dir: Path) -> dict[str, Any]:
-    """config.json of a run ({} when it is missing or unreadable)."""
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def data_of_runs(run_dirs: list[Path]) -> str:
     """The one dataset the runs were trained on (``--data`` of train.py)."""
     by_data: dict[str, list[str]] = {}
     for run_dir in run_dirs:
-        data = run_info(run_dir).get("data")
+        data = read_config(run_dir).get("data")
         if data:
             by_data.setdefault(data, []).append(run_dir.name)
     if not by_data:
@@ -389,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ensemble:  # one model per loss: its runs' probabilities averaged
         by_loss: dict[str, list[Path]] = {}
         for run_dir in run_dirs:
-            by_loss.setdefault(run_info(run_dir).get("loss", run_dir.name), []).append(run_dir)
+            by_loss.setdefault(read_config(run_dir).get("loss", run_dir.name), []).append(run_dir)
         groups = list(by_loss.values())
     rows = []
     for group in groups:
@@ -397,11 +388,11 @@ def run(args: argparse.Namespace) -> int:
         for run_dir in group:
             problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
             if problem is None and not args.allow_other_data:
-                problem = other_data_reason(run_info(run_dir), data, root)
+                problem = other_data_reason(read_config(run_dir), data, root)
             if problem:
                 problems.append(problem if len(group) == 1 else f"{member_label(run_dir)}: {problem}")
         if problems:
-            info = run_info(group[0])
+            info = read_config(group[0])
             rows.append(
                 {
                     "name": group[0].name if len(group) == 1 else f"ensemble of {len(group)}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """A run's ``config.json`` (empty when it is missing or unreadable: labels only)."""
+    """A run's ``config.json``; ``{}`` when it is missing, unreadable or not a JSON object (for
+    labels and checks, not for loading a model)."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
@@ -92,14 +92,19 @@ def run_label(run_dir: Path) -> str:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """:func:`run_label` of each run, made unique where two share one (the same recipe trained
-    for 20 and 40 epochs into two folders): first by the epoch count, then by the folder's path."""
+    """:func:`run_label` of each run, told apart where two share one (the same recipe trained
+    for 20 and 40 epochs into two folders): by the epoch count where theirs differ, then by the
+    folder's path (a folder given twice keeps its one label)."""
     labels = [run_label(d) for d in run_dirs]
-    shared = Counter(labels)
     epochs = [read_config(d).get("epochs") for d in run_dirs]
-    labels = [f"{lab}, {e} epochs" if shared[lab] > 1 and e else lab for lab, e in zip(labels, epochs)]
-    shared = Counter(labels)
-    return [f"{lab} ({d})" if shared[lab] > 1 else lab for lab, d in zip(labels, run_dirs)]
+    counts: dict[str, set[Any]] = {}
+    for label, e in zip(labels, epochs):
+        counts.setdefault(label, set()).add(e)
+    labels = [f"{lab}, {e} epochs" if len(counts[lab]) > 1 and e else lab for lab, e in zip(labels, epochs)]
+    folders: dict[str, set[Path]] = {}
+    for label, d in zip(labels, run_dirs):
+        folders.setdefault(label, set()).add(d)
+    return [f"{lab} ({d})" if len(folders[lab]) > 1 else lab for lab, d in zip(labels, run_dirs)]
 
 
 def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
@@ -119,10 +124,9 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         ("val_dice", "validation mDice@0.5"),
         ("val_iou", "validation mIoU@0.5"),
     )
-    for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
-        rows = read_metrics(run_dir)
-        if not rows:
-            continue
+    drawn = [(d, rows) for d in run_dirs if (rows := read_metrics(d))]  # a run not started: no line
+    labels = run_labels([d for d, _ in drawn])  # told apart among the runs drawn only
+    for (_, rows), label in zip(drawn, labels):
         epochs = [r["epoch"] for r in rows]
         for ax, (key, _) in zip(axes, panels):
             ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=label)
