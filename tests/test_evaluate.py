@@ -248,11 +248,11 @@ def test_overlays_are_valid_pngs(runs: Path, tmp_path: Path) -> None:
         assert (np.asarray(im)[:, 512:768] == 0).all()  # nothing predicted
 
 
-def test_curves_with_matplotlib(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("matplotlib")
+def record_legends(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The texts of the first panel's legend of every figure saved from now on (needs matplotlib)."""
     from matplotlib.figure import Figure
 
-    legends = []
+    legends: list[list[str]] = []
     real_savefig = Figure.savefig
 
     def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
@@ -260,6 +260,12 @@ def test_curves_with_matplotlib(runs: Path, tmp_path: Path, monkeypatch: pytest.
         real_savefig(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)
+    return legends
+
+
+def test_curves_with_matplotlib(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    legends = record_legends(monkeypatch)
     assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0
     with Image.open(tmp_path / "c.png") as im:
         assert im.size[0] > 600
@@ -410,21 +416,12 @@ def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.
     """The figure's legend holds run_labels() of the runs that have metrics: a run not started
     draws nothing and does not lengthen the others' labels."""
     pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
     from unet_scratch.report import plot_curves
 
     runs = labelled_runs(tmp_path, [("e20", "dice", 20), ("e40", "dice", 40), ("e40", "jaccard", 40)])
     for run in runs[::2]:  # the 40-epoch dice run has not started
         (run / "metrics.csv").write_text("epoch,train_loss,val_dice,val_iou\n1,0.5,0.4,0.3\n")
-    legends = []
-    real_savefig = Figure.savefig
-
-    def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        legends.append([t.get_text() for t in self.axes[0].get_legend().get_texts()])
-        real_savefig(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
+    legends = record_legends(monkeypatch)
     plot_curves(runs, tmp_path / "c.png")
     assert legends == [["dice: tuned-f1-s47", "jaccard: tuned-f1-s47"]]
 
