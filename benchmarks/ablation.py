@@ -103,6 +103,11 @@ def run_scores(run_dir: Path) -> Scores:
     return best["val_dice"], int(best["epoch"]), rows[-1]["val_dice"], tail
 
 
+def run_name(recipe: str, fold: int, seed: int) -> str:
+    """The folder of one (recipe, fold, seed) run inside ``--out``: ``tuned-f1-s47``."""
+    return f"{recipe}-f{fold}-s{seed}"
+
+
 def mean_sd(scores: list[float], sign: str = "") -> str:
     """``mean ± sd`` (the mean alone for one score, "—" for none); ``sign="+"`` signs the mean."""
     if len(scores) > 1:
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.against is not None:  # checked before anything trains: a typo must not cost a grid
         there = Path(args.against)
-        names = [f"{r}-f{f}-s{s}" for r in recipes for f in folds for s in seeds]
+        names = [run_name(r, f, s) for r in recipes for f in folds for s in seeds]
         problem = (
             "is the --out folder itself" if there.resolve() == Path(args.out).resolve()
             else "holds none of these runs" if not any((there / n).is_dir() for n in names)
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in recipes:
         for fold in folds:
             for seed in seeds:
-                name = f"{recipe}-f{fold}-s{seed}"
+                name = run_name(recipe, fold, seed)
                 if args.report_only or run_scores(Path(args.out) / name) is not None:
                     continue
                 flags = [*RECIPES[recipe], "--loss", args.loss,
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = args.baseline or recipes[0]
     # every run's scores, read once for all the tables (the baseline may be a folder not trained here)
     results = {
-        r: [run_scores(Path(args.out) / f"{r}-f{f}-s{s}") for f, s in runs]
+        r: [run_scores(Path(args.out) / run_name(r, f, s)) for f, s in runs]
         for r in dict.fromkeys([*recipes, baseline])
     }
     for label, _, pick in SCORES:
@@ -210,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(paired_row(recipe, baseline, score, diffs))
 
     if args.against is not None:
-        there = {r: [run_scores(Path(args.against) / f"{r}-f{f}-s{s}") for f, s in runs] for r in recipes}
+        theirs = {r: [run_scores(Path(args.against) / run_name(r, f, s)) for f, s in runs] for r in recipes}
         print(f"\nloss {args.loss}, each recipe in {args.out} minus the same recipe, fold and seed in "
               f"{args.against}\n")  # fmt: skip
         print("| recipe here − the same there | score | mean ± sd of the differences | pairs won | worst |")
         print("|---|---|---|---|---|")
         for _, score, pick in SCORES:
             for recipe in recipes:
-                diffs = paired_differences(results[recipe], there[recipe], pick)
+                diffs = paired_differences(results[recipe], theirs[recipe], pick)
                 print(paired_row(f"{recipe} ({args.out})", f"{recipe} ({args.against})", score, diffs))
     return 0
 

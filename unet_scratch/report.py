@@ -82,10 +82,10 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def run_label(run_dir: Path) -> str:
-    """A run's name for a legend: its loss (from config.json), and its folder name where that
-    says more (``combined: tuned-f1-s47``)."""
-    loss = read_config(run_dir).get("loss")
+def run_label(run_dir: Path, config: dict[str, Any] | None = None) -> str:
+    """A run's name for a legend: its loss (from config.json, or ``config`` where it has been
+    read already), and its folder name where that says more (``combined: tuned-f1-s47``)."""
+    loss = (read_config(run_dir) if config is None else config).get("loss")
     if loss is None:
         return run_dir.name
     return loss if run_dir.name == loss else f"{loss}: {run_dir.name}"
@@ -95,15 +95,20 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
     """:func:`run_label` of each run, told apart where two share one (the same recipe trained
     for 20 and 40 epochs into two folders): by the epoch count where theirs differ, then by the
     folder's path (a folder given twice keeps its one label)."""
-    labels = [run_label(d) for d in run_dirs]
-    epochs = [read_config(d).get("epochs") for d in run_dirs]
-    counts: dict[str, set[Any]] = {}
-    for label, e in zip(labels, epochs):
-        counts.setdefault(label, set()).add(e)
+
+    def distinct(labels: list[str], values: list[Any]) -> dict[str, set[Any]]:
+        """label -> the different values the runs bearing it have."""
+        out: dict[str, set[Any]] = {}
+        for label, value in zip(labels, values):
+            out.setdefault(label, set()).add(value)
+        return out
+
+    configs = [read_config(d) for d in run_dirs]  # each config.json read once
+    labels = [run_label(d, c) for d, c in zip(run_dirs, configs)]
+    epochs = [c.get("epochs") for c in configs]
+    counts = distinct(labels, epochs)
     labels = [f"{lab}, {e} epochs" if len(counts[lab]) > 1 and e else lab for lab, e in zip(labels, epochs)]
-    folders: dict[str, set[Path]] = {}
-    for label, d in zip(labels, run_dirs):
-        folders.setdefault(label, set()).add(d)
+    folders = distinct(labels, run_dirs)
     return [f"{lab} ({d})" if len(folders[lab]) > 1 else lab for lab, d in zip(labels, run_dirs)]
 
 
