@@ -39,12 +39,19 @@ def make_run(
     data: Path,
     train_frames: str = "1-6",
     val_frames: str = "7-8",
+    epochs: int = 20,
 ) -> Path:
     """A run folder as train.py leaves it, whose model outputs the logit ``head_bias`` everywhere."""
     run = runs / name
     run.mkdir(parents=True)
     config = TrainConfig(
-        loss=loss, input_size=size, seed=1, data=str(data), train_frames=train_frames, val_frames=val_frames
+        loss=loss,
+        input_size=size,
+        seed=1,
+        data=str(data),
+        train_frames=train_frames,
+        val_frames=val_frames,
+        epochs=epochs,
     )
     model = build_model(config)
     with torch.no_grad():
@@ -424,6 +431,41 @@ def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.
     legends = record_legends(monkeypatch)
     plot_curves(runs, tmp_path / "c.png")
     assert legends == [["dice: tuned-f1-s47", "jaccard: tuned-f1-s47"]]
+
+
+def test_results_table_tells_apart_runs_that_share_a_name(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same recipe in three folders: the table row, the JSON and the "best by" line name
+    each run by its epoch count where the counts differ, then by its path, next to its own
+    scores; a run whose name is its own keeps it, and a folder given twice keeps one name."""
+    e20 = make_run(tmp_path / "e20" / "dice", "tuned-f1-s47", "dice", 32, +0.5, synthetic_root)
+    e40 = make_run(tmp_path / "e40" / "dice", "tuned-f1-s47", "dice", 64, +0.5, synthetic_root, epochs=40)
+    again = make_run(tmp_path / "again" / "dice", "tuned-f1-s47", "dice", 96, +0.5, synthetic_root, epochs=40)
+    other = make_run(
+        tmp_path / "e40" / "jaccard", "tuned-f1-s47", "jaccard", 64, +0.5, synthetic_root, epochs=40
+    )
+    argv = [*map(str, (e20, e40, again, other, e20)), "--test-frames", "9-12", "--device", "cpu"]
+    assert main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    names = {
+        e20: "tuned-f1-s47, 20 epochs",
+        e40: f"tuned-f1-s47, 40 epochs ({e40})",
+        again: f"tuned-f1-s47, 40 epochs ({again})",
+        other: "tuned-f1-s47",
+    }
+    rows = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert sorted((r["path"], r["name"]) for r in rows) == sorted(
+        [(str(d), n) for d, n in names.items()] + [(str(e20), names[e20])]
+    )
+    size = {e20: 32, e40: 64, again: 96, other: 64}
+    dice = {d: f"{np.mean(expected_scores(synthetic_root, size[d], 0.5)['dice']):.4f}" for d in names}
+    assert len({dice[e20], dice[e40], dice[again]}) == 3  # a row given another run's name shows
+    for run_dir, name in names.items():  # each name on the row that holds that run's own scores
+        cells = [c.strip() for c in next(x for x in out.splitlines() if f"| {name} |" in x).split("|")]
+        assert cells[1:4:2] == [run_dir.parent.name, dice[run_dir]]  # loss, Dice
+    best = max(names, key=lambda d: float(dice[d]))
+    assert f"({names[best]})," in out.split("best by")[1]
 
 
 def test_ensemble_scores_the_mean_of_the_members_probabilities(

@@ -51,7 +51,15 @@ from .inference import (
     to_size,
 )
 from .metrics import SegmentationMeter
-from .report import plot_curves, read_config, read_metrics, results_table, sort_runs, write_overlay_grid
+from .report import (
+    plot_curves,
+    qualifiers,
+    read_config,
+    read_metrics,
+    results_table,
+    sort_runs,
+    write_overlay_grid,
+)
 from .synthetic import ensure_synthetic
 
 BOOTSTRAP_SAMPLES = 2000
@@ -162,6 +170,18 @@ def member_label(run_dir: Path) -> str:
     """``parent/name`` of a run folder: members of an ensemble often share a name (runs-s47/dice,
     runs-s48/dice)."""
     return f"{run_dir.parent.name}/{run_dir.name}" if run_dir.parent.name else run_dir.name
+
+
+def name_runs_apart(rows: list[dict[str, Any]], groups: list[list[Path]]) -> None:
+    """Give each single run's row (``rows[i]`` scores ``groups[i]``) a name no other row of its
+    loss shares: the same recipe in two folders (``exp/dice/tuned-f1-s47`` at 20 epochs and
+    ``exp/e40/dice/tuned-f1-s47`` at 40) gets its epoch count, then its path
+    (:func:`qualifiers`). An ensemble's row already names its members."""
+    singles = [(row, group[0]) for row, group in zip(rows, groups) if len(group) == 1]
+    dirs = [d for _, d in singles]
+    keys = [(row["loss"], row["name"]) for row, _ in singles]
+    for (row, _), q in zip(singles, qualifiers(keys, dirs, [read_config(d) for d in dirs])):
+        row["name"] += q
 
 
 def postprocessed(
@@ -418,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
                 args.temperature,
             )
         )
+    name_runs_apart(rows, groups)
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
     title, role = describe_role({r["frames_role"] for r in scored}, frames)

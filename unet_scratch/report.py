@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -92,24 +93,31 @@ def run_label(run_dir: Path, config: dict[str, Any] | None = None) -> str:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """:func:`run_label` of each run, told apart where two share one (the same recipe trained
-    for 20 and 40 epochs into two folders): by the epoch count where theirs differ, then by the
-    folder's path (a folder given twice keeps its one label)."""
-
-    def distinct(labels: list[str], values: list[Any]) -> dict[str, set[Any]]:
-        """label -> the different values the runs bearing it have."""
-        out: dict[str, set[Any]] = {}
-        for label, value in zip(labels, values):
-            out.setdefault(label, set()).add(value)
-        return out
-
+    """:func:`run_label` of each run, told apart (:func:`qualifiers`) where two share one."""
     configs = [read_config(d) for d in run_dirs]  # each config.json read once
     labels = [run_label(d, c) for d, c in zip(run_dirs, configs)]
+    return [lab + q for lab, q in zip(labels, qualifiers(labels, run_dirs, configs))]
+
+
+def qualifiers(keys: list[Hashable], run_dirs: list[Path], configs: list[dict[str, Any]]) -> list[str]:
+    """What to add to each run's name so that runs sharing a key (the same recipe trained for
+    20 and 40 epochs into two folders) are told apart: ``", 40 epochs"`` where their epoch
+    counts differ, then ``" (its path)"`` where two still match; ``""`` for a run whose key is
+    its own (a folder given twice keeps its one name)."""
+
+    def distinct(keys: list[Hashable], values: list[Any]) -> dict[Hashable, set[Any]]:
+        """key -> the different values the runs bearing it have."""
+        out: dict[Hashable, set[Any]] = {}
+        for key, value in zip(keys, values):
+            out.setdefault(key, set()).add(value)
+        return out
+
     epochs = [c.get("epochs") for c in configs]
-    counts = distinct(labels, epochs)
-    labels = [f"{lab}, {e} epochs" if len(counts[lab]) > 1 and e else lab for lab, e in zip(labels, epochs)]
-    folders = distinct(labels, run_dirs)
-    return [f"{lab} ({d})" if len(folders[lab]) > 1 else lab for lab, d in zip(labels, run_dirs)]
+    counts = distinct(keys, epochs)
+    quals = [f", {e} epochs" if len(counts[k]) > 1 and e else "" for k, e in zip(keys, epochs)]
+    keyed: list[Hashable] = list(zip(keys, quals))
+    folders = distinct(keyed, run_dirs)
+    return [q + (f" ({d})" if len(folders[k]) > 1 else "") for k, q, d in zip(keyed, quals, run_dirs)]
 
 
 def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
