@@ -83,13 +83,17 @@ def is_run(folder: Path) -> bool:
 
 
 def find_runs(paths: list[str], runs_root: str) -> list[Path]:
-    """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
+    """The run folders given, each once (overlapping globs such as ``exp/*/tuned-f1-s47
+    exp/dice/*`` name some twice), or every sub-folder of ``runs_root`` that is a run (or
     ``runs_root`` itself when it is one)."""
     if paths:
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
             raise UserError(f"run folder {missing[0]} does not exist: check the path")
-        return [Path(p) for p in paths]
+        given: dict[Path, Path] = {}
+        for p in paths:
+            given.setdefault(Path(p).resolve(), Path(p))  # in order; the first spelling wins
+        return list(given.values())
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"--runs {root} does not exist: train first (python train.py) or pass --runs DIR")

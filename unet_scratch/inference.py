@@ -107,8 +107,16 @@ def load_ensemble(
     """The runs' ``best.pt`` models (:func:`load_run`) as one :class:`Ensemble` in eval mode,
     their configs and checkpoints. Each member keeps its own default temperature
     (:func:`default_temperature`) unless ``temperature`` replaces all of them. The runs must
-    share an input size (the frames are prepared once for all of them): :class:`UserError`
-    naming the first that differs."""
+    share an input size (the frames are prepared once for all of them) and be different runs
+    (one given twice would weigh double in the mean): :class:`UserError` naming the first that
+    is not."""
+    first: dict[Path, int] = {}  # resolved folder -> where it was first given
+    for i, run_dir in enumerate(run_dirs):
+        if (j := first.setdefault(Path(run_dir).resolve(), i)) != i:
+            raise UserError(
+                f"{run_dir} is given twice (also as {run_dirs[j]}): an ensemble's runs are averaged "
+                "with equal weights, so give each run once"
+            )
     loaded = [load_run(r) for r in run_dirs]
     configs = [config for _, config, _ in loaded]
     for run_dir, config in zip(run_dirs, configs):
