@@ -321,7 +321,7 @@ def test_roles_of_the_scored_frames() -> None:
 def test_training_frames_are_flagged(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--runs", str(runs), "--test-frames", "5-8", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
-    assert "2 of the scored frames were training frames of all-polyp" in captured.err
+    assert f"2 of the scored frames were training frames of {runs / 'all-polyp'}" in captured.err
     assert "some of them training frames" in captured.out and "not test scores" in captured.out
 
 
@@ -410,13 +410,19 @@ def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path) -> None:
         tmp_path / "b", [("intel", "focal", 20), ("amd", "focal", 20), ("old", "combined", None)]
     )
     runs += labelled_runs(tmp_path / "c", [("new", "combined", 20)])
-    assert run_labels([*runs, runs[0]]) == [
+    respelled = runs[0].parent / ".." / "focal" / runs[0].name  # runs[0] again
+    assert run_labels([*runs, respelled]) == [
         f"focal: tuned-f1-s47 ({runs[0]})",
         f"focal: tuned-f1-s47 ({runs[1]})",
         "combined: tuned-f1-s47",  # its epochs unknown: no "None epochs", and now apart
         "combined: tuned-f1-s47, 20 epochs",
-        f"focal: tuned-f1-s47 ({runs[0]})",
+        f"focal: tuned-f1-s47 ({respelled})",
     ]
+    # a folder given twice is one run: nothing to tell apart
+    assert (
+        run_labels([runs[3], runs[3].parent / ".." / "combined" / runs[3].name])
+        == ["combined: tuned-f1-s47"] * 2
+    )
 
 
 def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -436,35 +442,66 @@ def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.
 def test_results_table_tells_apart_runs_that_share_a_name(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The same recipe in three folders: the table row, the JSON and the "best by" line name
-    each run by its epoch count where the counts differ, then by its path, next to its own
-    scores; a run whose name is its own keeps it, and a folder given twice is scored once."""
+    """The same recipe in four folders: the table row, the JSON and the "best by" line name
+    each run by its epoch count where the counts differ, and by its path where two still match,
+    next to its own scores (a run that could not be scored too); a run whose name is its own
+    keeps it; a folder given twice, however spelled, is scored once; no overlay PNG is written
+    over another."""
     e20 = make_run(tmp_path / "e20" / "dice", "tuned-f1-s47", "dice", 32, +0.5, synthetic_root)
     e40 = make_run(tmp_path / "e40" / "dice", "tuned-f1-s47", "dice", 64, +0.5, synthetic_root, epochs=40)
     again = make_run(tmp_path / "again" / "dice", "tuned-f1-s47", "dice", 96, +0.5, synthetic_root, epochs=40)
     other = make_run(
         tmp_path / "e40" / "jaccard", "tuned-f1-s47", "jaccard", 64, +0.5, synthetic_root, epochs=40
     )
-    twice = e40.parent / ".." / "dice" / e20.name  # e40's path, spelled another way: scored once
-    argv = [*map(str, (e20, e40, again, other, twice)), "--test-frames", "9-12", "--device", "cpu"]
-    assert main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    broken = make_run(
+        tmp_path / "broken" / "dice", "tuned-f1-s47", "dice", 32, 0.5, synthetic_root, epochs=40
+    )
+    (broken / "best.pt").unlink()
+    (tmp_path / "link").symlink_to(e40, target_is_directory=True)
+    twice = [e40.parent / ".." / "dice" / e40.name, tmp_path / "link"]  # e40 spelled two other ways
+    argv = [*map(str, (e20, e40, again, other, broken, *twice)), "--test-frames", "9-12", "--device", "cpu"]
+    assert main([*argv, "--json", str(tmp_path / "r.json"), "--overlays", str(tmp_path / "ov")]) == 0
     out = capsys.readouterr().out
     names = {
         e20: "tuned-f1-s47, 20 epochs",
         e40: f"tuned-f1-s47, 40 epochs ({e40})",
         again: f"tuned-f1-s47, 40 epochs ({again})",
         other: "tuned-f1-s47",
+        broken: f"tuned-f1-s47, 40 epochs ({broken})",
     }
-    rows = json.loads((tmp_path / "r.json").read_text())["runs"]
-    assert sorted((r["path"], r["name"]) for r in rows) == sorted((str(d), n) for d, n in names.items())
+    rows = {r["path"]: r for r in json.loads((tmp_path / "r.json").read_text())["runs"]}
+    assert sorted(rows) == sorted(map(str, names)) and rows[str(broken)]["error"].startswith("no best.pt")
+    assert all(rows[str(d)]["name"] == n for d, n in names.items())
     size = {e20: 32, e40: 64, again: 96, other: 64}
-    dice = {d: f"{np.mean(expected_scores(synthetic_root, size[d], 0.5)['dice']):.4f}" for d in names}
+    dice = {d: f"{np.mean(expected_scores(synthetic_root, size[d], 0.5)['dice']):.4f}" for d in size}
     assert len({dice[e20], dice[e40], dice[again]}) == 3  # a row given another run's name shows
     for run_dir, name in names.items():  # each name on the row that holds that run's own scores
         cells = [c.strip() for c in next(x for x in out.splitlines() if f"| {name} |" in x).split("|")]
-        assert cells[1:4:2] == [run_dir.parent.name, dice[run_dir]]  # loss, Dice
-    best = max(names, key=lambda d: float(dice[d]))
+        assert cells[1] == run_dir.parent.name and cells[3] == dice.get(
+            run_dir, "no best.pt (not trained past epoch 1?)"
+        )
+    best = max(size, key=lambda d: float(dice[d]))
     assert f"({names[best]})," in out.split("best by")[1]
+    # one PNG per scored run, named by loss where two runs share a folder name
+    stems = {e20: "dice-tuned-f1-s47", e40: "dice-tuned-f1-s47-2", again: "dice-tuned-f1-s47-3"}
+    want = {str(d): str(tmp_path / "ov" / f"{stems.get(d, 'jaccard-tuned-f1-s47')}.png") for d in size}
+    assert {p: r["overlay"] for p, r in rows.items() if "overlay" in r} == want
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == sorted(Path(f).name for f in want.values())
+    widths = {d: Image.open(want[str(d)]).size[0] for d in size}  # tiles: 256 px from 32 and 64, 192 from 96
+    assert widths[again] * 4 == widths[e40] * 3 == widths[e20] * 3
+
+
+def test_a_run_linked_twice_under_runs_is_scored_once(tmp_path: Path, synthetic_root: Path) -> None:
+    """--runs ROOT where ROOT/latest links to ROOT/dice: one row, and --ensemble does not see
+    the run twice (which it would refuse)."""
+    runs = tmp_path / "runs"
+    make_run(runs, "dice", "dice", 32, 0.5, synthetic_root)
+    (runs / "latest").symlink_to(runs / "dice", target_is_directory=True)
+    for flags in ([], ["--ensemble"]):
+        assert evaluate(runs, *flags, "--json", str(tmp_path / "r.json")) == 0
+        assert [r["path"] for r in json.loads((tmp_path / "r.json").read_text())["runs"]] == [
+            str(runs / "dice")
+        ]
 
 
 def test_ensemble_scores_the_mean_of_the_members_probabilities(

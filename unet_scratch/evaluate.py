@@ -82,18 +82,24 @@ def is_run(folder: Path) -> bool:
     return folder.is_dir() and any((folder / f).exists() for f in ("config.json", "best.pt", "last.pt"))
 
 
+def each_once(folders: list[Path]) -> list[Path]:
+    """``folders`` in order without a folder met before under another spelling (``a/x`` and
+    ``b/../a/x``, a symlink): overlapping globs such as ``exp/*/tuned-f1-s47 exp/dice/*`` name
+    some twice. The first spelling stays."""
+    first: dict[Path, Path] = {}
+    for folder in folders:
+        first.setdefault(folder.resolve(), folder)
+    return list(first.values())
+
+
 def find_runs(paths: list[str], runs_root: str) -> list[Path]:
-    """The run folders given, each once (overlapping globs such as ``exp/*/tuned-f1-s47
-    exp/dice/*`` name some twice), or every sub-folder of ``runs_root`` that is a run (or
-    ``runs_root`` itself when it is one)."""
+    """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
+    ``runs_root`` itself when it is one); each folder once (:func:`each_once`)."""
     if paths:
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
             raise UserError(f"run folder {missing[0]} does not exist: check the path")
-        given: dict[Path, Path] = {}
-        for p in paths:
-            given.setdefault(Path(p).resolve(), Path(p))  # in order; the first spelling wins
-        return list(given.values())
+        return each_once([Path(p) for p in paths])
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"--runs {root} does not exist: train first (python train.py) or pass --runs DIR")
@@ -107,7 +113,7 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
         raise UserError(
             f"--runs {root} holds no run folders (with config.json or best.pt): train first{hint}"
         )
-    return runs
+    return each_once(runs)
 
 
 def data_of_runs(run_dirs: list[Path]) -> str:
@@ -188,6 +194,27 @@ def name_runs_apart(rows: list[dict[str, Any]], groups: list[list[Path]]) -> Non
         row["name"] += q
 
 
+def overlay_files(groups: list[list[Path]], folder: Path) -> list[Path]:
+    """One PNG in ``folder`` per row (``groups[i]``: one run, or an ensemble's runs), none
+    written over another: the run's folder name (``dice.png`` for ``runs/dice``) or
+    ``LOSS-ensemble.png``; ``LOSS-NAME.png`` where two rows share that name (``exp/dice/tuned-f1-s47``
+    and ``exp/jaccard/tuned-f1-s47``), then ``-2``, ``-3`` where they still do. The JSON report
+    gives each row's file."""
+    losses = [read_config(g[0]).get("loss", g[0].name) for g in groups]
+    stems = [g[0].name if len(g) == 1 else f"{loss}-ensemble" for g, loss in zip(groups, losses)]
+    shared = {s for s in stems if stems.count(s) > 1}
+    stems = [f"{loss}-{s}" if s in shared and len(g) == 1 else s for g, loss, s in zip(groups, losses, stems)]
+    files, used = [], set()
+    for stem in stems:
+        name, k = stem, 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name)
+        files.append(folder / f"{name}.png")
+    return files
+
+
 def postprocessed(
     probs: torch.Tensor, threshold: float, steps: list[tuple[str, float]]
 ) -> torch.Tensor | None:
@@ -242,7 +269,7 @@ def score_run(
     amp_mode: str,
     tta: bool,
     frames: list[int],
-    overlays: Path | None,
+    overlay: Path | None,
     n_overlays: int,
     threshold: float = 0.5,
     mask_paths: list[Path] | None = None,
@@ -289,9 +316,9 @@ def score_run(
     for run, c, role in zip(run_dirs, configs, roles):
         if role == "training":
             overlap = set(frames) & set(parse_frames(c.train_frames))
-            row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run.name}"
+            row["warning"] = f"{len(overlap)} of the scored frames were training frames of {run}"
             break
-    if overlays is not None:
+    if overlay is not None:
         order = np.argsort(np.asarray(meter.dice), kind="stable")
         n = min(n_overlays, len(order))
         chosen = [*order[:n], *order[::-1][:n]] if len(order) > n else list(order)
@@ -301,8 +328,9 @@ def score_run(
             masks[chosen].numpy(),
             (probs > threshold if preds is None else preds)[chosen].numpy(),  # the masks scored
             labels,
-            overlays / f"{run_dirs[0].name if len(run_dirs) == 1 else config.loss + '-ensemble'}.png",
+            overlay,
         )
+        row["overlay"] = str(overlay)
     return row
 
 
@@ -399,15 +427,15 @@ def run(args: argparse.Namespace) -> int:
                 loaded[size] = load_frames(root, frames, size, cache_dir, "--test-frames")
         return loaded[size]
 
-    overlays = Path(args.overlays) if args.overlays else None
     groups = [[r] for r in run_dirs]
     if args.ensemble:  # one model per loss: its runs' probabilities averaged
         by_loss: dict[str, list[Path]] = {}
         for run_dir in run_dirs:
             by_loss.setdefault(read_config(run_dir).get("loss", run_dir.name), []).append(run_dir)
         groups = list(by_loss.values())
+    overlays = overlay_files(groups, Path(args.overlays)) if args.overlays else [None] * len(groups)
     rows = []
-    for group in groups:
+    for group, overlay in zip(groups, overlays):
         problems = []
         for run_dir in group:
             problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
@@ -434,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
                 args.amp,
                 args.tta,
                 frames,
-                overlays,
+                overlay,
                 args.n_overlays,
                 args.threshold,
                 mask_paths,

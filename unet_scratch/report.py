@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,13 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
     return [lab + q for lab, q in zip(labels, qualifiers(labels, run_dirs, configs))]
 
 
-def qualifiers(keys: list[Hashable], run_dirs: list[Path], configs: list[dict[str, Any]]) -> list[str]:
+def qualifiers(keys: Sequence[Hashable], run_dirs: list[Path], configs: list[dict[str, Any]]) -> list[str]:
     """What to add to each run's name so that runs sharing a key (the same recipe trained for
     20 and 40 epochs into two folders) are told apart: ``", 40 epochs"`` where their epoch
-    counts differ, then ``" (its path)"`` where two still match; ``""`` for a run whose key is
-    its own (a folder given twice keeps its one name)."""
+    counts differ, and ``" (its path)"`` where two still match; ``""`` for a run whose key is
+    its own (a folder given twice, however spelled, keeps its one name)."""
 
-    def distinct(keys: list[Hashable], values: list[Any]) -> dict[Hashable, set[Any]]:
+    def distinct(keys: Sequence[Hashable], values: list[Any]) -> dict[Hashable, set[Any]]:
         """key -> the different values the runs bearing it have."""
         out: dict[Hashable, set[Any]] = {}
         for key, value in zip(keys, values):
@@ -116,7 +116,7 @@ def qualifiers(keys: list[Hashable], run_dirs: list[Path], configs: list[dict[st
     counts = distinct(keys, epochs)
     quals = [f", {e} epochs" if len(counts[k]) > 1 and e else "" for k, e in zip(keys, epochs)]
     keyed: list[Hashable] = list(zip(keys, quals))
-    folders = distinct(keyed, run_dirs)
+    folders = distinct(keyed, [d.resolve() for d in run_dirs])
     return [q + (f" ({d})" if len(folders[k]) > 1 else "") for k, q, d in zip(keyed, quals, run_dirs)]
 
 
