@@ -182,25 +182,27 @@ def member_label(run_dir: Path) -> str:
     return f"{run_dir.parent.name}/{run_dir.name}" if run_dir.parent.name else run_dir.name
 
 
-def name_runs_apart(rows: list[dict[str, Any]], groups: list[list[Path]]) -> None:
-    """Give each single run's row (``rows[i]`` scores ``groups[i]``) a name no other row of its
-    loss shares: the same recipe in two folders (``exp/dice/tuned-f1-s47`` at 20 epochs and
-    ``exp/e40/dice/tuned-f1-s47`` at 40) gets its epoch count, then its path
-    (:func:`qualifiers`). An ensemble's row already names its members."""
+def name_runs_apart(
+    rows: list[dict[str, Any]], groups: list[list[Path]], configs: dict[Path, dict[str, Any]]
+) -> None:
+    """Give each single run's row (``rows[i]`` scores ``groups[i]``; ``configs``: each run's
+    config.json) a name no other row of its loss shares: the same recipe in two folders
+    (``exp/dice/tuned-f1-s47`` at 20 epochs and ``exp/e40/dice/tuned-f1-s47`` at 40) gets its
+    epoch count, then its path (:func:`qualifiers`). An ensemble's row already names its members."""
     singles = [(row, group[0]) for row, group in zip(rows, groups) if len(group) == 1]
     dirs = [d for _, d in singles]
     keys = [(row["loss"], row["name"]) for row, _ in singles]
-    for (row, _), q in zip(singles, qualifiers(keys, dirs, [read_config(d) for d in dirs])):
+    for (row, _), q in zip(singles, qualifiers(keys, dirs, [configs[d] for d in dirs])):
         row["name"] += q
 
 
-def overlay_files(groups: list[list[Path]], folder: Path) -> list[Path]:
+def overlay_files(groups: list[list[Path]], configs: dict[Path, dict[str, Any]], folder: Path) -> list[Path]:
     """One PNG in ``folder`` per row (``groups[i]``: one run, or an ensemble's runs), none
     written over another: the run's folder name (``dice.png`` for ``runs/dice``) or
     ``LOSS-ensemble.png``; ``LOSS-NAME.png`` where two rows share that name (``exp/dice/tuned-f1-s47``
     and ``exp/jaccard/tuned-f1-s47``), then ``-2``, ``-3`` where they still do. The JSON report
-    gives each row's file."""
-    losses = [read_config(g[0]).get("loss", g[0].name) for g in groups]
+    gives each row's file (``configs``: each run's config.json)."""
+    losses = [configs[g[0]].get("loss", g[0].name) for g in groups]
     stems = [g[0].name if len(g) == 1 else f"{loss}-ensemble" for g, loss in zip(groups, losses)]
     shared = {s for s in stems if stems.count(s) > 1}
     stems = [f"{loss}-{s}" if s in shared and len(g) == 1 else s for g, loss, s in zip(groups, losses, stems)]
@@ -427,24 +429,25 @@ def run(args: argparse.Namespace) -> int:
                 loaded[size] = load_frames(root, frames, size, cache_dir, "--test-frames")
         return loaded[size]
 
+    configs = {r: read_config(r) for r in run_dirs}  # each config.json read once
     groups = [[r] for r in run_dirs]
     if args.ensemble:  # one model per loss: its runs' probabilities averaged
         by_loss: dict[str, list[Path]] = {}
         for run_dir in run_dirs:
-            by_loss.setdefault(read_config(run_dir).get("loss", run_dir.name), []).append(run_dir)
+            by_loss.setdefault(configs[run_dir].get("loss", run_dir.name), []).append(run_dir)
         groups = list(by_loss.values())
-    overlays = overlay_files(groups, Path(args.overlays)) if args.overlays else [None] * len(groups)
+    overlays = overlay_files(groups, configs, Path(args.overlays)) if args.overlays else [None] * len(groups)
     rows = []
     for group, overlay in zip(groups, overlays):
         problems = []
         for run_dir in group:
             problem = None if (run_dir / "best.pt").is_file() else "no best.pt (not trained past epoch 1?)"
             if problem is None and not args.allow_other_data:
-                problem = other_data_reason(read_config(run_dir), data, root)
+                problem = other_data_reason(configs[run_dir], data, root)
             if problem:
                 problems.append(problem if len(group) == 1 else f"{member_label(run_dir)}: {problem}")
         if problems:
-            info = read_config(group[0])
+            info = configs[group[0]]
             rows.append(
                 {
                     "name": group[0].name if len(group) == 1 else f"ensemble of {len(group)}",
@@ -470,7 +473,7 @@ def run(args: argparse.Namespace) -> int:
                 args.temperature,
             )
         )
-    name_runs_apart(rows, groups)
+    name_runs_apart(rows, groups, configs)
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
     title, role = describe_role({r["frames_role"] for r in scored}, frames)
