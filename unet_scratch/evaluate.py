@@ -45,6 +45,7 @@ from .errors import ArgumentParser, UserError, exit_status
 from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
+    first_given,
     load_runs,
     mask_options,
     temper,
@@ -85,11 +86,8 @@ def is_run(folder: Path) -> bool:
 def each_once(folders: list[Path]) -> list[Path]:
     """``folders`` in order without a folder met before under another spelling (``a/x`` and
     ``b/../a/x``, a symlink): overlapping globs such as ``exp/*/tuned-f1-s47 exp/dice/*`` name
-    some twice. The first spelling stays."""
-    first: dict[Path, Path] = {}
-    for folder in folders:
-        first.setdefault(folder.resolve(), folder)
-    return list(first.values())
+    some twice. The first spelling stays (:func:`~unet_scratch.inference.first_given`)."""
+    return [f for i, (f, j) in enumerate(zip(folders, first_given(folders))) if j == i]
 
 
 def find_runs(paths: list[str], runs_root: str) -> list[Path]:

@@ -101,6 +101,14 @@ class Ensemble(nn.Module):
             return torch.logit(prob / len(self.members))  # p = 0 or 1 gives -+inf: sigmoid undoes it
 
 
+def first_given(folders: Sequence[str | Path]) -> list[int]:
+    """For each folder, the index of the first one in ``folders`` that is the same folder,
+    however spelled (``a/x``, ``b/../a/x``, a symlink to it): ``i`` where folder ``i`` is new.
+    What ``evaluate.py`` dedupes by and an ensemble refuses by."""
+    first: dict[Path, int] = {}  # resolved folder -> where it was first given
+    return [first.setdefault(Path(f).resolve(), i) for i, f in enumerate(folders)]
+
+
 def load_ensemble(
     run_dirs: Sequence[str | Path], temperature: float | None = None
 ) -> tuple[Ensemble, list[TrainConfig], list[dict[str, Any]]]:
@@ -110,11 +118,10 @@ def load_ensemble(
     share an input size (the frames are prepared once for all of them) and be different runs
     (one given twice would weigh double in the mean): :class:`UserError` naming the first that
     is not."""
-    first: dict[Path, int] = {}  # resolved folder -> where it was first given
-    for i, run_dir in enumerate(run_dirs):
-        if (j := first.setdefault(Path(run_dir).resolve(), i)) != i:
+    for i, j in enumerate(first_given(run_dirs)):
+        if j != i:
             raise UserError(
-                f"{run_dir} is given twice (also as {run_dirs[j]}): an ensemble's runs are averaged "
+                f"{run_dirs[i]} is given twice (also as {run_dirs[j]}): an ensemble's runs are averaged "
                 "with equal weights, so give each run once"
             )
     loaded = [load_run(r) for r in run_dirs]
