@@ -149,7 +149,7 @@ def test_every_number_matches_its_closed_form(
         assert cells[2:4] == [f"{np.mean(want['dice']):.4f}", f"{np.mean(want['jaccard']):.4f}"]
         assert cells[5] == f"{np.mean(want['soft_dice']):.4f}" and cells[7] == f"{want['pooled_dice'][0]:.4f}"
         assert cells[-2:] == ["2", "0:30"]  # best epoch, training time
-    assert "best by held-out Dice: dice (all-polyp)" in out
+    assert "best by held-out Dice: dice: all-polyp, " in out
     assert "held out of training" in out and "test frames" not in out
 
 
@@ -481,7 +481,7 @@ def test_results_table_tells_apart_runs_that_share_a_name(
             run_dir, "no best.pt (not trained past epoch 1?)"
         )
     best = max(size, key=lambda d: float(dice[d]))
-    assert f"({names[best]})," in out.split("best by")[1]
+    assert f"Dice: {best.parent.name}: {names[best]}, {dice[best]}\n" in out.split("best by")[1]
     # one PNG per scored run, named by loss where two runs share a folder name
     stems = {e20: "dice-tuned-f1-s47", e40: "dice-tuned-f1-s47-2", again: "dice-tuned-f1-s47-3"}
     want = {str(d): str(tmp_path / "ov" / f"{stems.get(d, 'jaccard-tuned-f1-s47')}.png") for d in size}

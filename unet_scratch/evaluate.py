@@ -492,7 +492,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {r['warning']}: those scores are not test scores", file=sys.stderr)
     if scored:
         best = max(scored, key=lambda r: r["dice"])
-        print(f"\nbest by {role} Dice: {best['loss']} ({best['name']}), {best['dice']:.4f}")
+        # "loss: name" as in the curves legend; a name carrying its path keeps one pair of brackets
+        label = best["loss"] if best["name"] == best["loss"] else f"{best['loss']}: {best['name']}"
+        print(f"\nbest by {role} Dice: {label}, {best['dice']:.4f}")
     if args.overlays:
         print(
             f"overlays -> {args.overlays}/ (rows: {args.n_overlays} worst then best frames; "
