@@ -24,6 +24,7 @@ from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.engine import build_model
 from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main
 from unet_scratch.inference import FOCAL_TEMPERATURE
+from unet_scratch.report import natural_key, sort_runs
 from unet_scratch.synthetic import write_dataset
 from unet_scratch.train import build_parser as build_train_parser
 
@@ -573,3 +574,28 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     assert evaluate(runs, "--ensemble") == 2
     row = next(line for line in capsys.readouterr().out.splitlines() if "ensemble of 2" in line)
     assert "runs/b: no best.pt" in row
+
+
+def test_rows_sort_by_loss_then_by_the_numbers_in_their_names() -> None:
+    """The results table's order: the losses in the project's order (an unknown loss last), and
+    within a loss the names with their numbers read as numbers."""
+    names = [
+        ("lovasz", "a"),
+        ("combined", "run"),
+        ("dice", "tuned-f1-s47, 100 epochs"),
+        ("dice", "tuned-f10-s47"),
+        ("dice", "tuned-f1-s47, 20 epochs"),
+        ("dice", "tuned-f2-s47"),
+        ("jaccard", "tuned-f1-s47"),
+    ]
+    rows = sort_runs([{"loss": loss, "name": name} for loss, name in names])
+    assert [(r["loss"], r["name"]) for r in rows] == [
+        ("dice", "tuned-f1-s47, 20 epochs"),
+        ("dice", "tuned-f1-s47, 100 epochs"),
+        ("dice", "tuned-f2-s47"),
+        ("dice", "tuned-f10-s47"),
+        ("jaccard", "tuned-f1-s47"),
+        ("combined", "run"),
+        ("lovasz", "a"),
+    ]
+    assert natural_key("x7y") == ["x", 7, "y"] and natural_key("12") == ["", 12, ""]

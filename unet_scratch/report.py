@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,18 @@ def results_table(rows: list[dict[str, Any]], full_res: bool = False) -> str:
     return "\n".join(lines)
 
 
+def natural_key(text: str) -> list[str | int]:
+    """A sort key that reads the numbers in ``text`` as numbers: ``"seed-2"`` before
+    ``"seed-10"``, ``", 20 epochs"`` before ``", 100 epochs"`` (as text, "1" sorts before "2")."""
+    # re.split with a group alternates text and digits, so the keys compare str to str, int to int
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
 def sort_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Order dice, jaccard, focal, combined, then any other loss; by name within a loss."""
+    """Order dice, jaccard, focal, combined, then any other loss; by name within a loss, its
+    numbers read as numbers (:func:`natural_key`)."""
     rank = {name: i for i, name in enumerate(LOSS_ORDER)}
-    return sorted(rows, key=lambda r: (rank.get(r["loss"], len(rank)), r["loss"], r["name"]))
+    return sorted(rows, key=lambda r: (rank.get(r["loss"], len(rank)), r["loss"], natural_key(r["name"])))
 
 
 # ----------------------------------------------------------------------------- learning curves
