@@ -576,11 +576,38 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     assert "runs/b: no best.pt" in row
 
 
+def test_best_by_line_names_the_run_as_the_curves_legend_does(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose folder is named after its loss is plain "dice"; two such folders trained for
+    20 and 40 epochs are "dice, 20 epochs" and "dice, 40 epochs", as run_labels() names them."""
+    from unet_scratch.report import run_labels
+
+    e20 = make_run(tmp_path / "runs", "dice", "dice", 32, +0.5, synthetic_root)
+    e40 = make_run(tmp_path / "runs-e40", "dice", "dice", 64, +0.5, synthetic_root, epochs=40)
+    dice = {
+        d: f"{np.mean(expected_scores(synthetic_root, n, 0.5)['dice']):.4f}"
+        for d, n in ((e20, 32), (e40, 64))
+    }
+    assert dice[e20] != dice[e40]
+    for given in ([e20], [e20, e40]):
+        assert main([*map(str, given), "--test-frames", "9-12", "--device", "cpu"]) == 0
+        line = capsys.readouterr().out.split("best by held-out Dice: ")[1].splitlines()[0]
+        best = max(given, key=lambda d: float(dice[d]))
+        assert line == f"{run_labels(given)[given.index(best)]}, {dice[best]}"
+        assert line.startswith("dice, 40 epochs, " if len(given) == 2 else "dice, ")
+
+
 def test_rows_sort_by_loss_then_by_the_numbers_in_their_names() -> None:
     """The results table's order: the losses in the project's order (an unknown loss last), and
     within a loss the names with their numbers read as numbers."""
     names = [
         ("lovasz", "a"),
+        ("abc", "z"),
+        ("dice", "b-s47"),
+        ("dice", "2x"),
+        ("dice", ""),
+        ("dice", "a1"),
         ("combined", "run"),
         ("dice", "tuned-f1-s47, 100 epochs"),
         ("dice", "tuned-f10-s47"),
@@ -590,12 +617,17 @@ def test_rows_sort_by_loss_then_by_the_numbers_in_their_names() -> None:
     ]
     rows = sort_runs([{"loss": loss, "name": name} for loss, name in names])
     assert [(r["loss"], r["name"]) for r in rows] == [
+        ("dice", ""),
+        ("dice", "2x"),  # digits first: "" < "a" as the leading text
+        ("dice", "a1"),
+        ("dice", "b-s47"),
         ("dice", "tuned-f1-s47, 20 epochs"),
         ("dice", "tuned-f1-s47, 100 epochs"),
         ("dice", "tuned-f2-s47"),
         ("dice", "tuned-f10-s47"),
         ("jaccard", "tuned-f1-s47"),
         ("combined", "run"),
+        ("abc", "z"),  # losses the project does not know: last, by name
         ("lovasz", "a"),
     ]
     assert natural_key("x7y") == ["x", 7, "y"] and natural_key("12") == ["", 12, ""]

@@ -471,6 +471,7 @@ def run(args: argparse.Namespace) -> int:
                 args.temperature,
             )
         )
+    bases = {id(r): r["name"] for r in rows}  # before name_runs_apart adds ", 40 epochs" or a path
     name_runs_apart(rows, groups, configs)
     rows = sort_runs(rows)
     scored = [r for r in rows if not r.get("error")]
@@ -492,9 +493,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {r['warning']}: those scores are not test scores", file=sys.stderr)
     if scored:
         best = max(scored, key=lambda r: r["dice"])
-        # "loss: name" as in the curves legend; a name carrying its path keeps one pair of brackets
-        label = best["loss"] if best["name"] == best["loss"] else f"{best['loss']}: {best['name']}"
-        print(f"\nbest by {role} Dice: {label}, {best['dice']:.4f}")
+        # "loss: name" as in the curves legend (plain "loss" for runs/loss), then what tells it apart
+        base = bases[id(best)]
+        own = best["loss"] if base == best["loss"] else f"{best['loss']}: {base}"
+        print(f"\nbest by {role} Dice: {own}{best['name'][len(base) :]}, {best['dice']:.4f}")
     if args.overlays:
         print(
             f"overlays -> {args.overlays}/ (rows: {args.n_overlays} worst then best frames; "

@@ -65,9 +65,11 @@ def natural_key(text: str) -> list[str | int]:
 
 def sort_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Order dice, jaccard, focal, combined, then any other loss; by name within a loss, its
-    numbers read as numbers (:func:`natural_key`)."""
+    numbers read as numbers (:func:`natural_key`; ``s01`` and ``s1`` as text between them)."""
     rank = {name: i for i, name in enumerate(LOSS_ORDER)}
-    return sorted(rows, key=lambda r: (rank.get(r["loss"], len(rank)), r["loss"], natural_key(r["name"])))
+    return sorted(
+        rows, key=lambda r: (rank.get(r["loss"], len(rank)), r["loss"], natural_key(r["name"]), r["name"])
+    )
 
 
 # ----------------------------------------------------------------------------- learning curves
