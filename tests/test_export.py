@@ -241,15 +241,15 @@ def test_export_of_a_bad_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 def test_export_of_a_run_given_twice_is_refused(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--run A --run LINK`` where LINK is a symlink to A: the exported ensemble would weigh A
-    twice in its mean, so export.py refuses in one line, exit 2, and writes no file."""
+    """``--run A --run B --run LINK`` where LINK is a symlink to A: the exported ensemble would
+    weigh A twice in its mean, so export.py refuses in one line, exit 2, and writes no file."""
+    other = random_run(tmp_path / "b", seed=48)
     link = tmp_path / "link"
     link.symlink_to(run, target_is_directory=True)
     out = tmp_path / "twice.pt2"
-    assert (
-        export_main(["--run", str(run), "--run", str(link), "--format", "exported", "--out", str(out)]) == 2
-    )
+    runs = ["--run", str(run), "--run", str(other), "--run", str(link)]  # the two spellings apart
+    assert export_main([*runs, "--format", "exported", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{link} is given twice (also as {run})" in err
-    assert not out.exists() and list(tmp_path.iterdir()) == [link]
+    assert not out.exists() and sorted(tmp_path.iterdir()) == [other, link]
