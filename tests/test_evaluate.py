@@ -570,6 +570,24 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and f"{runs}/b/../a/ is given twice" in err
     assert not (tmp_path / "o").exists()
+    # a folder that is not there, given twice or as a symlink loop: it does not exist, said first
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for bad in (tmp_path / "nope", tmp_path / "loop"):
+        argv = [
+            "--run",
+            str(runs / "a"),
+            "--run",
+            str(bad),
+            "--run",
+            f"{bad}/",
+            str(image),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+        assert predict_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and f"run folder {bad} does not exist" in err
+    assert not (tmp_path / "o").exists()
     (runs / "b" / "best.pt").unlink()  # a member that cannot be scored: the loss's row says which
     assert evaluate(runs, "--ensemble") == 2
     row = next(line for line in capsys.readouterr().out.splitlines() if "ensemble of 2" in line)

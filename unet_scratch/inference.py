@@ -118,6 +118,9 @@ def load_ensemble(
     share an input size (the frames are prepared once for all of them) and be different runs
     (one given twice would weigh double in the mean): :class:`UserError` naming the first that
     is not."""
+    for run_dir in run_dirs:  # first, or a missing folder given twice would be "given twice"
+        if not Path(run_dir).is_dir():  # also a symlink loop, which resolve() cannot follow
+            raise UserError(f"run folder {run_dir} does not exist: check the path")
     for i, j in enumerate(first_given(run_dirs)):
         if j != i:
             raise UserError(
