@@ -115,7 +115,7 @@ def load_ensemble(
     """The runs' ``best.pt`` models (:func:`load_run`) as one :class:`Ensemble` in eval mode,
     their configs and checkpoints. Each member keeps its own default temperature
     (:func:`default_temperature`) unless ``temperature`` replaces all of them. The runs must
-    share an input size (the frames are prepared once for all of them) and be different runs
+    exist, share an input size (the frames are prepared once for all of them) and be different runs
     (one given twice would weigh double in the mean): :class:`UserError` naming the first that
     is not."""
     for run_dir in run_dirs:  # first, or a missing folder given twice would be "given twice"
