@@ -53,6 +53,7 @@ from .inference import (
 )
 from .metrics import SegmentationMeter
 from .report import (
+    loss_label,
     plot_curves,
     qualifiers,
     read_config,
@@ -493,10 +494,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {r['warning']}: those scores are not test scores", file=sys.stderr)
     if scored:
         best = max(scored, key=lambda r: r["dice"])
-        # "loss: name" as in the curves legend (plain "loss" for runs/loss), then what tells it apart
+        # named as in the curves legend: the folder's label, then what name_runs_apart added
         base = bases[id(best)]
-        own = best["loss"] if base == best["loss"] else f"{best['loss']}: {base}"
-        print(f"\nbest by {role} Dice: {own}{best['name'][len(base) :]}, {best['dice']:.4f}")
+        label = loss_label(best["loss"], base) + best["name"][len(base) :]
+        print(f"\nbest by {role} Dice: {label}, {best['dice']:.4f}")
     if args.overlays:
         print(
             f"overlays -> {args.overlays}/ (rows: {args.n_overlays} worst then best frames; "

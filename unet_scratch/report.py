@@ -98,9 +98,12 @@ def run_label(run_dir: Path, config: dict[str, Any] | None = None) -> str:
     """A run's name for a legend: its loss (from config.json, or ``config`` where it has been
     read already), and its folder name where that says more (``combined: tuned-f1-s47``)."""
     loss = (read_config(run_dir) if config is None else config).get("loss")
-    if loss is None:
-        return run_dir.name
-    return loss if run_dir.name == loss else f"{loss}: {run_dir.name}"
+    return run_dir.name if loss is None else loss_label(loss, run_dir.name)
+
+
+def loss_label(loss: str, name: str) -> str:
+    """``"loss: name"``, or plain ``loss`` where the name says no more (``runs/dice``)."""
+    return loss if name == loss else f"{loss}: {name}"
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
