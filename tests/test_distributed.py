@@ -61,14 +61,10 @@ def test_torchrun_two_processes_equal_one_process(
 ) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = [*HARNESS, "--data", str(synthetic_root), *FLAGS]
-    threads = torch.get_num_threads()
     with monkeypatch.context() as m:  # the single process runs here, with the harness's BatchNorm
         m.setattr(torch.nn.BatchNorm2d, "forward", harness.batchnorm_without_batch_statistics)
-        torch.set_num_threads(1)  # as in the subprocesses
-        try:
-            assert train_main(["--data", str(synthetic_root), *FLAGS, "--out", str(tmp_path / "single")]) == 0
-        finally:
-            torch.set_num_threads(threads)
+        single = ["--data", str(synthetic_root), *FLAGS, "--out", str(tmp_path / "single")]
+        assert train_main([*single, "--threads", "1"]) == 0  # one thread, as in the subprocesses
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     ddp = subprocess.run(
         [*launcher, *common, "--out", str(tmp_path / "ddp")],

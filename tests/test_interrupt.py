@@ -49,13 +49,9 @@ def train_process(*args: str, hooks: tuple[str, ...] = ()) -> list[str]:
 
 def resume_here(args: list[str]) -> int:
     """``--resume`` in this process, on one thread like the runs it continues: the same float
-    reduction order, so the weights can be compared bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return main([*args, "--resume"])
-    finally:
-        torch.set_num_threads(threads)
+    reduction order, so the weights can be compared bit for bit (``--threads`` may differ from
+    the run's own 0, which meant OMP_NUM_THREADS=1 there)."""
+    return main([*args, "--resume", "--threads", "1"])
 
 
 def final_state(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -171,6 +171,39 @@ def test_resume_with_other_settings_is_refused(
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_threads_are_set_for_the_run_recorded_and_given_back(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # on some CPUs one thread and two give different runs, so the count a run trained with is
+    # part of how to repeat it; ablation.py calls main() in-process, so the caller's count
+    # must come back afterwards
+    before = torch.get_num_threads()
+    want = before + 1  # a count this process does not already have
+    seen: list[int] = []
+    real_epoch = engine.train_one_epoch
+
+    def counting_epoch(*args: object, **kwargs: object) -> dict:
+        seen.append(torch.get_num_threads())
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", counting_epoch)
+    flags = ["--epochs", "1", "--val-frames", "none", "--keep", "best"]
+    try:
+        assert train(tmp_path, synthetic_root, *flags, "--threads", str(want), "--name", "set") == 0
+        assert seen == [want] and torch.get_num_threads() == before
+        assert f"{want} CPU threads)" in capsys.readouterr().out
+        assert train(tmp_path, synthetic_root, *flags, "--name", "own") == 0  # 0: torch's own count
+        own = f"{before} CPU thread{'s' * (before != 1)})"  # "1 CPU thread)", "2 CPU threads)"
+        assert seen == [want, before] and own in capsys.readouterr().out
+        recorded = [json.loads((tmp_path / "runs" / n / "config.json").read_text()) for n in ("set", "own")]
+        assert [(c["threads"], c["run"]["threads"]) for c in recorded] == [(want, want), (0, before)]
+        capsys.readouterr()
+        assert train(tmp_path, synthetic_root, *flags, "--threads", "-1", "--name", "bad") == 2
+        assert capsys.readouterr().err == "error: --threads must be 0 (torch's own count) or more, got -1\n"
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_missing_data_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err

@@ -81,6 +81,7 @@ class TrainConfig:
     jaccard_lovasz: bool = False  # the Jaccard loss as the Lovász hinge on the logits
     focal_normalize: str = "pixels"  # focal loss: mean over pixels, or per image over its polyp pixels
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = torch's own (OMP_NUM_THREADS, else one per core)
     amp: str = "auto"
     channels_last: bool = True
     compile: bool = False  # torch.compile the training model (same maths, fused kernels)
@@ -105,6 +106,7 @@ class TrainConfig:
                 f"--input-size must be a positive multiple of 32 (e.g. 128), got {self.input_size}",
             ),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.threads >= 0, f"--threads must be 0 (torch's own count) or more, got {self.threads}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),

@@ -395,7 +395,11 @@ def fit(
     if resume:
         start_epoch = run.resume(model, optimizer, scaler, ema)
     else:
-        meta = {"device": str(device), "amp": str(amp).replace("torch.", ""), "processes": ctx.world}
+        meta = {
+            "device": str(device), "amp": str(amp).replace("torch.", ""), "processes": ctx.world,
+            # on some CPUs one thread and two round differently: a rerun needs the same count
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
         start_epoch = run.start(model, {**meta, **(extra or {})})
     net = wrap_model(ctx, model, config.sync_bn, device)  # DistributedDataParallel under torchrun
     if config.compile:  # the first steps then spend a minute or more compiling

@@ -3,7 +3,7 @@
 A run folder ``runs/<name>/`` holds:
 
 - ``config.json``: every setting (``TrainConfig``) plus facts about the run under ``"run"``
-  (the initial weights' fingerprint, device, precision, data, frame counts);
+  (the initial weights' fingerprint, device, precision, CPU thread count, data, frame counts);
 - ``metrics.csv``: one row per epoch (rewritten from the history kept in ``last.pt``);
 - ``best.pt``: the model to use: the epoch with the best validation IoU, or the last epoch
   when there is no validation split (the weight average when ``--ema`` is on);

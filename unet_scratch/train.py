@@ -44,8 +44,11 @@ from .synthetic import ensure_synthetic
 
 SYNTHETIC_OUT = "runs/synthetic"  # where --data synthetic runs go unless --out says otherwise
 
-# settings that may differ between a run and its --resume without changing the result
-RESUME_FREE = {"device", "out", "name", "cache_dir", "data", "compile", "checkpoint_every", "keep"}
+# settings that may differ between a run and its --resume: where and how it runs, not what it
+# learns (another device or thread count can change the last bits of the arithmetic, no more)
+RESUME_FREE = {
+    "device", "threads", "out", "name", "cache_dir", "data", "compile", "checkpoint_every", "keep",
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="focal loss (alone and in combined): mean over pixels, or per image over its polyp pixels",
     )
     p.add_argument("--device", default=d.device, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="CPU threads for torch (0: torch's own count, OMP_NUM_THREADS or one per core); on some "
+        "CPUs the count changes the arithmetic, so a run is repeated exactly only with the same count "
+        "(config.json's run.threads records it)",
+    )
     p.add_argument(
         "--amp",
         default=d.amp,
@@ -415,10 +426,14 @@ def run(args: argparse.Namespace) -> int:
                 "change the ranges or add --allow-overlap"
             )
     ctx = init_from_env(first.device)  # torchrun: join the process group; else a no-op
+    threads = torch.get_num_threads()
+    if first.threads:  # set for this call only: ablation.py and the tests call main() in-process
+        torch.set_num_threads(first.threads)
     try:
         check_batch(ctx, first.batch_size)
         return train_runs(args, configs, ctx, cache_dir, train_frames, val_frames)
     finally:
+        torch.set_num_threads(threads)
         shutdown(ctx)
 
 
@@ -484,10 +499,12 @@ def train_runs(
         **({"encoder_weights_sha256": encoder_sha} if encoder_state is not None else {}),
         **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
+    threads = torch.get_num_threads()  # --threads, else torch's own count
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         say(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
-            f"{config.epochs} epochs" + (f", {ctx.world} processes)" if ctx.enabled else ")")
+            f"{config.epochs} epochs, {threads} CPU thread{'s' * (threads != 1)}"
+            + (f", {ctx.world} processes)" if ctx.enabled else ")")
         )
         if ctx.is_main:
             if not resume and run_dir.exists():
