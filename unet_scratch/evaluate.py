@@ -45,7 +45,6 @@ from .errors import ArgumentParser, UserError, exit_status
 from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
-    first_given,
     load_runs,
     mask_options,
     temper,
@@ -53,6 +52,7 @@ from .inference import (
 )
 from .metrics import SegmentationMeter
 from .report import (
+    first_given,
     loss_label,
     plot_curves,
     qualifiers,
@@ -87,7 +87,7 @@ def is_run(folder: Path) -> bool:
 def each_once(folders: list[Path]) -> list[Path]:
     """``folders`` in order without a folder met before under another spelling (``a/x`` and
     ``b/../a/x``, a symlink): overlapping globs such as ``exp/*/tuned-f1-s47 exp/dice/*`` name
-    some twice. The first spelling stays (:func:`~unet_scratch.inference.first_given`)."""
+    some twice. The first spelling stays (:func:`~unet_scratch.report.first_given`)."""
     return [f for i, (f, j) in enumerate(zip(folders, first_given(folders))) if j == i]
 
 

@@ -26,6 +26,7 @@ from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .data import resize_image
 from .errors import UserError
+from .report import first_given
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
@@ -99,14 +100,6 @@ class Ensemble(nn.Module):
             prob = prob + torch.sigmoid(t * z)
         with torch.autocast(x.device.type, enabled=False):
             return torch.logit(prob / len(self.members))  # p = 0 or 1 gives -+inf: sigmoid undoes it
-
-
-def first_given(folders: Sequence[str | Path]) -> list[int]:
-    """For each folder, the index of the first one in ``folders`` that is the same folder,
-    however spelled (``a/x``, ``b/../a/x``, a symlink to it): ``i`` where folder ``i`` is new.
-    What ``evaluate.py`` dedupes by and an ensemble refuses by."""
-    first: dict[Path, int] = {}  # resolved folder -> where it was first given
-    return [first.setdefault(Path(f).resolve(), i) for i, f in enumerate(folders)]
 
 
 def load_ensemble(

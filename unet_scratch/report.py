@@ -113,6 +113,15 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
     return [lab + q for lab, q in zip(labels, qualifiers(labels, run_dirs, configs))]
 
 
+def first_given(folders: Sequence[str | Path]) -> list[int]:
+    """For each folder, the index of the first one in ``folders`` that is the same folder,
+    however spelled (``a/x``, ``b/../a/x``, a symlink to it): ``i`` where folder ``i`` is new.
+    What ``evaluate.py`` dedupes by, an ensemble refuses by and :func:`qualifiers`
+    tells runs apart by."""
+    first: dict[Path, int] = {}  # resolved folder -> where it was first given
+    return [first.setdefault(Path(f).resolve(), i) for i, f in enumerate(folders)]
+
+
 def qualifiers(keys: Sequence[Hashable], run_dirs: list[Path], configs: list[dict[str, Any]]) -> list[str]:
     """What to add to each run's name so that runs sharing a key (the same recipe trained for
     20 and 40 epochs into two folders) are told apart: ``", 40 epochs"`` where their epoch
@@ -130,7 +139,7 @@ def qualifiers(keys: Sequence[Hashable], run_dirs: list[Path], configs: list[dic
     counts = distinct(keys, epochs)
     quals = [f", {e} epochs" if len(counts[k]) > 1 and e else "" for k, e in zip(keys, epochs)]
     keyed: list[Hashable] = list(zip(keys, quals))
-    folders = distinct(keyed, [d.resolve() for d in run_dirs])
+    folders = distinct(keyed, first_given(run_dirs))  # the same folder however spelled
     return [q + (f" ({d})" if len(folders[k]) > 1 else "") for k, q, d in zip(keyed, quals, run_dirs)]
 
 
