@@ -631,6 +631,7 @@ def test_rows_sort_by_loss_then_by_the_numbers_in_their_names() -> None:
         ("dice", "tuned-f10-s47"),
         ("dice", "tuned-f1-s47, 20 epochs"),
         ("dice", "tuned-f2-s47"),
+        ("dice", "tuned-f" + "1" * 5000 + "-s47"),  # more digits than int() converts
         ("jaccard", "tuned-f1-s47"),
     ]
     rows = sort_runs([{"loss": loss, "name": name} for loss, name in names])
@@ -643,9 +644,11 @@ def test_rows_sort_by_loss_then_by_the_numbers_in_their_names() -> None:
         ("dice", "tuned-f1-s47, 100 epochs"),
         ("dice", "tuned-f2-s47"),
         ("dice", "tuned-f10-s47"),
+        ("dice", "tuned-f" + "1" * 5000 + "-s47"),
         ("jaccard", "tuned-f1-s47"),
         ("combined", "run"),
         ("abc", "z"),  # losses the project does not know: last, by name
         ("lovasz", "a"),
     ]
-    assert natural_key("x7y") == ["x", 7, "y"] and natural_key("12") == ["", 12, ""]
+    assert natural_key("x7y") == natural_key("x007y") < natural_key("x10y") < natural_key("x010z")
+    assert natural_key("x0") == natural_key("x00") < natural_key("x1")

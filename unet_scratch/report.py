@@ -56,11 +56,15 @@ def results_table(rows: list[dict[str, Any]], full_res: bool = False) -> str:
     return "\n".join(lines)
 
 
-def natural_key(text: str) -> list[str | int]:
+def natural_key(text: str) -> list[str | tuple[int, str]]:
     """A sort key that reads the numbers in ``text`` as numbers: ``"seed-2"`` before
-    ``"seed-10"``, ``", 20 epochs"`` before ``", 100 epochs"`` (as text, "1" sorts before "2")."""
-    # re.split with a group alternates text and digits, so the keys compare str to str, int to int
-    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+    ``"seed-10"``, ``", 20 epochs"`` before ``", 100 epochs"`` (as text, "1" sorts before "2");
+    ``"s01"`` and ``"s1"`` tie."""
+    # re.split with a group alternates text and digits, so the keys compare text with text and
+    # number with number; a number as (digits without leading zeros, the digits), not int():
+    # Python refuses to convert a run of more than 4300 digits, and a folder name may hold one
+    parts = re.split(r"([0-9]+)", text)
+    return [(len(p.lstrip("0")), p.lstrip("0")) if i % 2 else p for i, p in enumerate(parts)]
 
 
 def sort_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
