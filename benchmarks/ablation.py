@@ -17,7 +17,8 @@ another CPU.
 Flags the script does not know go to train.py: ``--threads 1`` trains each run on one CPU
 thread, as the Intel rounds of docs/RESULTS.md did (with OMP_NUM_THREADS=1); on that CPU one
 thread and two give different runs, so repeat a figure with the count it was trained with
-(``config.json``'s ``run.threads`` since the option exists).
+(``config.json``'s ``run.threads`` since the option exists). A finished run is not trained
+again whatever count it had, so check ``run.threads`` before one table mixes two counts.
 
 The folds hold out consecutive whole video sequences of frames 1-428 (see the dataset README)
 and train on the rest of 1-428, so no fold validates on a near-duplicate of a training frame.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.inference import load_run
 from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores, soft_dice
 from unet_scratch.runfolder import state_sha256
-from unet_scratch.train import configs_from_args, main, parse_args
+from unet_scratch.train import configs_from_args, cpu_threads, main, parse_args
 
 TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
         "--device", "cpu"]  # fmt: skip
@@ -176,9 +177,12 @@ def test_threads_are_set_for_the_run_recorded_and_given_back(
 ) -> None:
     # on some CPUs one thread and two give different runs, so the count a run trained with is
     # part of how to repeat it; ablation.py calls main() in-process, so the caller's count
-    # must come back afterwards
+    # must come back afterwards, also when the run fails
     before = torch.get_num_threads()
-    want = before + 1  # a count this process does not already have
+    want = 1 if before != 1 else 2  # a count this process does not already have
+    cpus = os.cpu_count() or 1
+    if want > cpus:
+        pytest.skip("needs two CPUs to set a count other than this process's own")
     seen: list[int] = []
     real_epoch = engine.train_one_epoch
 
@@ -187,19 +191,32 @@ def test_threads_are_set_for_the_run_recorded_and_given_back(
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", counting_epoch)
-    flags = ["--epochs", "1", "--val-frames", "none", "--keep", "best"]
+    flags = ["--epochs", "1", "--val-frames", "none"]
     try:
         assert train(tmp_path, synthetic_root, *flags, "--threads", str(want), "--name", "set") == 0
         assert seen == [want] and torch.get_num_threads() == before
-        assert f"{want} CPU threads)" in capsys.readouterr().out
+        assert f"{cpu_threads(want)})" in capsys.readouterr().out
         assert train(tmp_path, synthetic_root, *flags, "--name", "own") == 0  # 0: torch's own count
-        own = f"{before} CPU thread{'s' * (before != 1)})"  # "1 CPU thread)", "2 CPU threads)"
-        assert seen == [want, before] and own in capsys.readouterr().out
+        assert seen == [want, before] and f"{cpu_threads(before)})" in capsys.readouterr().out
         recorded = [json.loads((tmp_path / "runs" / n / "config.json").read_text()) for n in ("set", "own")]
         assert [(c["threads"], c["run"]["threads"]) for c in recorded] == [(want, want), (0, before)]
-        capsys.readouterr()
-        assert train(tmp_path, synthetic_root, *flags, "--threads", "-1", "--name", "bad") == 2
-        assert capsys.readouterr().err == "error: --threads must be 0 (torch's own count) or more, got -1\n"
+
+        # a resume with another count goes on, and says the run will not match an uninterrupted one
+        set_again = [*flags, "--name", "set", "--resume"]
+        assert train(tmp_path, synthetic_root, *set_again) == 0
+        warning = f"set trained with {cpu_threads(want)}, this resume has {cpu_threads(before)}"
+        assert warning in capsys.readouterr().err
+        assert train(tmp_path, synthetic_root, *set_again, "--threads", str(want)) == 0
+        assert train(tmp_path, synthetic_root, *flags, "--name", "own", "--resume") == 0  # the same count
+        assert capsys.readouterr().err == ""
+        # a run that fails after the count was set gives the caller's count back all the same
+        nowhere = [*flags, "--name", "nowhere", "--resume", "--threads", str(want)]
+        assert train(tmp_path, synthetic_root, *nowhere) == 2
+        assert torch.get_num_threads() == before and "does not exist" in capsys.readouterr().err
+        limits = f"--threads must be from 0 (torch's own count) to this machine's {cpus} CPUs"
+        for bad in (-1, cpus + 1):
+            assert train(tmp_path, synthetic_root, *flags, "--threads", str(bad), "--name", "bad") == 2
+            assert capsys.readouterr().err == f"error: {limits}, got {bad}\n"
     finally:
         torch.set_num_threads(before)
 

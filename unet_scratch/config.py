@@ -12,6 +12,7 @@ run can be rebuilt and resumed from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,7 +107,11 @@ class TrainConfig:
                 f"--input-size must be a positive multiple of 32 (e.g. 128), got {self.input_size}",
             ),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.threads >= 0, f"--threads must be 0 (torch's own count) or more, got {self.threads}"),
+            (
+                0 <= self.threads <= (os.cpu_count() or 1),
+                f"--threads must be from 0 (torch's own count) to this machine's {os.cpu_count() or 1} "
+                f"CPUs, got {self.threads}",
+            ),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),

@@ -61,8 +61,8 @@ def natural_key(text: str) -> list[str | tuple[int, str]]:
     ``"seed-10"``, ``", 20 epochs"`` before ``", 100 epochs"`` (as text, "1" sorts before "2");
     ``"s01"`` and ``"s1"`` tie."""
     # re.split with a group alternates text and digits, so the keys compare text with text and
-    # number with number; a number as (digits without leading zeros, the digits), not int():
-    # Python refuses to convert a run of more than 4300 digits, and a folder name may hold one
+    # number with number; a number as (how many digits it has without its leading zeros, those
+    # digits), not int(): Python refuses to convert more than 4300 digits, and a name may hold them
     parts = re.split(r"([0-9]+)", text)
     return [(len(p.lstrip("0")), p.lstrip("0")) if i % 2 else p for i, p in enumerate(parts)]
 

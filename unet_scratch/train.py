@@ -40,12 +40,14 @@ from .engine import build_model, fit, pick_device
 from .errors import ArgumentParser, UserError
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
+from .report import read_config
 from .synthetic import ensure_synthetic
 
 SYNTHETIC_OUT = "runs/synthetic"  # where --data synthetic runs go unless --out says otherwise
 
-# settings that may differ between a run and its --resume: where and how it runs, not what it
-# learns (another device or thread count can change the last bits of the arithmetic, no more)
+# settings that may differ between a run and its --resume: where and how it runs, not the recipe;
+# another device or CPU thread count still rounds differently, so the rest of the run then
+# parts from an uninterrupted one (plan_run warns about the thread count)
 RESUME_FREE = {
     "device", "threads", "out", "name", "cache_dir", "data", "compile", "checkpoint_every", "keep",
 }  # fmt: skip
@@ -223,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=d.threads,
-        help="CPU threads for torch (0: torch's own count, OMP_NUM_THREADS or one per core); on some "
-        "CPUs the count changes the arithmetic, so a run is repeated exactly only with the same count "
-        "(config.json's run.threads records it)",
+        help="CPU threads for torch, per process (0: torch's own count, OMP_NUM_THREADS or one per "
+        "core); on some CPUs the count changes the arithmetic, so a run is repeated exactly only with "
+        "the same count (config.json's run.threads records it)",
     )
     p.add_argument(
         "--amp",
@@ -341,12 +343,14 @@ def plan_run(
     force: bool,
     overwrite: bool,
     say: Callable[[str], None] = print,
+    warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr),
 ) -> bool:
     """Decide whether ``run_dir`` is resumed (True) or started fresh (False).
 
     A folder holding a checkpoint is never clobbered without ``--overwrite``; ``--resume`` with
-    settings that differ from the saved ones is refused without ``--force``. A folder without
-    ``last.pt`` (a run killed during its first epoch) holds no result: it starts from epoch 1.
+    settings that differ from the saved ones is refused without ``--force``, and with another
+    CPU thread count than the run's (config.json) it warns. A folder without ``last.pt`` (a run
+    killed during its first epoch) holds no result: it starts from epoch 1.
     """
     has_result = (run_dir / "last.pt").is_file() or (run_dir / "best.pt").is_file()
     if not resume:
@@ -378,7 +382,19 @@ def plan_run(
             f"--resume: {run_dir} was trained with other settings ({'; '.join(differ)}): "
             "use the same flags, or add --force"
         )
+    trained = read_config(run_dir).get("run", {}).get("threads")  # absent before --threads existed
+    if trained is not None and trained != torch.get_num_threads():
+        warn(
+            f"{run_dir} trained with {cpu_threads(trained)}, this resume has "
+            f"{cpu_threads(torch.get_num_threads())}: the rest of the run will not match an "
+            f"uninterrupted one (--threads {trained} to match)"
+        )
     return True
+
+
+def cpu_threads(n: int) -> str:
+    """``"1 CPU thread"``, ``"2 CPU threads"``."""
+    return f"{n} CPU thread{'s' * (n != 1)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,9 +443,9 @@ def run(args: argparse.Namespace) -> int:
             )
     ctx = init_from_env(first.device)  # torchrun: join the process group; else a no-op
     threads = torch.get_num_threads()
-    if first.threads:  # set for this call only: ablation.py and the tests call main() in-process
-        torch.set_num_threads(first.threads)
     try:
+        if first.threads:  # for this call only: ablation.py and the tests call main() in-process
+            torch.set_num_threads(first.threads)
         check_batch(ctx, first.batch_size)
         return train_runs(args, configs, ctx, cache_dir, train_frames, val_frames)
     finally:
@@ -471,8 +487,9 @@ def train_runs(
                     f"--init-from {first.init_from} is inside {d}, the run folder this would write: "
                     "give the fine-tuned run another --name"
                 )
+    warn = (lambda m: print(f"warning: {m}", file=sys.stderr)) if ctx.is_main else say
     resumes = [
-        plan_run(d, c, args.resume, args.force, args.overwrite, say) for d, c in zip(run_dirs, configs)
+        plan_run(d, c, args.resume, args.force, args.overwrite, say, warn) for d, c in zip(run_dirs, configs)
     ]
     encoder_state = init_state = None
     if first.encoder_weights:  # checked before any data is read or any folder made
@@ -503,7 +520,7 @@ def train_runs(
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         say(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
-            f"{config.epochs} epochs, {threads} CPU thread{'s' * (threads != 1)}"
+            f"{config.epochs} epochs, {cpu_threads(threads)}"
             + (f", {ctx.world} processes)" if ctx.enabled else ")")
         )
         if ctx.is_main:
