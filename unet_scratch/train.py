@@ -336,6 +336,11 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
+def print_warning(message: str) -> None:
+    """``warning: message`` on stderr, one line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def plan_run(
     run_dir: Path,
     config: TrainConfig,
@@ -343,7 +348,7 @@ def plan_run(
     force: bool,
     overwrite: bool,
     say: Callable[[str], None] = print,
-    warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr),
+    warn: Callable[[str], None] = print_warning,
 ) -> bool:
     """Decide whether ``run_dir`` is resumed (True) or started fresh (False).
 
@@ -383,11 +388,11 @@ def plan_run(
             "use the same flags, or add --force"
         )
     trained = read_config(run_dir).get("run", {}).get("threads")  # absent before --threads existed
-    if trained is not None and trained != torch.get_num_threads():
+    threads = torch.get_num_threads()
+    if trained is not None and trained != threads:
         warn(
-            f"{run_dir} trained with {cpu_threads(trained)}, this resume has "
-            f"{cpu_threads(torch.get_num_threads())}: the rest of the run will not match an "
-            f"uninterrupted one (--threads {trained} to match)"
+            f"{run_dir} trained with {cpu_threads(trained)}, this resume has {cpu_threads(threads)}: "
+            f"the rest of the run will not match an uninterrupted one (--threads {trained} to match)"
         )
     return True
 
@@ -487,7 +492,7 @@ def train_runs(
                     f"--init-from {first.init_from} is inside {d}, the run folder this would write: "
                     "give the fine-tuned run another --name"
                 )
-    warn = (lambda m: print(f"warning: {m}", file=sys.stderr)) if ctx.is_main else say
+    warn = print_warning if ctx.is_main else say  # say is a no-op on the other ranks
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say, warn) for d, c in zip(run_dirs, configs)
     ]
@@ -502,7 +507,7 @@ def train_runs(
         root = ensure_synthetic(cache_dir) if first.data == "synthetic" else Path(first.data)
         with warnings.catch_warnings():
             warnings.simplefilter("always" if ctx.is_main else "ignore")
-            warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+            warnings.showwarning = lambda msg, *a, **k: print_warning(str(msg))
             load = functools.partial(load_frames, root, size=first.input_size, cache_dir=cache_dir)
             train = load(train_frames, flag="--train-frames", verbose=ctx.is_main)
             val = load(val_frames, flag="--val-frames", verbose=ctx.is_main) if val_frames else None
