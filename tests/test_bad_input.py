@@ -242,3 +242,131 @@ def test_truncated_checkpoint_is_refused(
 ) -> None:
     err = evaluate_one(tmp_path, b"PK\x03\x04 not really a checkpoint", root, capsys)
     assert "damaged or not a checkpoint" in err
+
+
+# --------------------------------------------------------------- output paths that cannot be written
+
+# (name, command, its arguments, the output flag's value, what the error says); {file} is a file,
+# {dir} an empty folder, {run} a run folder, {image} an image, {data} the synthetic frames
+UNWRITABLE = [
+    (
+        "train",
+        "train",
+        ["--data", "{data}", *TINY, "--out"],
+        "{file}/runs",
+        "{file} is a file, not a folder: choose another --out",
+    ),
+    (
+        "predict into a file's folder",
+        "predict",
+        ["--run", "{run}", "{image}", "--out"],
+        "{file}/sub",
+        "{file} is a file, not a folder: choose another --out",
+    ),
+    (
+        "predict into a file",
+        "predict",
+        ["--run", "{run}", "{image}", "--out"],
+        "{file}",
+        "{file} is a file, not a folder",
+    ),
+    (
+        "evaluate --json",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--json"],
+        "{file}/r.json",
+        "--json {file}/r.json: {file} is a file",
+    ),
+    (
+        "evaluate --json a folder",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--json"],
+        "{dir}",
+        "--json {dir} is a folder: give a file name",
+    ),
+    (
+        "evaluate --curves",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--curves"],
+        "{file}/c.png",
+        "choose another --curves",
+    ),
+    (
+        "evaluate --overlays",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--overlays"],
+        "{file}/ov",
+        "choose another --overlays",
+    ),
+    (
+        "export",
+        "export",
+        ["--run", "{run}", "--format", "exported", "--out"],
+        "{file}/m.pt2",
+        "choose another --out",
+    ),
+    (
+        "export to a folder",
+        "export",
+        ["--run", "{run}", "--format", "exported", "--out"],
+        "{dir}",
+        "--out {dir} is a folder",
+    ),
+    ("features", "features", ["--run", "{run}", "{image}", "--out"], "{file}/f", "choose another --out"),
+    ("summary --diagram", "summary", ["--diagram"], "{file}/a.png", "choose another --diagram"),
+    ("synthetic frames", "synthetic", ["--count", "2"], "{file}/ds", "choose another OUT"),
+    ("synthetic clip", "synthetic", ["--count", "2"], "{file}/c.mp4", "choose another OUT"),
+]
+
+
+@pytest.mark.parametrize("case, command, args, target, expected", UNWRITABLE, ids=[c[0] for c in UNWRITABLE])
+def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
+    case: str,
+    command: str,
+    args: list[str],
+    target: str,
+    expected: str,
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One line naming the path and the flag, exit 2, before any work (nothing on stdout: no
+    table scored, no frame decoded, no model traced), and nothing written."""
+    import importlib
+
+    (tmp_path / "file").write_bytes(b"kept")
+    (tmp_path / "dir").mkdir()
+    run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, synthetic_root)
+    names = {"file": tmp_path / "file", "dir": tmp_path / "dir", "run": run, "data": synthetic_root,
+             "image": synthetic_root / "Original" / "9.tif"}  # fmt: skip
+    argv = [a.format(**names) for a in [*args, target]]
+    if command == "synthetic":  # its output is its first argument
+        argv = [argv[-1], *argv[:-1]]
+    main = importlib.import_module(f"unet_scratch.{command}").main
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected.format(**names) in err, err
+    assert out == ""
+    assert (tmp_path / "file").read_bytes() == b"kept" and not list((tmp_path / "dir").iterdir())
+
+
+def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temp file that cannot be removed after a failed write must not hide why the write failed."""
+    from unet_scratch.errors import UserError
+    from unet_scratch.files import atomic_write
+
+    def disk_full(f: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name.endswith(".tmp"):
+            raise PermissionError(13, "Permission denied")
+        real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(UserError, match=r"cannot write .*f\.bin \(No space left on device\): free disk"):
+        atomic_write(tmp_path / "f.bin", disk_full)

@@ -18,11 +18,12 @@ import tifffile
 import torch
 from PIL import Image
 
-from unet_scratch.checkpoint import atomic_torch_save, atomic_write_json
+from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.engine import build_model
-from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main
+from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main, members_role
+from unet_scratch.files import atomic_write_json
 from unet_scratch.inference import FOCAL_TEMPERATURE
 from unet_scratch.report import natural_key, sort_runs
 from unet_scratch.synthetic import write_dataset
@@ -182,7 +183,8 @@ def test_a_run_is_not_scored_on_other_data(
 ) -> None:
     other = write_dataset(tmp_path / "other", range(1, 13), seed=5)  # same layout, other pixels
     assert evaluate(runs, "--data", str(other)) == 2  # nothing scored
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err.startswith("error: no run could be scored (") and err.count("\n") == 1  # not the table alone
     for name in ("all-polyp", "no-polyp"):
         row = next(line for line in out.splitlines() if f"| {name} |" in line)
         assert f"trained on {synthetic_root}, not {other} (frame 1 differs)" in row
@@ -317,6 +319,20 @@ def test_roles_of_the_scored_frames() -> None:
     assert frames_role([500, 600], config) == "test" and frames_role([700], config) == "held-out"
     assert frames_role([363, 364], config) == "training"
     assert describe_role({"test"}, [429, 430])[0].startswith("test frames 429-430")
+    # frames of which only some chose the epoch: still optimistic, and said so
+    assert frames_role(list(range(400, 441)), config) == "partly validation"
+    for roles in ({"partly validation"}, {"validation", "test"}, {"validation", "held-out"}):
+        title, role = describe_role(roles, [400, 440])
+        assert role == "partly validation" and "some of them validation frames" in title
+    assert describe_role({"validation"}, [400])[1] == "validation"
+    # an ensemble's frames: validation only if they chose every member's epoch
+    assert members_role(["validation", "validation"]) == "validation"
+    assert (
+        members_role(["validation", "test"])
+        == members_role(["test", "partly validation"])
+        == "partly validation"
+    )
+    assert members_role(["validation", "training"]) == "training" and members_role(["test", "test"]) == "test"
 
 
 def test_training_frames_are_flagged(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -424,6 +440,37 @@ def test_curves_tell_apart_runs_that_share_a_label(tmp_path: Path) -> None:
         run_labels([runs[3], runs[3].parent / ".." / "combined" / runs[3].name])
         == ["combined: tuned-f1-s47"] * 2
     )
+
+
+def test_curves_say_why_the_validation_panels_are_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from unet_scratch.report import plot_curves
+
+    texts: list[list[str]] = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda self, *a, **k: (
+            texts.append([" ".join(t.get_text() for t in ax.texts) for ax in self.axes]),
+            real_savefig(self, *a, **k),
+        ),
+    )
+    run = tmp_path / "r"
+    run.mkdir()
+    for header, row in (
+        ("epoch,train_loss,lr", "1,0.5,0.001"),
+        ("epoch,train_loss,val_dice,val_iou", "1,0.5,0.4,0.3"),
+    ):
+        (run / "metrics.csv").write_text(f"{header}\n{row}\n")
+        plot_curves([run], tmp_path / "c.png")
+    no_val, val = texts
+    assert no_val[0] == "" and all("--val-frames" in t for t in no_val[1:])  # the loss panel has its line
+    assert val == ["", "", ""]
 
 
 def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

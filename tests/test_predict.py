@@ -89,7 +89,7 @@ def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
         with Image.open(out / f"{stem}_prob.png") as prob:
             assert prob.mode == "I;16" and prob.size == (w, h)
             assert np.abs(np.asarray(prob).astype(np.int64) - round(P * 65535)).max() <= 1
-        assert f"{name}: {w}x{h}, polyp 100.0 % of the frame" in captured.out
+        assert f"{name}: {w}x{h}, polyp 100.0 % of the frame, max p 0.62\n" in captured.out  # not renamed
     assert not list(out.glob("z_broken*")) and not list(out.glob("notes*"))
     assert "5 images in" in captured.out and "1 input(s) skipped" in captured.out
 
@@ -116,13 +116,18 @@ def test_probabilities_are_resized_back_to_the_image(run: Path, h: int, w: int) 
     assert iou > 0.97  # the disk comes back where it was, at the image's own size (64 px model input)
 
 
-def test_strict_stops_at_the_first_bad_file(run: Path, images: Path, tmp_path: Path) -> None:
+def test_strict_stops_at_the_first_bad_file(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = images / "z_broken.png"
     assert (
         predict("--run", str(run), str(bad), str(images / "a.tif"), "--out", str(tmp_path / "o"), "--strict")
         == 2
     )
     assert not (tmp_path / "o" / "a_mask.png").exists()
+    out, err = capsys.readouterr()
+    assert "(stopped: --strict)" in err and "skipped" not in err + out  # it stopped; nothing was skipped
+    assert "stopped at the first unreadable input (--strict" in out
 
 
 def test_existing_predictions_are_not_overwritten(
@@ -156,6 +161,22 @@ def test_bad_runs_are_refused_in_one_line(
     ] in err
 
 
+def test_a_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "o")
+    assert predict("--run", str(run / "best.pt"), str(images / "e.png"), "--out", out) == 2
+    assert f"give the run's folder ({run}), not its checkpoint" in capsys.readouterr().err
+    assert predict("--run", str(run.parent), str(images / "e.png"), "--out", out) == 2  # train.py's --out
+    assert f"holds runs: give one, e.g. {run}" in capsys.readouterr().err
+    data = tmp_path / "data"
+    (data / "Original").mkdir(parents=True)
+    (data / "Original" / "1.png").write_bytes((images / "e.png").read_bytes())
+    assert predict("--run", str(run), str(data), "--out", out) == 2
+    assert f"its frames are in {data / 'Original'}, give that" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 class Payload:
     def __reduce__(self):  # noqa: ANN204
         return (print, ("this would have run",))
@@ -187,6 +208,26 @@ def test_video_gives_an_overlay_video_and_a_csv(
         for r in rows
     )
     assert "8 video frames" in capsys.readouterr().out
+
+
+def test_a_synthetic_clip_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m unet_scratch.synthetic clip.mp4``: the video the README's example needs."""
+    from unet_scratch import synthetic
+
+    av = pytest.importorskip("av")
+    clip = tmp_path / "v" / "clip.mp4"
+    assert synthetic.main([str(clip), "--count", "5"]) == 0
+    with av.open(str(clip)) as video:
+        stream = video.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (384, 288)
+        assert sum(1 for _ in video.decode(stream)) == 5
+    assert [f.name for f in clip.parent.iterdir()] == ["clip.mp4"]  # no temp file left
+    monkeypatch.setattr(synthetic.importlib.util, "find_spec", lambda name: None)  # PyAV missing
+    assert synthetic.main([str(tmp_path / "w.mp4"), "--count", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs PyAV: pip install" in err and not (tmp_path / "w.mp4").exists()
 
 
 def test_video_without_pyav_names_the_install(
@@ -284,7 +325,9 @@ def test_probabilities_are_resized_bilinearly_between_pixel_centres() -> None:
     assert to_size(prob, 2, 2) is prob  # already the image's size: untouched
 
 
-def test_inputs_with_the_same_name_in_two_folders_keep_their_outputs(run: Path, tmp_path: Path) -> None:
+def test_inputs_with_the_same_name_in_two_folders_keep_their_outputs(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for folder, (h, w) in (("A", (40, 56)), ("B", (72, 48))):
         (tmp_path / folder).mkdir()
         Image.fromarray(make_frame(1, height=h, width=w)[0]).save(tmp_path / folder / "1.png")
@@ -292,6 +335,10 @@ def test_inputs_with_the_same_name_in_two_folders_keep_their_outputs(run: Path, 
     assert predict("--run", str(run), str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(out)) == 0
     sizes = {f.name: Image.open(f).size for f in out.glob("*_mask.png")}
     assert sizes == {"A_1_png_mask.png": (56, 40), "B_1_png_mask.png": (48, 72)}
+    lines = capsys.readouterr().out.splitlines()  # each image's line names its renamed outputs
+    for folder in ("A", "B"):
+        line = next(line for line in lines if line.startswith(str(tmp_path / folder / "1.png")))
+        assert line.endswith(f"-> {folder}_1_png_*.png")
     files = [Path("A/1.png"), Path("x/A/1.png"), Path("1_png.jpg"), Path("A/1.tif")]
     names = output_names(files)
     assert len(set(names.values())) == len(files)  # never two inputs on one name

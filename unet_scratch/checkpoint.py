@@ -15,8 +15,6 @@ Python object (which could run code when loaded) is refused.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -25,47 +23,14 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .files import atomic_write
 
 CHECKPOINT_FORMAT = 1
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
-
-    A reader sees the old file or the new one, never half of one, even after a kill -9. A write
-    that fails (a full disk, no permission) raises :class:`UserError` naming the file and leaves
-    the old file as it was.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, no permission, ...: the previous file is still whole
-        kept = f"; the previous {path.name} is kept" if path.exists() else ""
-        raise UserError(
-            f"cannot write {path} ({e.strerror or e}): free disk space or write elsewhere (--out){kept}"
-        ) from e
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
-def atomic_write_json(obj: object, path: str | Path) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes((json.dumps(obj, indent=2) + "\n").encode(), path)
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`files.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from . import postprocess
-from .checkpoint import atomic_write_json
 from .config import AMP_MODES, TrainConfig
 from .data import (
     describe_frames,
@@ -42,6 +41,7 @@ from .data import (
 )
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
+from .files import atomic_write_json, check_file, check_folder
 from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
@@ -152,14 +152,23 @@ def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None
 
 
 def frames_role(frames: list[int], config: TrainConfig) -> str:
-    """What ``frames`` are to a run: training, validation, test (429-612) or held-out frames."""
+    """What ``frames`` are to a run: training, (partly) validation, test (429-612) or held-out."""
     frames_set = set(frames)
     if frames_set & set(parse_frames(config.train_frames)):
         return "training"
     val = set(parse_frames(config.val_frames))
-    if val and frames_set <= val:
-        return "validation"
+    if frames_set & val:  # any frame that chose the run's epoch makes the scores optimistic
+        return "validation" if frames_set <= val else "partly validation"
     return "test" if frames_set <= set(parse_frames(TEST_FRAMES)) else "held-out"
+
+
+def members_role(roles: list[str]) -> str:
+    """The frames' role to an ensemble, from its members' (:func:`frames_role`): training if they
+    trained any member, validation where they chose every member's epoch, partly validation
+    where they chose some."""
+    if "training" in roles or len(set(roles)) == 1:
+        return "training" if "training" in roles else roles[0]
+    return "partly validation" if {"validation", "partly validation"} & set(roles) else roles[0]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -301,7 +310,7 @@ def score_run(
         "loss": config.loss,
         "input_size": config.input_size,
         "temperature": temperature if len(run_dirs) == 1 else model.temperatures,
-        "frames_role": next((r for r in ("training", "validation") if r in roles), roles[0]),
+        "frames_role": members_role(roles),
         "dice": s["dice"],
         "jaccard": s["iou"],
         "dice_ci95": list(bootstrap_ci(meter.dice)),
@@ -398,10 +407,21 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
         )
     if "training" in roles:
         return f"{what}, some of them training frames: these are not test scores", "training-frame"
+    if roles & {"validation", "partly validation"}:
+        return (
+            f"{what}, some of them validation frames: they selected the epoch or the recipe, so these "
+            "scores are optimistic and are not test scores",
+            "partly validation",
+        )
     return f"{what}, held out of training (not the test split {TEST_FRAMES})", "held-out"
 
 
 def run(args: argparse.Namespace) -> int:
+    # an output path that cannot be written stops the command here, not after the scoring
+    for flag, path, check in (("--json", args.json, check_file), ("--curves", args.curves, check_file),
+                              ("--overlays", args.overlays, check_folder)):  # fmt: skip
+        if path:
+            check(path, flag)
     run_dirs = find_runs(args.run_dirs, args.runs)
     if args.curves:
         try:
@@ -515,9 +535,12 @@ def run(args: argparse.Namespace) -> int:
             "resolution": "input size" + (" and full (each row's full_res)" if args.full_res else ""),
             "runs": rows,
         }
-        atomic_write_json(report, args.json)
+        atomic_write_json(report, args.json, "--json")
         print(f"json -> {args.json}")
-    return 0 if scored else 2
+    if not scored:  # the table says why per run; a script reading stderr gets the line too
+        print(f"error: no run could be scored ({rows[0]['name']}: {rows[0]['error']})", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

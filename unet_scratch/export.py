@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_bytes
 from .errors import ArgumentParser, UserError, exit_status
+from .files import atomic_write_bytes, check_file
 from .inference import TEMPERATURE_KEY, OnnxModel, load_runs
 
 FORMATS = ("onnx", "exported")
@@ -120,9 +120,9 @@ def export(args: argparse.Namespace) -> int:
     # one run: its network, raw logits; several: the members tempered and averaged inside, so
     # the graph's output is what evaluate.py and predict.py score for the same runs
     # the temperature load_runs gives is predict.py's: one run's own, 1 for an ensemble
+    out = check_file(args.out, "--out")  # before the model is read and traced
     model, configs, _, temperature = load_runs(args.run)
     model = model.float().eval()
-    out = Path(args.out)
     size = configs[0].input_size
     if args.format == "onnx":
         export_onnx(model, size, out, args.opset, temperature=temperature)

@@ -27,6 +27,7 @@ from torch import nn
 from .data import read_image
 from .engine import build_model
 from .errors import ArgumentParser, UserError, exit_status
+from .files import check_folder, save_figure
 from .inference import load_run, prepare
 
 STAGES = [
@@ -87,7 +88,6 @@ def draw(
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise UserError("features needs matplotlib: pip install 'unet-scratch[plot]'") from e
-    out.mkdir(parents=True, exist_ok=True)
     names = list(runs)
     fig, axes = plt.subplots(len(STAGES), 2 * k, figsize=(2 * k * 1.25 + 1, len(STAGES) * 1.3))
     for row, stage in enumerate(STAGES):
@@ -112,8 +112,10 @@ def draw(
         )
     fig.subplots_adjust(left=0.08, right=0.99, top=0.93, bottom=0.01, wspace=0.08, hspace=0.3)
     features_png = out / "features.png"
-    fig.savefig(features_png, dpi=90)
-    plt.close(fig)
+    try:
+        save_figure(fig, features_png, "--out", dpi=90)
+    finally:
+        plt.close(fig)
 
     fig, axes = plt.subplots(1, 2 + len(names), figsize=(3.2 * (2 + len(names)), 3.4))
     axes[0].imshow(image)
@@ -131,8 +133,10 @@ def draw(
         ax.set_yticks([])
     fig.tight_layout()
     prediction_png = out / "prediction.png"
-    fig.savefig(prediction_png, dpi=90)
-    plt.close(fig)
+    try:
+        save_figure(fig, prediction_png, "--out", dpi=90)
+    finally:
+        plt.close(fig)
     return [features_png, prediction_png]
 
 
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def draw_run(args: argparse.Namespace) -> int:
+    check_folder(args.out, "--out")  # before the work, not after it
     trained, config, _ = load_run(args.run)
     initial = build_model(config).eval()  # the run's seed: the weights its training started from
     x = prepare(read_image(args.image), config.input_size)[None].float() / 255

@@ -38,7 +38,12 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any
 
     run_dir = Path(run_dir)
     path = run_dir / "best.pt"
+    if run_dir.is_file():  # e.g. runs/dice/best.pt: the config and temperature live beside it
+        raise UserError(f"{run_dir} is a file: give the run's folder ({run_dir.parent}), not its checkpoint")
     if run_dir.is_dir() and not path.is_file():
+        held = sorted(d.name for d in run_dir.iterdir() if (d / "best.pt").is_file())
+        if held:  # the folder train.py --out wrote the runs into
+            raise UserError(f"{run_dir} has no best.pt but holds runs: give one, e.g. {run_dir / held[0]}")
         raise UserError(f"{run_dir} has no best.pt: train it first (python train.py), or pick another run")
     ckpt = load_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"])

@@ -45,11 +45,11 @@ import torch
 from PIL import Image
 
 from . import postprocess
-from .checkpoint import atomic_write_bytes
 from .config import AMP_MODES
-from .data import EXTENSIONS, read_image
+from .data import EXTENSIONS, IMAGE_DIR, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
+from .files import atomic_write_bytes, check_folder, make_folder
 from .inference import (
     OnnxModel,
     add_mask_options,
@@ -127,7 +127,9 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
                 f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
             )
             if not found:
-                problems.append(f"{p}: no image or video files in this folder")
+                frames = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
+                hint = f": its frames are in {frames}, give that" if frames.is_dir() else ""
+                problems.append(f"{p}: no image or video files in this folder{hint}")
             files += found
         elif not p.exists():
             problems.append(f"{p} does not exist: skipped")
@@ -203,7 +205,7 @@ def segment_images(
                 kept.append(f)
             except UserError as e:
                 problems.append(str(e))
-                say(f"error: {e} (skipped)", err=True)
+                say(f"error: {e} ({'stopped: --strict' if args.strict else 'skipped'})", err=True)
                 if args.strict:
                     return done, problems
         if not images:
@@ -212,7 +214,9 @@ def segment_images(
             area = write_image_outputs(Path(args.out), names[f], image, prob, args)
             done += 1
             height, width = image.shape[:2]
-            say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {float(prob.max()):.2f}")
+            renamed = f" -> {names[f]}_*.png" if names[f] != f.stem else ""  # another input shares its name
+            peak = float(prob.max())
+            say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {peak:.2f}{renamed}")
             bar.update(done + len(problems), done)
     bar.close()
     return done, problems
@@ -330,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     args.steps = mask_options(args)
-    out = Path(args.out)
+    out = check_folder(args.out, "--out")
     if out.is_dir() and not args.overwrite:
         held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]
         if held:
@@ -349,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")
     names = output_names(files)
 
     def say(line: str, err: bool = False) -> None:
@@ -371,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
             frames += segment_video(segmenter, video, names[video], args, say)
         except UserError as e:
             problems.append(str(e))
-            say(f"error: {e} (skipped)", err=True)
+            say(f"error: {e} ({'stopped: --strict' if args.strict else 'skipped'})", err=True)
             if args.strict:
                 break
     seconds = time.perf_counter() - start
@@ -386,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
         parts.append(
             f"{frames} video frames ({frames / seconds:.1f} frames/s end to end: decode, model, encode)"
         )
-    if problems:
+    if problems and args.strict:
+        parts.append("stopped at the first unreadable input (--strict; named above)")
+    elif problems:
         parts.append(f"{len(problems)} input(s) skipped (named above)")
     print("; ".join(parts) + f" -> {out}/")
     return 2 if problems else 0

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import UserError
+from .files import save_figure, save_png
 from .progress import format_duration
 
 LOSS_ORDER = ("dice", "jaccard", "focal", "combined")
@@ -170,17 +171,21 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         epochs = [r["epoch"] for r in rows]
         for ax, (key, _) in zip(axes, panels):
             ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker=".", label=label)
-    for ax, (_, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if not any(key in r for _, rows in drawn for r in rows):  # say why a panel is empty
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no validation frames:\ntrain with --val-frames", transform=ax.transAxes,
+                    ha="center", va="center", color="#777777")  # fmt: skip
     axes[0].legend()
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, out, "--curves", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- overlays
@@ -244,6 +249,5 @@ def write_overlay_grid(
     for k, label in enumerate(labels):
         draw.rectangle([0, k * tile, 7 * len(label) + 6, k * tile + 14], fill=(0, 0, 0))
         draw.text((3, k * tile + 2), label, fill=(255, 255, 255))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out)
+    save_png(grid, out, "--overlays")
     return grid.size

@@ -32,17 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_checkpoint,
-    load_model_state,
-)
+from .checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint, load_model_state
 from .config import TrainConfig
 from .distributed import DistContext
 from .errors import UserError
+from .files import atomic_write_bytes, atomic_write_json
 from .progress import format_duration
 
 CSV_FIELDS = [

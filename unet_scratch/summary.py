@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ArgumentParser, UserError, exit_status
+from .files import check_file, save_figure
 from .model import UNetResNet50
 
 
@@ -259,11 +260,10 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         "Drawn by python -m unet_scratch.summary --diagram from a forward pass of the live model.",
         ha="center", va="center", fontsize=8,
     )  # fmt: skip
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, "--diagram", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def report_diagram(stages: list[Stage], path: str, input_size: int) -> int:
@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             f"error: --input-size must be a positive multiple of 32, got {args.input_size}", file=sys.stderr
         )
         return 2
+    if args.diagram and exit_status(lambda: check_file(args.diagram, "--diagram") and 0):
+        return 2  # a path that cannot be written stops it before the table, not after
     model = UNetResNet50(skips=args.skips == "all")
     stages = stage_table(model, args.input_size)
     print(

@@ -9,12 +9,14 @@ give the same pixels.
 Images are written as the published dataset stores them (RGB TIFF tagged MinIsBlack,
 3 samples per pixel, 16-row strips, which Pillow refuses), masks as 8-bit grayscale TIFF.
 
-    python -m unet_scratch.synthetic OUT --count 60
+    python -m unet_scratch.synthetic OUT --count 60          # a dataset folder
+    python -m unet_scratch.synthetic clip.mp4 --count 50    # the same frames as a video (PyAV)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -25,6 +27,8 @@ import tifffile
 from PIL import Image
 
 from .data import IMAGE_DIR, MASK_DIR
+from .errors import ArgumentParser, UserError, exit_status
+from .files import check_file, check_folder, make_folder
 
 HEIGHT, WIDTH = 288, 384  # the real frames' size
 SYNTHETIC_VERSION = 1
@@ -165,13 +169,17 @@ def ensure_synthetic(cache_dir: str | Path, count: int = 612, seed: int = 0) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m unet_scratch.synthetic",
-        description="Write a synthetic polyp dataset in the CVC-ClinicDB layout.",
+        description="Write a synthetic polyp dataset in the CVC-ClinicDB layout, or its frames as a video.",
     )
-    parser.add_argument("out", help="output folder (Original/ and 'Ground Truth/' are created)")
-    parser.add_argument("--count", type=int, default=612, help="frames 1..COUNT (default 612)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument(
+        "out",
+        help="output folder (Original/ and 'Ground Truth/' are created), or a .mp4 file: an H.264 clip "
+        "of the frames at 25 frames/s for predict.py (needs PyAV: pip install -e '.[video]')",
+    )
+    parser.add_argument("--count", type=int, default=612, help="frames 1..COUNT")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument(
         "--uncompressed",
         action="store_true",
@@ -179,10 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.count < 1:
-        print("error: --count must be at least 1", file=sys.stderr)
-        return 2
-    write_dataset(args.out, range(1, args.count + 1), args.seed, compress=not args.uncompressed)
-    print(f"wrote {args.count} frames to {args.out}")
+        parser.error("--count must be at least 1")
+    return exit_status(lambda: write(args))
+
+
+def write(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        write_dataset(
+            check_folder(out, "OUT"), range(1, args.count + 1), args.seed, compress=not args.uncompressed
+        )
+        print(f"wrote {args.count} frames to {out}")
+        return 0
+    if importlib.util.find_spec("av") is None:
+        raise UserError("a video needs PyAV: pip install -e '.[video]' (or pip install av)")
+    tmp = check_file(out, "OUT").with_name(f".{out.name}.{os.getpid()}.tmp.mp4")
+    try:  # written beside, then renamed: an interrupted clip never replaces a whole one
+        make_folder(out.parent, "OUT")
+        os.replace(write_video(tmp, args.count, seed=args.seed), out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {args.count} frames ({args.count / 25:.1f} s at 25 frames/s) to {out}")
     return 0
 
 

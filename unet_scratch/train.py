@@ -38,6 +38,7 @@ from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import build_model, fit, pick_device
 from .errors import ArgumentParser, UserError
+from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
 from .report import read_config
@@ -376,7 +377,8 @@ def plan_run(
         say(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
         return False
     # the config only: the tensors are mapped, not read (fit loads the checkpoint itself)
-    saved = TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt", mmap=True)["config"]).to_dict()
+    last = load_checkpoint(run_dir / "last.pt", mmap=True)
+    saved = TrainConfig.from_dict(last["config"]).to_dict()
     differ = [
         f"{k} {saved[k]!r} -> {v!r}"
         for k, v in config.to_dict().items()
@@ -394,6 +396,8 @@ def plan_run(
             f"{run_dir} trained with {cpu_threads(trained)}, this resume has {cpu_threads(threads)}: "
             f"the rest of the run will not match an uninterrupted one (--threads {trained} to match)"
         )
+    if last["epoch"] >= config.epochs:
+        say(f"{run_dir} already finished epoch {config.epochs} of {config.epochs}: nothing left to train")
     return True
 
 
@@ -493,6 +497,8 @@ def train_runs(
                     "give the fine-tuned run another --name"
                 )
     warn = print_warning if ctx.is_main else say  # say is a no-op on the other ranks
+    for d in run_dirs:  # a file in the way stops the run here, not after the data are read
+        check_folder(d, "--out")
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say, warn) for d, c in zip(run_dirs, configs)
     ]
@@ -531,7 +537,7 @@ def train_runs(
         if ctx.is_main:
             if not resume and run_dir.exists():
                 shutil.rmtree(run_dir)  # --overwrite, or the remains of a run killed in epoch 1
-            run_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(run_dir, "--out")
         barrier(ctx)
         start = time.perf_counter()
         try:
