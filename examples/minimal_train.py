@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--size", type=int, default=64, help="frames are resized to SIZE x SIZE")
     parser.add_argument("--frames", type=int, default=120, help="synthetic frames: 5/6 train, 1/6 test")
     args = parser.parse_args(argv)
-    if args.size % 32:  # the encoder halves the frame five times; the decoder doubles it back
-        parser.error("--size must be a multiple of 32, e.g. 64 or 128")
+    if args.size < 32 or args.size % 32:  # the encoder halves the frame five times, the decoder back
+        parser.error("--size must be a positive multiple of 32, e.g. 64 or 128")
     torch.manual_seed(47)
 
     with tempfile.TemporaryDirectory() as tmp:  # frames in the CVC-ClinicDB layout, then tensors

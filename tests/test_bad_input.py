@@ -314,9 +314,43 @@ UNWRITABLE = [
     ),
     ("features", "features", ["--run", "{run}", "{image}", "--out"], "{file}/f", "choose another --out"),
     ("summary --diagram", "summary", ["--diagram"], "{file}/a.png", "choose another --diagram"),
+    ("summary --diagram .txt", "summary", ["--diagram"], "{dir}/a.txt", "matplotlib cannot write .txt"),
+    (
+        "evaluate --curves .txt",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--curves"],
+        "{dir}/c.txt",
+        "matplotlib cannot write .txt files: end the name in .png",
+    ),
+    (
+        "train --cache-dir",
+        "train",
+        ["--data", "{data}", *TINY, "--out", "{dir}/runs", "--cache-dir"],
+        "{file}/cache",
+        "choose another --cache-dir",
+    ),
+    (
+        "evaluate --cache-dir",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--cache-dir"],
+        "{file}/cache",
+        "choose another --cache-dir",
+    ),
+    ("synthetic .avi clip", "synthetic", ["--count", "2"], "{dir}/c.avi", "end the name in .mp4"),
     ("synthetic frames", "synthetic", ["--count", "2"], "{file}/ds", "choose another OUT"),
     ("synthetic clip", "synthetic", ["--count", "2"], "{file}/c.mp4", "choose another OUT"),
 ]
+
+# the first step of each command's work: reading frames, a checkpoint, drawing, generating
+WORK = {
+    "train": ["train.load_frames", "train.ensure_synthetic"],
+    "predict": ["inference.load_checkpoint"],
+    "evaluate": ["inference.load_checkpoint", "evaluate.load_frames"],
+    "export": ["inference.load_checkpoint"],
+    "features": ["inference.load_checkpoint"],
+    "summary": ["summary.stage_table"],
+    "synthetic": ["synthetic.write_dataset", "synthetic.write_video"],
+}
 
 
 @pytest.mark.parametrize("case, command, args, target, expected", UNWRITABLE, ids=[c[0] for c in UNWRITABLE])
@@ -329,10 +363,18 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     synthetic_root: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One line naming the path and the flag, exit 2, before any work (nothing on stdout: no
-    table scored, no frame decoded, no model traced), and nothing written."""
+    """One line naming the path and the flag, exit 2, before any work (the first step of each
+    command's work fails the test if reached; nothing on stdout), and nothing written."""
     import importlib
+
+    def work(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{case}: the work started before the output path was checked")
+
+    for name in WORK[command]:
+        module, attr = name.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(f"unet_scratch.{module}"), attr, work)
 
     (tmp_path / "file").write_bytes(b"kept")
     (tmp_path / "dir").mkdir()
@@ -370,3 +412,42 @@ def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(Path, "unlink", unlink)
     with pytest.raises(UserError, match=r"cannot write .*f\.bin \(No space left on device\): free disk"):
         atomic_write(tmp_path / "f.bin", disk_full)
+
+
+def test_paths_that_are_not_plain_writable_files_are_refused_or_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from unet_scratch import files
+    from unet_scratch.errors import UserError
+
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    files.atomic_write_bytes(b"new", link, "--json")  # through the link: the link stays a link
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    long_name = tmp_path / ("a" * 250 + ".json")  # a legal name; its temp file's must be legal too
+    files.atomic_write_bytes(b"x", long_name, "--json")
+    assert long_name.read_bytes() == b"x" and [p.name for p in tmp_path.glob(".*")] == []
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="--json .*pipe is not a regular file"):  # not replaced
+        files.atomic_write_bytes(b"x", fifo, "--json")
+    real_exists = Path.exists
+
+    def unreadable(self: Path, *args: object, **kwargs: object) -> bool:
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", unreadable)
+    with pytest.raises(UserError, match=r"--out .*locked/x: cannot look into .* \(Permission denied\)"):
+        files.check_folder(tmp_path / "locked" / "x", "--out")
+    monkeypatch.setattr(Path, "exists", real_exists)
+    monkeypatch.setattr(files.os, "access", lambda path, mode: Path(path) != tmp_path)  # as if read-only
+    with pytest.raises(UserError, match=f"--json {tmp_path}/new/r.json: {tmp_path} is not writable"):
+        files.check_file(tmp_path / "new" / "r.json", "--json")
+    (tmp_path / "w").mkdir()
+    files.check_file(tmp_path / "w" / "r.json", "--json")  # a writable folder below it passes

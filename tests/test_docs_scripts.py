@@ -49,7 +49,7 @@ def test_minimal_training_example_runs(capsys: pytest.CaptureFixture[str]) -> No
     assert 0.0 <= dice <= 1.0
     with pytest.raises(SystemExit) as stop:  # a size the U cannot halve five times: one line, no traceback
         module.main(["--size", "100"])
-    assert stop.value.code == 2 and "--size must be a multiple of 32" in capsys.readouterr().err
+    assert stop.value.code == 2 and "--size must be a positive multiple of 32" in capsys.readouterr().err
 
 
 def test_focal_optimum_is_the_weighted_posterior_without_focusing() -> None:

@@ -320,17 +320,17 @@ def test_roles_of_the_scored_frames() -> None:
     assert frames_role([363, 364], config) == "training"
     assert describe_role({"test"}, [429, 430])[0].startswith("test frames 429-430")
     # frames of which only some chose the epoch: still optimistic, and said so
-    assert frames_role(list(range(400, 441)), config) == "partly validation"
-    for roles in ({"partly validation"}, {"validation", "test"}, {"validation", "held-out"}):
+    assert frames_role(list(range(400, 441)), config) == "partly-validation"
+    for roles in ({"partly-validation"}, {"validation", "test"}, {"validation", "held-out"}):
         title, role = describe_role(roles, [400, 440])
-        assert role == "partly validation" and "some of them validation frames" in title
+        assert role == "partly-validation" and "some of them validation frames" in title
     assert describe_role({"validation"}, [400])[1] == "validation"
     # an ensemble's frames: validation only if they chose every member's epoch
     assert members_role(["validation", "validation"]) == "validation"
     assert (
         members_role(["validation", "test"])
-        == members_role(["test", "partly validation"])
-        == "partly validation"
+        == members_role(["test", "partly-validation"])
+        == "partly-validation"
     )
     assert members_role(["validation", "training"]) == "training" and members_role(["test", "test"]) == "test"
 

@@ -128,6 +128,12 @@ def test_strict_stops_at_the_first_bad_file(
     out, err = capsys.readouterr()
     assert "(stopped: --strict)" in err and "skipped" not in err + out  # it stopped; nothing was skipped
     assert "stopped at the first unreadable input (--strict" in out
+    missing = str(tmp_path / "missing.png")  # found out before any image is read: stopped as well
+    assert (
+        predict("--run", str(run), missing, str(images / "a.tif"), "--out", str(tmp_path / "o"), "--strict")
+        == 2
+    )
+    assert capsys.readouterr().err == f"error: {missing} does not exist (stopped: --strict)\n"
 
 
 def test_existing_predictions_are_not_overwritten(

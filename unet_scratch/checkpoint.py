@@ -28,9 +28,10 @@ from .files import atomic_write
 CHECKPOINT_FORMAT = 1
 
 
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`files.atomic_write`)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+def atomic_torch_save(obj: object, path: str | Path, flag: str = "--out") -> None:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`files.atomic_write`; ``flag``: the
+    option that chose the folder)."""
+    atomic_write(path, lambda f: torch.save(obj, f), flag)
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:

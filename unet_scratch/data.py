@@ -294,7 +294,7 @@ def load_frames(
     if verbose:
         print(f"{flag}: decoded {len(items)} frames from {root}")
     if cache_path is not None:
-        atomic_torch_save({"images": result[0], "masks": result[1]}, cache_path)
+        atomic_torch_save({"images": result[0], "masks": result[1]}, cache_path, "--cache-dir")
     return result
 
 

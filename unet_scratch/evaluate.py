@@ -158,7 +158,7 @@ def frames_role(frames: list[int], config: TrainConfig) -> str:
         return "training"
     val = set(parse_frames(config.val_frames))
     if frames_set & val:  # any frame that chose the run's epoch makes the scores optimistic
-        return "validation" if frames_set <= val else "partly validation"
+        return "validation" if frames_set <= val else "partly-validation"
     return "test" if frames_set <= set(parse_frames(TEST_FRAMES)) else "held-out"
 
 
@@ -166,9 +166,13 @@ def members_role(roles: list[str]) -> str:
     """The frames' role to an ensemble, from its members' (:func:`frames_role`): training if they
     trained any member, validation where they chose every member's epoch, partly validation
     where they chose some."""
-    if "training" in roles or len(set(roles)) == 1:
-        return "training" if "training" in roles else roles[0]
-    return "partly validation" if {"validation", "partly validation"} & set(roles) else roles[0]
+    if "training" in roles:
+        return "training"
+    if len(set(roles)) == 1:
+        return roles[0]
+    if {"validation", "partly-validation"} & set(roles):
+        return "partly-validation"
+    return roles[0]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -407,21 +411,25 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
         )
     if "training" in roles:
         return f"{what}, some of them training frames: these are not test scores", "training-frame"
-    if roles & {"validation", "partly validation"}:
+    if roles & {"validation", "partly-validation"}:
         return (
             f"{what}, some of them validation frames: they selected the epoch or the recipe, so these "
             "scores are optimistic and are not test scores",
-            "partly validation",
+            "partly-validation",
         )
     return f"{what}, held out of training (not the test split {TEST_FRAMES})", "held-out"
 
 
 def run(args: argparse.Namespace) -> int:
     # an output path that cannot be written stops the command here, not after the scoring
-    for flag, path, check in (("--json", args.json, check_file), ("--curves", args.curves, check_file),
-                              ("--overlays", args.overlays, check_folder)):  # fmt: skip
-        if path:
-            check(path, flag)
+    if args.json:
+        check_file(args.json, "--json")
+    if args.curves:
+        check_file(args.curves, "--curves", figure=True)
+    if args.overlays:
+        check_folder(args.overlays, "--overlays")
+    if args.cache_dir:
+        check_folder(args.cache_dir, "--cache-dir")
     run_dirs = find_runs(args.run_dirs, args.runs)
     if args.curves:
         try:

@@ -112,10 +112,7 @@ def draw(
         )
     fig.subplots_adjust(left=0.08, right=0.99, top=0.93, bottom=0.01, wspace=0.08, hspace=0.3)
     features_png = out / "features.png"
-    try:
-        save_figure(fig, features_png, "--out", dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, features_png, "--out", dpi=90)
 
     fig, axes = plt.subplots(1, 2 + len(names), figsize=(3.2 * (2 + len(names)), 3.4))
     axes[0].imshow(image)
@@ -133,10 +130,7 @@ def draw(
         ax.set_yticks([])
     fig.tight_layout()
     prediction_png = out / "prediction.png"
-    try:
-        save_figure(fig, prediction_png, "--out", dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, prediction_png, "--out", dpi=90)
     return [features_png, prediction_png]
 
 

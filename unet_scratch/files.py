@@ -1,10 +1,11 @@
-"""Writing outputs: folders checked before any work, files written whole or not at all.
+"""Writing outputs: paths checked before any work, files written whole or not at all.
 
-Every file the project writes (checkpoints, config.json, metrics.csv, masks, overlays, pictures,
-exports, JSON reports) goes through :func:`atomic_write_bytes`: a reader sees the old file or
-the new one, never half of one, even after a kill -9. A path that cannot be written (one of its
-folders is a file, the path is a folder, the disk is full) is a :class:`UserError` naming the
-path and the fix, not a traceback. Torch-free, so the table and picture code can use it.
+The files a run, a table, a prediction or a picture leaves (checkpoints, config.json,
+metrics.csv, masks, overlays, pictures, exports, JSON reports) go through :func:`atomic_write`:
+a reader sees the old file or the new one, never half of one, even after a kill -9. A path that
+cannot be written (one of its folders is a file, the path is a folder, a folder is not
+writable, the disk is full) is a :class:`UserError` naming the path and the fix, not a
+traceback. Needs no torch itself, so the table and picture code can use it.
 """
 
 from __future__ import annotations
@@ -19,22 +20,30 @@ from typing import IO, Any
 
 from .errors import UserError
 
-
-def _file_in_the_way(path: Path) -> Path | None:
-    """The first of ``path``'s folders (from the root down), or ``path`` itself, that exists but
-    is not a folder, so that nothing can be made below it; None when there is none."""
-    for p in [*reversed(path.parents), path]:
-        if not p.exists():
-            return None  # nothing below a missing folder exists either
-        if not p.is_dir():
-            return p
-    return None
+# what matplotlib's Agg backend writes, by suffix: checked before a picture's work, so that
+# --curves results.txt stops at the start rather than after the table
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
 
-def _refuse_a_file_in_the_way(folder: Path, named: Path, flag: str) -> None:
-    blocker = _file_in_the_way(folder)
-    if blocker is not None:
-        raise UserError(f"{flag} {named}: {blocker} is a file, not a folder: choose another {flag}")
+def _check_parents(folder: Path, named: Path, flag: str) -> None:
+    """Raise :class:`UserError` (about ``named``, the path ``flag`` gave) unless ``folder``
+    exists as a writable folder or can be made: walking from the root down, the first part
+    that does not exist can be made if its parent is a writable folder."""
+    parent = None
+    for p in [*reversed(folder.parents), folder]:
+        try:
+            exists, is_dir = p.exists(), p.is_dir()
+        except OSError as e:  # a folder we may not look into
+            why = f"cannot look into {p.parent} ({e.strerror})"
+            raise UserError(f"{flag} {named}: {why}: choose another {flag}") from e
+        if not exists:
+            break  # nothing below a missing folder exists either: all of it will be made
+        if not is_dir:
+            what = f"{flag} {named} is a file" if p == named else f"{flag} {named}: {p} is a file"
+            raise UserError(f"{what}, not a folder: choose another {flag}")
+        parent = p
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {named}: {parent} is not writable: choose another {flag}")
 
 
 def check_folder(path: str | Path, flag: str) -> Path:
@@ -42,17 +51,23 @@ def check_folder(path: str | Path, flag: str) -> Path:
     option that named it, for the fix). Makes nothing: call it before the work, so that a
     bad output path stops a command at its start rather than after minutes of it."""
     path = Path(path)
-    _refuse_a_file_in_the_way(path, path, flag)
+    _check_parents(path, path, flag)
     return path
 
 
-def check_file(path: str | Path, flag: str) -> Path:
-    """Raise :class:`UserError` unless ``path`` can be written as a file: not a folder, and its
-    folder exists or can be made (see :func:`check_folder`). Writes nothing."""
+def check_file(path: str | Path, flag: str, figure: bool = False) -> Path:
+    """Raise :class:`UserError` unless ``path`` can be written as a file: a regular file or
+    nothing yet (not a folder, a device or a pipe), in a folder that is writable or can be made
+    (see :func:`check_folder`); ``figure``: also a suffix matplotlib can draw. Writes nothing."""
     path = Path(path)
+    _check_parents(path.parent, path, flag)  # first: then the folder holding path can be looked into
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder: give a file name")
-    _refuse_a_file_in_the_way(path.parent, path, flag)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{flag} {path} is not a regular file: give a file name")
+    fmt = path.suffix[1:].lower() or "png"
+    if figure and fmt not in FIGURE_FORMATS:
+        raise UserError(f"{flag} {path}: matplotlib cannot write .{fmt} files: end the name in .png")
     return path
 
 
@@ -74,7 +89,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], flag: str 
     chose the path, for the fix).
     """
     path = check_file(path, flag)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.is_symlink():  # write the file the link points to; the rename would replace the link
+        path = path.resolve()
+    # beside the file (a rename across disks is not atomic); the name cut short stays under the
+    # 255-byte limit of most file systems
+    tmp = path.with_name(f".{path.name[:200]}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -105,14 +124,18 @@ def atomic_write_json(obj: object, path: str | Path, flag: str = "--out") -> Non
 
 def save_figure(fig: Any, path: str | Path, flag: str, **savefig: Any) -> Path:
     """Draw a matplotlib figure into ``path`` atomically, in the format its suffix names
-    (``.png``, ``.pdf``, ``.svg``, ...; PNG when it has none)."""
+    (``.png``, ``.pdf``, ``.svg``, ...; PNG when it has none), then close it, also on failure
+    (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt  # only callers that drew a figure get here: matplotlib is there
+
     path = Path(path)
-    fmt = path.suffix[1:].lower() or "png"
-    if fmt not in fig.canvas.get_supported_filetypes():
-        raise UserError(f"{flag} {path}: matplotlib cannot write .{fmt} files: end the name in .png")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, **savefig)
-    atomic_write_bytes(buffer.getvalue(), path, flag)
+    try:
+        check_file(path, flag, figure=True)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:].lower() or "png", **savefig)
+        atomic_write_bytes(buffer.getvalue(), path, flag)
+    finally:
+        plt.close(fig)
     return path
 
 

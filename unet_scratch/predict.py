@@ -132,11 +132,9 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
                 problems.append(f"{p}: no image or video files in this folder{hint}")
             files += found
         elif not p.exists():
-            problems.append(f"{p} does not exist: skipped")
+            problems.append(f"{p} does not exist")
         elif p.suffix.lower() not in EXTENSIONS + VIDEO_EXTENSIONS:
-            problems.append(
-                f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)}): skipped"
-            )
+            problems.append(f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)})")
         else:
             files.append(p)
     return files, problems
@@ -343,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
             )
     files, problems = collect_inputs(args.inputs)
     for line in problems:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {line} ({'stopped: --strict' if args.strict else 'skipped'})", file=sys.stderr)
     if problems and args.strict:
         return 2
     if not files:

@@ -182,10 +182,7 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
                     ha="center", va="center", color="#777777")  # fmt: skip
     axes[0].legend()
     fig.tight_layout()
-    try:
-        return save_figure(fig, out, "--curves", dpi=100)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out, "--curves", dpi=100)
 
 
 # ----------------------------------------------------------------------------- overlays

@@ -260,10 +260,7 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         "Drawn by python -m unet_scratch.summary --diagram from a forward pass of the live model.",
         ha="center", va="center", fontsize=8,
     )  # fmt: skip
-    try:
-        return save_figure(fig, path, "--diagram", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, "--diagram", dpi=100, bbox_inches="tight")
 
 
 def report_diagram(stages: list[Stage], path: str, input_size: int) -> int:
@@ -285,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             f"error: --input-size must be a positive multiple of 32, got {args.input_size}", file=sys.stderr
         )
         return 2
-    if args.diagram and exit_status(lambda: check_file(args.diagram, "--diagram") and 0):
-        return 2  # a path that cannot be written stops it before the table, not after
+    if args.diagram:  # a path that cannot be written stops it before the table, not after
+        try:
+            check_file(args.diagram, "--diagram", figure=True)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     model = UNetResNet50(skips=args.skips == "all")
     stages = stage_table(model, args.input_size)
     print(

@@ -16,6 +16,7 @@ Images are written as the published dataset stores them (RGB TIFF tagged MinIsBl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if out.suffix.lower() in (".avi", ".mov", ".mkv"):
+        raise UserError(f"OUT {out}: clips are written as .mp4 (H.264): end the name in .mp4")
     if out.suffix.lower() != ".mp4":
         write_dataset(
             check_folder(out, "OUT"), range(1, args.count + 1), args.seed, compress=not args.uncompressed
@@ -201,12 +204,15 @@ def write(args: argparse.Namespace) -> int:
         return 0
     if importlib.util.find_spec("av") is None:
         raise UserError("a video needs PyAV: pip install -e '.[video]' (or pip install av)")
-    tmp = check_file(out, "OUT").with_name(f".{out.name}.{os.getpid()}.tmp.mp4")
+    tmp = check_file(out, "OUT").with_name(f".{out.name[:200]}.{os.getpid()}.tmp.mp4")
     try:  # written beside, then renamed: an interrupted clip never replaces a whole one
         make_folder(out.parent, "OUT")
         os.replace(write_video(tmp, args.count, seed=args.seed), out)
+    except OSError as e:  # a full disk; PyAV's file errors are OSErrors too
+        raise UserError(f"cannot write {out} ({e.strerror or e}): free disk space or write elsewhere") from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # must not hide the error above
+            tmp.unlink(missing_ok=True)
     print(f"wrote {args.count} frames ({args.count / 25:.1f} s at 25 frames/s) to {out}")
     return 0
 

@@ -356,7 +356,8 @@ def plan_run(
     A folder holding a checkpoint is never clobbered without ``--overwrite``; ``--resume`` with
     settings that differ from the saved ones is refused without ``--force``, and with another
     CPU thread count than the run's (config.json) it warns. A folder without ``last.pt`` (a run
-    killed during its first epoch) holds no result: it starts from epoch 1.
+    killed during its first epoch) holds no result: it starts from epoch 1. A finished run
+    resumed is said to have nothing left to train (fit then trains no epoch).
     """
     has_result = (run_dir / "last.pt").is_file() or (run_dir / "best.pt").is_file()
     if not resume:
@@ -397,7 +398,8 @@ def plan_run(
             f"the rest of the run will not match an uninterrupted one (--threads {trained} to match)"
         )
     if last["epoch"] >= config.epochs:
-        say(f"{run_dir} already finished epoch {config.epochs} of {config.epochs}: nothing left to train")
+        done = f"already trained {last['epoch']} epochs (--epochs {config.epochs})"
+        say(f"{run_dir} {done}: nothing left to train")
     return True
 
 
@@ -499,6 +501,7 @@ def train_runs(
     warn = print_warning if ctx.is_main else say  # say is a no-op on the other ranks
     for d in run_dirs:  # a file in the way stops the run here, not after the data are read
         check_folder(d, "--out")
+    check_folder(cache_dir, "--cache-dir")
     resumes = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say, warn) for d, c in zip(run_dirs, configs)
     ]
