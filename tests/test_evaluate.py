@@ -299,6 +299,24 @@ def test_curves_without_matplotlib(
     assert not (tmp_path / "c.png").exists()
 
 
+def test_curves_that_cannot_be_written_stop_the_command(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a missing matplotlib is a warning: a failed write (a full disk) is an error, exit 2."""
+    from unet_scratch import report
+    from unet_scratch.errors import UserError
+
+    def disk_full(fig: object, path: object, flag: str, **kwargs: object) -> None:
+        raise UserError(f"cannot write {path} (No space left on device): free disk space")
+
+    monkeypatch.setattr(report, "save_figure", disk_full)
+    assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: cannot write {tmp_path / 'c.png'} (No space left on device): free disk space\n"
+    )
+
+
 def test_bootstrap_interval_has_the_95_percent_width() -> None:
     # 400 values, half 0 and half 1: the mean's standard error is 0.5 / sqrt(400) = 0.025, so a 95 %
     # interval is 2 * 1.96 * 0.025 = 0.098 wide (a 90 % one would be 0.082)

@@ -14,6 +14,11 @@ class UserError(Exception):
     """A user-fixable problem; ``str(e)`` is the whole message."""
 
 
+class MissingExtra(UserError):
+    """An optional dependency (an extra such as ``[plot]``) is not installed: a caller for which
+    that part is a side dish (evaluate.py's ``--curves``) warns and goes on."""
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after a flag's help, except where there is nothing to show
     (an empty or unset default, an off switch): the help text says what happens then."""

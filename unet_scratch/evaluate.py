@@ -40,7 +40,7 @@ from .data import (
     select_pairs,
 )
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, MissingExtra, UserError, exit_status
 from .files import atomic_write_json, check_file, check_folder
 from .inference import (
     FOCAL_TEMPERATURE,
@@ -434,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
     if args.curves:
         try:
             print(f"learning curves -> {plot_curves(run_dirs, args.curves)}")
-        except UserError as e:  # a missing optional extra must not stop the evaluation
+        except MissingExtra as e:  # a missing optional extra must not stop the evaluation
             print(f"warning: {e}", file=sys.stderr)
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import UserError
+from .errors import MissingExtra
 from .files import save_figure, save_png
 from .progress import format_duration
 
@@ -156,7 +156,7 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise UserError(
+        raise MissingExtra(
             "--curves needs matplotlib: pip install 'unet-scratch[plot]' (or pip install matplotlib)"
         ) from e
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
