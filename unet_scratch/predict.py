@@ -49,7 +49,7 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .files import atomic_write_bytes, check_folder, make_folder
+from .files import atomic_write_bytes, check_folder, make_folder, save_png
 from .inference import (
     OnnxModel,
     add_mask_options,
@@ -162,10 +162,9 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
+def problem_line(problem: str, strict: bool) -> str:
+    """A bad input's stderr line, and what became of the run: skipped, or (``--strict``) stopped."""
+    return f"error: {problem} ({'stopped: --strict' if strict else 'skipped'})"
 
 
 def write_image_outputs(
@@ -175,12 +174,11 @@ def write_image_outputs(
     area in % of the frame."""
     mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
     probabilities = args.probabilities
-    atomic_write_bytes(png_bytes(mask.astype(np.uint8) * 255), out / f"{name}_mask.png")
-    atomic_write_bytes(png_bytes(outline_overlay(image, mask)), out / f"{name}_overlay.png")
+    save_png(Image.fromarray(mask.astype(np.uint8) * 255), out / f"{name}_mask.png", "--out")
+    save_png(Image.fromarray(outline_overlay(image, mask)), out / f"{name}_overlay.png", "--out")
     if probabilities:
-        atomic_write_bytes(
-            png_bytes((prob.numpy() * 65535).round().astype(np.uint16)), out / f"{name}_prob.png"
-        )
+        prob16 = (prob.numpy() * 65535).round().astype(np.uint16)
+        save_png(Image.fromarray(prob16), out / f"{name}_prob.png", "--out")
     return 100.0 * float(mask.mean())
 
 
@@ -203,7 +201,7 @@ def segment_images(
                 kept.append(f)
             except UserError as e:
                 problems.append(str(e))
-                say(f"error: {e} ({'stopped: --strict' if args.strict else 'skipped'})", err=True)
+                say(problem_line(str(e), args.strict), err=True)
                 if args.strict:
                     return done, problems
         if not images:
@@ -341,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
             )
     files, problems = collect_inputs(args.inputs)
     for line in problems:
-        print(f"error: {line} ({'stopped: --strict' if args.strict else 'skipped'})", file=sys.stderr)
+        print(problem_line(line, args.strict), file=sys.stderr)
     if problems and args.strict:
         return 2
     if not files:
@@ -373,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
             frames += segment_video(segmenter, video, names[video], args, say)
         except UserError as e:
             problems.append(str(e))
-            say(f"error: {e} ({'stopped: --strict' if args.strict else 'skipped'})", err=True)
+            say(problem_line(str(e), args.strict), err=True)
             if args.strict:
                 break
     seconds = time.perf_counter() - start

@@ -16,12 +16,12 @@ Images are written as the published dataset stores them (RGB TIFF tagged MinIsBl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -29,7 +29,7 @@ from PIL import Image
 
 from .data import IMAGE_DIR, MASK_DIR
 from .errors import ArgumentParser, UserError, exit_status
-from .files import check_file, check_folder, make_folder
+from .files import atomic_write, check_folder
 
 HEIGHT, WIDTH = 288, 384  # the real frames' size
 SYNTHETIC_VERSION = 1
@@ -132,13 +132,19 @@ def write_dataset(out: str | Path, frames: list[int] | range, seed: int = 0, com
 
 
 def write_video(
-    path: str | Path, frames: int, height: int = 288, width: int = 384, rate: int = 25, seed: int = 0
-) -> Path:
-    """Write synthetic frames ``1..frames`` as an H.264 clip (needs PyAV, the ``[video]`` extra):
-    a video to run predict.py on in tests and benchmarks, no recording needed."""
+    path: str | Path | BinaryIO,
+    frames: int,
+    height: int = 288,
+    width: int = 384,
+    rate: int = 25,
+    seed: int = 0,
+) -> str | Path | BinaryIO:
+    """Write synthetic frames ``1..frames`` as an H.264 clip in MP4 (needs PyAV, the ``[video]``
+    extra) to a file name or an open binary file (then left open): a video to run predict.py on
+    in tests and benchmarks, no recording needed. Returns ``path``."""
     import av  # optional: only video needs it
 
-    with av.open(str(path), "w") as container:
+    with av.open(str(path) if isinstance(path, (str, Path)) else path, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for n in range(1, frames + 1):
@@ -147,7 +153,7 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder's delayed frames
             container.mux(packet)
-    return Path(path)
+    return path
 
 
 def ensure_synthetic(cache_dir: str | Path, count: int = 612, seed: int = 0) -> Path:
@@ -204,15 +210,8 @@ def write(args: argparse.Namespace) -> int:
         return 0
     if importlib.util.find_spec("av") is None:
         raise UserError("a video needs PyAV: pip install -e '.[video]' (or pip install av)")
-    tmp = check_file(out, "OUT").with_name(f".{out.name[:200]}.{os.getpid()}.tmp.mp4")
-    try:  # written beside, then renamed: an interrupted clip never replaces a whole one
-        make_folder(out.parent, "OUT")
-        os.replace(write_video(tmp, args.count, seed=args.seed), out)
-    except OSError as e:  # a full disk; PyAV's file errors are OSErrors too
-        raise UserError(f"cannot write {out} ({e.strerror or e}): free disk space or write elsewhere") from e
-    finally:
-        with contextlib.suppress(OSError):  # must not hide the error above
-            tmp.unlink(missing_ok=True)
+    # written beside, then renamed, like every output: an interrupted clip never replaces a whole one
+    atomic_write(out, lambda f: write_video(f, args.count, seed=args.seed), "OUT")
     print(f"wrote {args.count} frames ({args.count / 25:.1f} s at 25 frames/s) to {out}")
     return 0
 
