@@ -336,6 +336,27 @@ UNWRITABLE = [
         "{file}/cache",
         "choose another --cache-dir",
     ),
+    (
+        "evaluate --json onto the checkpoint",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--json"],
+        "{run}/best.pt",
+        "--json {run}/best.pt would replace {run}/best.pt, which this command reads",
+    ),
+    (
+        "evaluate --json onto the config through a link",
+        "evaluate",
+        ["{run}", "--test-frames", "9-12", "--json"],
+        "{link}",
+        "would replace {run}/config.json, which this command reads",
+    ),
+    (
+        "export onto the checkpoint",
+        "export",
+        ["--run", "{run}", "--format", "exported", "--out"],
+        "{run}/../r/best.pt",
+        "would replace {run}/best.pt, which this command reads",
+    ),
     ("synthetic .avi clip", "synthetic", ["--count", "2"], "{dir}/c.avi", "end the name in .mp4"),
     ("synthetic frames", "synthetic", ["--count", "2"], "{file}/ds", "choose another OUT"),
     ("synthetic clip", "synthetic", ["--count", "2"], "{file}/c.mp4", "choose another OUT"),
@@ -366,7 +387,8 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One line naming the path and the flag, exit 2, before any work (the first step of each
-    command's work fails the test if reached; nothing on stdout), and nothing written."""
+    command's work fails the test if reached; nothing on stdout), and nothing written: not even
+    over the files the command reads."""
     import importlib
 
     def work(*args: object, **kwargs: object) -> None:
@@ -379,8 +401,11 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     (tmp_path / "file").write_bytes(b"kept")
     (tmp_path / "dir").mkdir()
     run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, synthetic_root)
+    (tmp_path / "link").symlink_to(run / "config.json")
     names = {"file": tmp_path / "file", "dir": tmp_path / "dir", "run": run, "data": synthetic_root,
-             "image": synthetic_root / "Original" / "9.tif"}  # fmt: skip
+             "image": synthetic_root / "Original" / "9.tif", "link": tmp_path / "link"}  # fmt: skip
+    # what is on disk now, down to each file's inode (a file replaced by a rename gets a new one)
+    before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
     argv = [a.format(**names) for a in [*args, target]]
     if command == "synthetic":  # its output is its first argument
         argv = [argv[-1], *argv[:-1]]
@@ -392,6 +417,8 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     assert expected.format(**names) in err, err
     assert out == ""
     assert (tmp_path / "file").read_bytes() == b"kept" and not list((tmp_path / "dir").iterdir())
+    after = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+    assert after == before  # nothing made, replaced or changed: the run's checkpoint and config either
 
 
 def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,6 +62,7 @@ from .report import (
     sort_runs,
     write_overlay_grid,
 )
+from .runfolder import run_files
 from .synthetic import ensure_synthetic
 
 BOOTSTRAP_SAMPLES = 2000
@@ -421,16 +422,16 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_dirs = find_runs(args.run_dirs, args.runs)
     # an output path that cannot be written stops the command here, not after the scoring
     if args.json:
-        check_file(args.json, "--json")
+        check_file(args.json, "--json", inputs=run_files(run_dirs))
     if args.curves:
         check_file(args.curves, "--curves", figure=True)
     if args.overlays:
         check_folder(args.overlays, "--overlays")
     if args.cache_dir:
         check_folder(args.cache_dir, "--cache-dir")
-    run_dirs = find_runs(args.run_dirs, args.runs)
     if args.curves:
         try:
             print(f"learning curves -> {plot_curves(run_dirs, args.curves)}")

@@ -43,6 +43,7 @@ import torch
 from .errors import ArgumentParser, UserError, exit_status
 from .files import atomic_write_bytes, check_file
 from .inference import TEMPERATURE_KEY, OnnxModel, load_runs
+from .runfolder import run_files
 
 FORMATS = ("onnx", "exported")
 
@@ -120,7 +121,7 @@ def export(args: argparse.Namespace) -> int:
     # one run: its network, raw logits; several: the members tempered and averaged inside, so
     # the graph's output is what evaluate.py and predict.py score for the same runs
     # the temperature load_runs gives is predict.py's: one run's own, 1 for an ensemble
-    out = check_file(args.out, "--out")  # before the model is read and traced
+    out = check_file(args.out, "--out", inputs=run_files(args.run))  # before the model is read and traced
     model, configs, _, temperature = load_runs(args.run)
     model = model.float().eval()
     size = configs[0].input_size

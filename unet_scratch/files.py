@@ -14,7 +14,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,16 +55,25 @@ def check_folder(path: str | Path, flag: str) -> Path:
     return path
 
 
-def check_file(path: str | Path, flag: str, figure: bool = False) -> Path:
+def check_file(
+    path: str | Path, flag: str, figure: bool = False, inputs: Iterable[str | Path] = ()
+) -> Path:
     """Raise :class:`UserError` unless ``path`` can be written as a file: a regular file or
     nothing yet (not a folder, a device or a pipe), in a folder that is writable or can be made
-    (see :func:`check_folder`); ``figure``: also a suffix matplotlib can draw. Writes nothing."""
+    (see :func:`check_folder`), and none of ``inputs``, the files the command reads (through a
+    link too: ``--json runs/dice/best.pt`` would replace the trained model);
+    ``figure``: also a suffix matplotlib can draw. Writes nothing."""
     path = Path(path)
     _check_parents(path.parent, path, flag)  # first: then the folder holding path can be looked into
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder: give a file name")
     if path.exists() and not path.is_file():
         raise UserError(f"{flag} {path} is not a regular file: give a file name")
+    for source in inputs:  # the same file, whatever the path's spelling (links, ../, hard links)
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise UserError(
+                f"{flag} {path} would replace {source}, which this command reads: choose another {flag}"
+            )
     fmt = path.suffix[1:].lower() or "png"
     if figure and fmt not in FIGURE_FORMATS:
         raise UserError(f"{flag} {path}: matplotlib cannot write .{fmt} files: end the name in .png")

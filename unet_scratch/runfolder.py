@@ -39,6 +39,15 @@ from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_json
 from .progress import format_duration
 
+# what a run folder consists of (above): an output of evaluate.py or export must not replace them
+RUN_FILES = ("config.json", "metrics.csv", "best.pt", "last.pt")
+
+
+def run_files(run_dirs: list[str | Path] | list[Path]) -> list[Path]:
+    """The files of the runs ``run_dirs`` (those that exist or may), for :func:`files.check_file`."""
+    return [Path(r) / name for r in run_dirs for name in RUN_FILES]
+
+
 CSV_FIELDS = [
     "epoch",
     "train_loss",
