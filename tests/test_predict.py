@@ -216,6 +216,34 @@ def test_video_gives_an_overlay_video_and_a_csv(
     assert "8 video frames" in capsys.readouterr().out
 
 
+def test_an_interrupted_video_leaves_the_previous_overlay_whole(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of a clip: no half-written overlay video and no temp file beside the
+    previous one, which stays as it was (the overlay is encoded into a temp file renamed at the end)."""
+    from unet_scratch import predict as predict_module
+
+    pytest.importorskip("av")
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=40)  # long enough for the encoder to have written packets (its lookahead)
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(clip), "--out", str(out), "--batch-size", "10") == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    real_overlay, calls = predict_module.outline_overlay, []
+
+    def interrupted(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 35:  # 34 frames are encoded already
+            raise KeyboardInterrupt
+        return real_overlay(*args)
+
+    monkeypatch.setattr(predict_module, "outline_overlay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict("--run", str(run), str(clip), "--out", str(out), "--overwrite", "--batch-size", "10")
+    assert len(calls) == 35
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
 def test_a_synthetic_clip_from_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

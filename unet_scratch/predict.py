@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
-from .files import atomic_write_bytes, check_folder, make_folder, save_png
+from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
 from .inference import (
     OnnxModel,
     add_mask_options,
@@ -236,42 +237,48 @@ def segment_video(
         raise UserError(f"{path} cannot be read as a video ({e}): replace the file") from e
     rate = stream.average_rate or 25
     width, height = stream.codec_context.width, stream.codec_context.height
-    tmp_video = out / f".{name}_overlay.mp4.tmp"
-    sink = av.open(str(tmp_video), "w", format="mp4")
-    encoder = sink.add_stream("libx264", rate=rate)
-    encoder.width, encoder.height = width, height
-    encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"  # 4:2:0 needs even sizes
-    encoder.options = {"preset": "veryfast"}  # a live overlay: speed over file size
     rows, frames = [], 0
 
-    def flush(batch: list[np.ndarray], times: list[float]) -> None:
+    def write(f: IO[bytes]) -> None:  # into atomic_write's temp file: no half video is left behind
         nonlocal frames
-        for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
-            mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
-            rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
-            frame = av.VideoFrame.from_ndarray(outline_overlay(image, mask), format="rgb24")
-            for packet in encoder.encode(frame):
+        sink = av.open(f, "w", format="mp4")
+        encoder = sink.add_stream("libx264", rate=rate)
+        encoder.width, encoder.height = width, height
+        # 4:2:0 needs even sizes
+        encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        encoder.options = {"preset": "veryfast"}  # a live overlay: speed over file size
+
+        def flush(batch: list[np.ndarray], times: list[float]) -> None:
+            nonlocal frames
+            for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
+                mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
+                rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
+                frame = av.VideoFrame.from_ndarray(outline_overlay(image, mask), format="rgb24")
+                for packet in encoder.encode(frame):
+                    sink.mux(packet)
+                frames += 1
+
+        try:
+            batch, times = [], []
+            for frame in source.decode(stream):
+                batch.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time) if frame.time is not None else frames / float(rate))
+                if len(batch) == args.batch_size:
+                    flush(batch, times)
+                    batch, times = [], []
+            if batch:
+                flush(batch, times)
+            for packet in encoder.encode():
                 sink.mux(packet)
-            frames += 1
+        except av.FFmpegError as e:
+            raise UserError(f"{path}: decoding failed after {frames} frames ({e})") from e
+        finally:
+            sink.close()
 
     try:
-        batch, times = [], []
-        for frame in source.decode(stream):
-            batch.append(frame.to_ndarray(format="rgb24"))
-            times.append(float(frame.time) if frame.time is not None else frames / float(rate))
-            if len(batch) == args.batch_size:
-                flush(batch, times)
-                batch, times = [], []
-        if batch:
-            flush(batch, times)
-        for packet in encoder.encode():
-            sink.mux(packet)
-    except av.FFmpegError as e:
-        raise UserError(f"{path}: decoding failed after {frames} frames ({e})") from e
+        atomic_write(out / f"{name}_overlay.mp4", write)
     finally:
-        sink.close()
         source.close()
-    tmp_video.replace(out / f"{name}_overlay.mp4")
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
