@@ -182,6 +182,22 @@ def test_out_of_range_settings_name_their_flag(setting: dict, flag: str) -> None
         TrainConfig(**setting).validate()
 
 
+def test_threads_are_bounded_by_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``taskset -c 0`` (or a container's CPU set) on a larger machine, --threads 2 is
+    more threads than CPUs: refused, although the machine has them."""
+    import os
+
+    from unet_scratch import config
+
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    TrainConfig(threads=1).validate()
+    with pytest.raises(ValueError, match="to the 1 CPUs this process may use, got 2"):
+        TrainConfig(threads=2).validate()
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows: the machine's count
+    TrainConfig(threads=8).validate()
+
+
 def test_reference_preset_is_the_reports_recipe() -> None:
     # spelled out literally: the preset must not drift with PRESETS or the defaults
     c = configs_from_args(parse_args(["--preset", "reference"]))[0]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from unet_scratch import engine, runfolder
-from unet_scratch.config import LOSS_NAMES
+from unet_scratch.config import LOSS_NAMES, usable_cpus
 from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.inference import load_run
 from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores, soft_dice
@@ -183,7 +182,7 @@ def test_threads_are_set_for_the_run_recorded_and_given_back(
     # must come back afterwards, also when the run fails
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2  # a count this process does not already have
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if want > cpus:
         pytest.skip("needs two CPUs to set a count other than this process's own")
     seen: list[int] = []
@@ -216,7 +215,7 @@ def test_threads_are_set_for_the_run_recorded_and_given_back(
         nowhere = [*flags, "--name", "nowhere", "--resume", "--threads", str(want)]
         assert train(tmp_path, synthetic_root, *nowhere) == 2
         assert torch.get_num_threads() == before and "does not exist" in capsys.readouterr().err
-        limits = f"--threads must be from 0 (torch's own count) to this machine's {cpus} CPUs"
+        limits = f"--threads must be from 0 (torch's own count) to the {cpus} CPUs this process may use"
         for bad in (-1, cpus + 1):
             assert train(tmp_path, synthetic_root, *flags, "--threads", str(bad), "--name", "bad") == 2
             assert capsys.readouterr().err == f"error: {limits}, got {bad}\n"

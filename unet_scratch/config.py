@@ -44,6 +44,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: under ``taskset`` or a container's CPU set that is
+    fewer than the machine has (``os.cpu_count()``), and more threads would only contend."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not on macOS or Windows
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters and paths of one training run (see ``train.py --help``)."""
@@ -108,9 +116,9 @@ class TrainConfig:
             ),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (
-                0 <= self.threads <= (os.cpu_count() or 1),
-                f"--threads must be from 0 (torch's own count) to this machine's {os.cpu_count() or 1} "
-                f"CPUs, got {self.threads}",
+                0 <= self.threads <= usable_cpus(),
+                f"--threads must be from 0 (torch's own count) to the {usable_cpus()} CPUs this "
+                f"process may use, got {self.threads}",
             ),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
