@@ -18,8 +18,10 @@ from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores
 from unet_scratch.runfolder import state_sha256
 from unet_scratch.train import configs_from_args, cpu_threads, main, parse_args
 
+# --keep best: no 520 MB last.pt at the end of a run (2 of a tiny run's 4.5 s); a test that
+# needs last.pt (to resume, to read the average) says --keep all
 TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
-        "--device", "cpu"]  # fmt: skip
+        "--device", "cpu", "--keep", "best"]  # fmt: skip
 
 
 def train(tmp_path: Path, root: Path, *extra: str) -> int:
@@ -38,7 +40,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def test_cli_writes_a_complete_run(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--loss", "jaccard") == 0
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--loss", "jaccard", "--keep", "all") == 0
     run = tmp_path / "runs" / "jaccard"
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
     config = json.loads((run / "config.json").read_text())
@@ -124,7 +126,7 @@ RECIPES = {
 def test_resume_equals_uninterrupted(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, recipe: str
 ) -> None:
-    flags = ["--epochs", "2", *RECIPES[recipe]]
+    flags = ["--epochs", "2", *RECIPES[recipe], "--keep", "all"]
     assert train(tmp_path, synthetic_root, *flags, "--name", "straight") == 0
 
     real = engine.train_one_epoch
@@ -162,7 +164,7 @@ def test_resume_equals_uninterrupted(
 def test_resume_with_other_settings_is_refused(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "1") == 0
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--keep", "all") == 0
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
     assert "lr 0.001 -> 0.01" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--seed", "3", "--resume") == 2
@@ -193,7 +195,7 @@ def test_threads_are_set_for_the_run_recorded_and_given_back(
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train_one_epoch", counting_epoch)
-    flags = ["--epochs", "1", "--val-frames", "none"]
+    flags = ["--epochs", "1", "--val-frames", "none", "--keep", "all"]  # resumed below
     try:
         assert train(tmp_path, synthetic_root, *flags, "--threads", str(want), "--name", "set") == 0
         assert seen == [want] and torch.get_num_threads() == before
@@ -292,7 +294,8 @@ def test_checkpoint_every_and_keep_best(
     assert train(tmp_path, synthetic_root, *flags, "--resume") == 2
     assert "holds best.pt but no last.pt" in capsys.readouterr().err
     written.clear()  # with validation a better epoch is saved at once, whatever the cadence
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--checkpoint-every", "5", "--name", "v") == 0
+    flags = ["--epochs", "2", "--checkpoint-every", "5", "--keep", "all"]
+    assert train(tmp_path, synthetic_root, *flags, "--name", "v") == 0
     assert ("last.pt", 1) not in written and ("last.pt", 2) in written
     best_epoch = torch.load(tmp_path / "runs" / "v" / "best.pt", weights_only=True)["epoch"]
     assert ("best.pt", best_epoch) in written
@@ -431,7 +434,8 @@ def start_weights(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.
 def test_init_from_fine_tunes_a_trained_run(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "1", "--normalization", "image", "--name", "base") == 0
+    base_flags = ["--epochs", "1", "--normalization", "image", "--keep", "all"]  # its last.pt is a source
+    assert train(tmp_path, synthetic_root, *base_flags, "--name", "base") == 0
     base = tmp_path / "runs" / "base"
     trained = weights(base / "best.pt")
     average = torch.load(base / "last.pt", weights_only=True)["ema"]  # one epoch: the last is the best
@@ -465,7 +469,7 @@ def test_init_from_resumes_from_its_own_checkpoint(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--name", "base") == 0
-    flags = ["--epochs", "2", "--init-from", str(tmp_path / "runs" / "base")]
+    flags = ["--epochs", "2", "--init-from", str(tmp_path / "runs" / "base"), "--keep", "all"]
     assert train(tmp_path, synthetic_root, *flags, "--name", "straight") == 0
     real = engine.train_one_epoch
 
