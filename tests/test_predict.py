@@ -149,6 +149,27 @@ def test_existing_predictions_are_not_overwritten(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
 
 
+def test_an_output_never_replaces_an_input(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out is the folder of the inputs, which holds a ground truth ``e_mask.png`` beside
+    ``e.png``: e.png's mask would replace it. Refused in one line, even with --overwrite, before
+    the model is read; every input stays as it was."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "e.png").write_bytes((images / "e.png").read_bytes())
+    (folder / "e_mask.png").write_bytes((images / "e.png").read_bytes())  # stands in for a mask
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert predict("--run", str(tmp_path / "not-read"), str(folder), "--out", str(folder), "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --out {folder}: the output e_mask.png of e.png would replace the input "
+                   f"{folder / 'e_mask.png'}: choose another --out\n")  # fmt: skip
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    (folder / "e_mask.png").unlink()  # the inputs' own folder is otherwise a valid --out
+    assert predict("--run", str(run), str(folder), "--out", str(folder)) == 0
+    assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png"]
+
+
 @pytest.mark.parametrize("problem", ["no best.pt", "pickle", "foreign"])
 def test_bad_runs_are_refused_in_one_line(
     tmp_path: Path, images: Path, problem: str, capsys: pytest.CaptureFixture[str]

@@ -64,7 +64,9 @@ from .progress import Progress
 from .report import outline_overlay
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_prob.png", "_overlay.mp4", "_frames.csv")
+IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_prob.png")  # NAME + suffix, for each image
+VIDEO_OUTPUTS = ("_overlay.mp4", "_frames.csv")  # for each video
+OUTPUT_SUFFIXES = IMAGE_OUTPUTS + VIDEO_OUTPUTS
 
 
 class Segmenter:
@@ -161,6 +163,19 @@ def output_names(files: list[Path]) -> dict[Path, str]:
         names[f] = unique
         used.add(unique)
     return names
+
+
+def check_outputs(files: list[Path], names: dict[Path, str], out: Path) -> None:
+    """Raise :class:`UserError` when an output would replace one of the inputs: --out is the
+    inputs' folder and it holds, say, a ground-truth ``12_mask.png`` beside ``12.png``."""
+    inputs = {f.resolve() for f in files}
+    for f in files:
+        video = f.suffix.lower() in VIDEO_EXTENSIONS
+        for suffix in VIDEO_OUTPUTS if video else IMAGE_OUTPUTS:
+            target = out / f"{names[f]}{suffix}"
+            if target.resolve() in inputs:
+                raise UserError(f"--out {out}: the output {target.name} of {f.name} would replace the "
+                                f"input {target}: choose another --out")  # fmt: skip
 
 
 def problem_line(problem: str, strict: bool) -> str:
@@ -353,11 +368,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
         )
+    names = output_names(files)
+    check_outputs(files, names, out)  # before the model is read
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
     make_folder(out, "--out")
-    names = output_names(files)
 
     def say(line: str, err: bool = False) -> None:
         print(line, file=sys.stderr if err else sys.stdout, flush=True)
