@@ -4,6 +4,7 @@
     python benchmarks/bench.py --device cuda --steps 30
     python benchmarks/bench.py --compare-smp      # also segmentation_models_pytorch, if installed
     python benchmarks/bench.py --compile --profile --data DIR
+    python benchmarks/bench.py --skip-fp32 --skip-epoch --conv-layers
 
 Prints, for batch 8 at 128x128 unless told otherwise:
   - median seconds per training step and images/s through ``engine.train_step``: fp32 (NCHW,
@@ -16,8 +17,9 @@ Prints, for batch 8 at 128x128 unless told otherwise:
   - inference images/s at batch 1 and batch 32 (``engine.predict``), compiled too with
     ``--compile``;
   - achieved FLOP/s of a training step against a measured matmul peak;
-  - ``--profile``: the step's operators by self time; ``--data``: the time to decode and resize
-    the 363 training frames, which a per-epoch DataLoader pipeline pays every epoch;
+  - ``--profile``: the step's operators by self time; ``--conv-layers``: each distinct
+    convolution's forward, input gradient and weight gradient timed apart; ``--data``: the
+    time to decode and resize the 363 training frames, which a per-epoch DataLoader pipeline pays every epoch;
   - peak memory (process RSS on CPU, max allocated on CUDA);
   - ``--deploy RUN`` (with ``--data`` and ``--val-frames``): inference for deployment, images/s at
     batch 1 and 32, at the run's input size and at the frames' native 288x384, for PyTorch eager,
@@ -33,6 +35,7 @@ Timed figures are medians over ``--steps`` steps after ``--warmup`` steps.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import statistics
@@ -155,6 +158,90 @@ def print_profile(step: Callable[[], object], device: torch.device, steps: int =
         sync(device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=15))
+
+
+def conv_layers(
+    device: torch.device, dtype: torch.dtype, bs: int, size: int, steps: int, warmup: int
+) -> None:
+    """Time each distinct convolution of the model apart: its forward, its input gradient and
+    its weight gradient (the two halves of ``convolution_backward``, which a profile reports as
+    one), in ``dtype`` and channels_last as the fast path runs them; one line per shape, the
+    slowest first, with the GFLOP/s each part reaches."""
+    from collections import Counter
+
+    cl = torch.channels_last
+    model = build_model(TrainConfig()).to(device, memory_format=cl).eval()
+    shapes: Counter = Counter()
+    first: dict[tuple, str] = {}
+
+    def record(name: str) -> Callable:
+        def hook(module: torch.nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+            key = (tuple(inputs[0].shape), module.out_channels, module.kernel_size, module.stride,
+                   module.padding, module.dilation, module.groups)  # fmt: skip
+            shapes[key] += 1
+            first.setdefault(key, name)
+
+        return hook
+
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(record(n)) for n, m in convs]
+    with torch.no_grad():
+        model(torch.zeros(bs, 3, size, size, device=device).contiguous(memory_format=cl))
+    for h in hooks:
+        h.remove()
+    labels = ("fwd", "grad-input", "grad-weight")
+    rows, totals = [], [0.0, 0.0, 0.0]
+    for key, count in shapes.items():
+        in_shape, cout, k, stride, pad, dil, groups = key
+        x = torch.randn(in_shape, device=device, dtype=dtype).contiguous(memory_format=cl)
+        w = torch.randn(cout, in_shape[1] // groups, *k, device=device, dtype=dtype)
+        w = w.contiguous(memory_format=cl)
+        y = torch.nn.functional.conv2d(x, w, None, stride, pad, dil, groups)
+        grad = torch.randn_like(y)
+        args = (grad, x, w, None, list(stride), list(pad), list(dil), False, [0, 0], groups)
+        stem = first[key] == "encoder.conv1"  # its input is the image: no input gradient in training
+        backward = functools.partial(torch.ops.aten.convolution_backward, *args)
+        calls = [
+            functools.partial(torch.nn.functional.conv2d, x, w, None, stride, pad, dil, groups),
+            None if stem else functools.partial(backward, [True, False, False]),
+            functools.partial(backward, [False, True, False]),
+        ]
+        times = [median_time(c, device, steps, warmup) if c else 0.0 for c in calls]
+        flop = 2 * y.numel() * w[0].numel()  # each of the three parts is one such product
+        totals = [a + count * t for a, t in zip(totals, times)]
+        rows.append((count * sum(times), key, count, times, flop, first[key]))
+    print(f"convolutions of one training step, {str(dtype).replace('torch.', '')}, channels_last "
+          "(median ms per call, GFLOP/s in brackets; xN: calls per step):")  # fmt: skip
+    for _, key, count, times, flop, name in sorted(rows, key=lambda r: -r[0]):
+        in_shape, cout, k = key[0], key[1], key[2]
+        parts = "  ".join(
+            f"{label} {1e3 * t:6.2f} ({flop / t / 1e9:5.0f})" if t else f"{label}      -       "
+            for label, t in zip(labels, times)
+        )
+        print(f"  {in_shape[1]:>4}->{cout:<4} {k[0]}x{k[1]}/{key[3][0]} at {in_shape[2]:>3}x{in_shape[3]:<3} "
+              f"x{count:<2} {parts}  {name}")  # fmt: skip
+    per_part = ", ".join(f"{label} {1e3 * t:.0f} ms" for label, t in zip(labels, totals))
+    print(f"  all convolutions of a step: {per_part}; {1e3 * sum(totals):.0f} ms in all")
+    # the slowest weight gradient computed another way: im2col (unfold) and one matmul, whose
+    # reduction runs over batch x pixels (what oneDNN's kernel may split poorly when they are few)
+    _, key, _, times, _, name = max(rows, key=lambda r: r[3][2])
+    in_shape, cout, k, stride, pad = key[:5]
+    x = torch.randn(in_shape, device=device, dtype=dtype).contiguous(memory_format=cl)
+    w = torch.randn(cout, in_shape[1], *k, device=device, dtype=dtype).contiguous(memory_format=cl)
+    grad = torch.randn_like(torch.nn.functional.conv2d(x, w, None, stride, pad))
+
+    def unfold_matmul() -> torch.Tensor:
+        cols = torch.nn.functional.unfold(x, k, padding=pad, stride=stride)  # (B, Cin*kh*kw, pixels)
+        cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)
+        return (grad.transpose(0, 1).reshape(cout, -1) @ cols.t()).view(w.shape)
+
+    reference = torch.ops.aten.convolution_backward(
+        grad, x, w, None, list(stride), list(pad), [1, 1], False, [0, 0], 1, [False, True, False]
+    )[1].float()
+    t = median_time(unfold_matmul, device, steps, warmup)
+    gap = ((unfold_matmul().float() - reference).abs().max() / reference.abs().max()).item()
+    print(f"  {name}'s weight gradient as unfold + matmul: {1e3 * t:.2f} ms against {1e3 * times[2]:.2f} ms "
+          f"(largest difference {gap:.1e} of the largest value)")  # fmt: skip
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -371,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         help="print the operators of the fast-path training step by time (torch.profiler)",
     )
     p.add_argument(
+        "--conv-layers",
+        action="store_true",
+        help="time each distinct convolution's forward, input gradient and weight gradient apart",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="also measure the fast path under torch.compile (training step and inference)",
@@ -442,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:
         print_profile(make_step(build_model(TrainConfig()), device, amp, True, bs, size)[0], device)
+    if args.conv_layers:
+        conv_layers(device, amp or torch.float32, bs, size, args.steps, args.warmup)
 
     if amp is not None:
         peak = matmul_peak(device, amp)

@@ -61,3 +61,40 @@ def test_focal_optimum_is_the_weighted_posterior_without_focusing() -> None:
         )
     assert la.focal_optimum(0.5, 0.5, 2.0) == pytest.approx(0.5, abs=1e-6)  # symmetric
     assert 0.5 < la.focal_optimum(0.9, 0.5, 2.0) < 0.9  # focusing pulls the optimum towards the middle
+
+
+def test_bench_conv_layers_times_every_convolution_of_the_model_once_per_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bench.py --conv-layers: one line per distinct shape, whose call counts add up to every
+    Conv2d of the model and whose FLOP/s are those of that shape (checked on the largest)."""
+    import re
+
+    import torch
+
+    from unet_scratch.config import TrainConfig
+    from unet_scratch.engine import build_model
+
+    bench = load_script("benchmarks/bench.py")
+    bench.median_time = lambda fn, device, steps, warmup: (fn(), 1e-3)[1]  # each call runs once, "1 ms"
+    bench.conv_layers(torch.device("cpu"), torch.float32, 2, 64, 1, 0)
+    lines = capsys.readouterr().out.splitlines()
+    row = re.compile(r"\s+(\d+)->(\d+)\s+(\d)x\d/(\d) at\s+(\d+)x(\d+)\s+x(\d+)\s")
+    rows = [row.match(line) for line in lines[1:-2]]
+    assert all(rows), lines
+    model = build_model(TrainConfig())
+    assert sum(int(r.group(7)) for r in rows) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert len({r.groups()[:6] for r in rows}) == len(rows)  # distinct shapes
+    stem = next(line for line in lines if line.rstrip().endswith("encoder.conv1"))
+    assert "grad-input      -" in stem  # the image needs no gradient
+    # decoder block 0: 2048 upsampled + 1024 skip channels at 64 / 16 = 4 pixels a side, 3x3 to 256
+    block0 = next(line for line in lines if line.rstrip().endswith("decoder.blocks.0.conv1.0"))
+    assert re.match(r"\s+3072->256\s+3x3/1 at\s+4x4\s+x1\s", block0)
+    flop = 2 * (2 * 256 * 4 * 4) * (3072 * 9)  # 2 * outputs * multiply-adds per output
+    gflops = [float(g) for g in re.findall(r"\(\s*(\d+)\)", block0)]
+    assert gflops == pytest.approx([flop / 1e-3 / 1e9] * 3, abs=0.5)  # the same product, three times
+    assert lines[-2].startswith("  all convolutions of a step: fwd")
+    # all timed alike here, the first shape is the "slowest": the stem, 7x7 with stride 2 and padding 3
+    pattern = r"  encoder.conv1's weight gradient as unfold \+ matmul: .* \(largest difference (.*) of the"
+    other_way = re.fullmatch(pattern + r" largest value\)", lines[-1])
+    assert other_way and float(other_way.group(1)) < 1e-5, lines[-1]  # float32: the same gradient
