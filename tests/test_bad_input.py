@@ -351,6 +351,13 @@ UNWRITABLE = [
         "would replace {run}/config.json, which this command reads",
     ),
     (
+        "evaluate --runs, --json onto a checkpoint",
+        "evaluate",
+        ["--runs", "{runs}", "--test-frames", "9-12", "--json"],
+        "{run}/best.pt",
+        "--json {run}/best.pt would replace {run}/best.pt, which this command reads",
+    ),
+    (
         "export onto the checkpoint",
         "export",
         ["--run", "{run}", "--format", "exported", "--out"],
@@ -403,7 +410,8 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, synthetic_root)
     (tmp_path / "link").symlink_to(run / "config.json")
     names = {"file": tmp_path / "file", "dir": tmp_path / "dir", "run": run, "data": synthetic_root,
-             "image": synthetic_root / "Original" / "9.tif", "link": tmp_path / "link"}  # fmt: skip
+             "image": synthetic_root / "Original" / "9.tif", "link": tmp_path / "link",
+             "runs": tmp_path / "runs"}  # fmt: skip
     # what is on disk now, down to each file's inode (a file replaced by a rename gets a new one)
     before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
     argv = [a.format(**names) for a in [*args, target]]

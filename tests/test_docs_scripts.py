@@ -76,7 +76,16 @@ def test_bench_conv_layers_times_every_convolution_of_the_model_once_per_call(
     from unet_scratch.engine import build_model
 
     bench = load_script("benchmarks/bench.py")
-    bench.median_time = lambda fn, device, steps, warmup: (fn(), 1e-3)[1]  # each call runs once, "1 ms"
+    def fake_time(fn: object, device: object, steps: int, warmup: int) -> float:
+        """Run the call once; "take" 1 ms for a forward, 2 for an input gradient, 4 for a weight
+        gradient (known by convolution_backward's output mask), 8 for anything else."""
+        fn()
+        mask = fn.args[-1] if getattr(fn, "args", None) else None
+        if getattr(fn, "func", None) is torch.nn.functional.conv2d:
+            return 1e-3
+        return {(True, False, False): 2e-3, (False, True, False): 4e-3}.get(tuple(mask or ()), 8e-3)
+
+    bench.median_time = fake_time
     bench.conv_layers(torch.device("cpu"), torch.float32, 2, 64, 1, 0)
     lines = capsys.readouterr().out.splitlines()
     row = re.compile(r"\s+(\d+)->(\d+)\s+(\d)x\d/(\d) at\s+(\d+)x(\d+)\s+x(\d+)\s")
@@ -85,6 +94,9 @@ def test_bench_conv_layers_times_every_convolution_of_the_model_once_per_call(
     model = build_model(TrainConfig())
     assert sum(int(r.group(7)) for r in rows) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert len({r.groups()[:6] for r in rows}) == len(rows)  # distinct shapes
+    calls = sum(int(r.group(7)) for r in rows)  # every convolution a step runs: 1 + 2 + 4 ms each
+    assert lines[-2] == f"  all convolutions of a step: fwd {calls} ms, grad-input {2 * calls - 2} ms, " \
+        f"grad-weight {4 * calls} ms; {7 * calls - 2} ms in all"  # the stem has no input gradient
     stem = next(line for line in lines if line.rstrip().endswith("encoder.conv1"))
     assert "grad-input      -" in stem  # the image needs no gradient
     # decoder block 0: 2048 upsampled + 1024 skip channels at 64 / 16 = 4 pixels a side, 3x3 to 256
@@ -92,9 +104,9 @@ def test_bench_conv_layers_times_every_convolution_of_the_model_once_per_call(
     assert re.match(r"\s+3072->256\s+3x3/1 at\s+4x4\s+x1\s", block0)
     flop = 2 * (2 * 256 * 4 * 4) * (3072 * 9)  # 2 * outputs * multiply-adds per output
     gflops = [float(g) for g in re.findall(r"\(\s*(\d+)\)", block0)]
-    assert gflops == pytest.approx([flop / 1e-3 / 1e9] * 3, abs=0.5)  # the same product, three times
-    assert lines[-2].startswith("  all convolutions of a step: fwd")
-    # all timed alike here, the first shape is the "slowest": the stem, 7x7 with stride 2 and padding 3
-    pattern = r"  encoder.conv1's weight gradient as unfold \+ matmul: .* \(largest difference (.*) of the"
-    other_way = re.fullmatch(pattern + r" largest value\)", lines[-1])
+    assert gflops == pytest.approx([flop / t / 1e9 for t in (1e-3, 2e-3, 4e-3)], abs=0.5)
+    # every weight gradient "took" 4 ms, so the first shape is the slowest: the stem, 7x7 with
+    # stride 2 and padding 3; its other way is timed at 8 ms, and must give the same gradient
+    pattern = r"  encoder.conv1's weight gradient as unfold \+ matmul: 8.00 ms against 4.00 ms"
+    other_way = re.fullmatch(pattern + r" \(largest difference (.*) of the largest value\)", lines[-1])
     assert other_way and float(other_way.group(1)) < 1e-5, lines[-1]  # float32: the same gradient

@@ -16,6 +16,7 @@ from PIL import Image
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
+from unet_scratch.errors import UserError
 from unet_scratch.predict import Segmenter, main, output_names
 from unet_scratch.report import PRED_COLOUR, outline_overlay
 from unet_scratch.synthetic import make_frame, write_video
@@ -149,25 +150,41 @@ def test_existing_predictions_are_not_overwritten(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
 
 
-def test_an_output_never_replaces_an_input(
-    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_no_file_beside_the_inputs_is_ever_replaced(
+    run: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """--out is the folder of the inputs, which holds a ground truth ``e_mask.png`` beside
-    ``e.png``: e.png's mask would replace it. Refused in one line, even with --overwrite, before
-    the model is read; every input stays as it was."""
+    """--out is the inputs' folder, which holds a ground truth ``e_mask.png`` beside ``e.png``:
+    e.png's mask would replace it. Refused in one line, --overwrite or not, before the model is
+    read (the run named does not exist), however the folder is spelled; every file stays as it
+    was. A file no output would replace (``e_prob.png`` without --probabilities) is left alone."""
     folder = tmp_path / "frames"
     folder.mkdir()
     (folder / "e.png").write_bytes((images / "e.png").read_bytes())
-    (folder / "e_mask.png").write_bytes((images / "e.png").read_bytes())  # stands in for a mask
+    (folder / "e_mask.png").write_bytes(b"ground truth")
     before = {f.name: f.read_bytes() for f in folder.iterdir()}
-    assert predict("--run", str(tmp_path / "not-read"), str(folder), "--out", str(folder), "--overwrite") == 2
-    err = capsys.readouterr().err
-    assert err == (f"error: --out {folder}: the output e_mask.png of e.png would replace the input "
-                   f"{folder / 'e_mask.png'}: choose another --out\n")  # fmt: skip
-    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
-    (folder / "e_mask.png").unlink()  # the inputs' own folder is otherwise a valid --out
-    assert predict("--run", str(run), str(folder), "--out", str(folder)) == 0
-    assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png"]
+    monkeypatch.chdir(tmp_path)
+    refused = "error: --out {} is the inputs' folder and holds e_mask.png, which e.png's prediction would"
+    spellings = [([str(folder / "e.png")], "frames"), ([str(folder)], str(folder)),
+                 (["frames"], f"../{tmp_path.name}/frames")]  # fmt: skip
+    for inputs, out in spellings:
+        assert predict("--run", "not-read", *inputs, "--out", out, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(refused.format(out)) and err.count("\n") == 1, err
+        assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    (folder / "e_mask.png").rename(folder / "e_prob.png")  # replaced only with --probabilities
+    assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder), "--overwrite") == 0
+    assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png", "e_prob.png"]
+    assert (folder / "e_prob.png").read_bytes() == b"ground truth"
+    flags = ["--out", str(folder), "--overwrite", "--probabilities"]
+    assert predict("--run", "not-read", str(folder / "e.png"), *flags) == 2
+    assert "holds e_mask.png" in capsys.readouterr().err  # the earlier prediction: beside the inputs too
+    (folder / "e_mask.png").unlink()
+    assert predict("--run", "not-read", str(folder / "e.png"), *flags) == 2
+    assert "holds e_overlay.png" in capsys.readouterr().err
+    (folder / "e_overlay.png").unlink()
+    assert predict("--run", "not-read", str(folder / "e.png"), *flags) == 2
+    assert "holds e_prob.png" in capsys.readouterr().err
+    assert (folder / "e_prob.png").read_bytes() == b"ground truth"
 
 
 @pytest.mark.parametrize("problem", ["no best.pt", "pickle", "foreign"])
@@ -262,6 +279,20 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     with pytest.raises(KeyboardInterrupt):
         predict("--run", str(run), str(clip), "--out", str(out), "--overwrite", "--batch-size", "10")
     assert len(calls) == 35
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # a shorter clip of the same name whose CSV cannot be written (a full disk): the new video
+    # must not land beside the old CSV either
+    monkeypatch.setattr(predict_module, "outline_overlay", real_overlay)
+    write_clip(clip, frames=4)
+    real_write = predict_module.atomic_write_bytes
+
+    def csv_fails(data: bytes, path: Path, *args: object) -> None:
+        if Path(path).name.endswith("_frames.csv"):
+            raise UserError(f"cannot write {path} (No space left on device)")
+        real_write(data, path, *args)
+
+    monkeypatch.setattr(predict_module, "atomic_write_bytes", csv_fails)
+    assert predict("--run", str(run), str(clip), "--out", str(out), "--overwrite") == 2
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 

@@ -20,8 +20,9 @@ from unet_scratch.train import configs_from_args, cpu_threads, main, parse_args
 
 # --keep best: no 520 MB last.pt at the end of a run (2 of a tiny run's 4.5 s); a test that
 # needs last.pt (to resume, to read the average) says --keep all
-TINY = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
-        "--device", "cpu", "--keep", "best"]  # fmt: skip
+SMALL = ["--train-frames", "1-6", "--val-frames", "7-9", "--input-size", "64", "--batch-size", "2",
+         "--device", "cpu"]  # fmt: skip
+TINY = [*SMALL, "--keep", "best"]
 
 
 def train(tmp_path: Path, root: Path, *extra: str) -> int:
@@ -40,7 +41,9 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def test_cli_writes_a_complete_run(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert train(tmp_path, synthetic_root, "--epochs", "2", "--loss", "jaccard", "--keep", "all") == 0
+    # the default --keep (all): what a user's run leaves
+    assert main(["--data", str(synthetic_root), "--out", str(tmp_path / "runs"), *SMALL, "--epochs", "2",
+                 "--loss", "jaccard"]) == 0  # fmt: skip
     run = tmp_path / "runs" / "jaccard"
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
     config = json.loads((run / "config.json").read_text())

@@ -165,17 +165,23 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
-def check_outputs(files: list[Path], names: dict[Path, str], out: Path) -> None:
-    """Raise :class:`UserError` when an output would replace one of the inputs: --out is the
-    inputs' folder and it holds, say, a ground-truth ``12_mask.png`` beside ``12.png``."""
-    inputs = {f.resolve() for f in files}
+def check_outputs(files: list[Path], names: dict[Path, str], out: Path, probabilities: bool) -> None:
+    """Raise :class:`UserError` when ``out`` is a folder the inputs are read from and an output
+    would replace a file there: a ground-truth ``12_mask.png`` beside ``12.png``, or an input.
+    Nothing tells such a file from an earlier prediction, so beside the inputs no file is ever
+    replaced, ``--overwrite`` or not."""
+    if not out.is_dir() or out.resolve() not in {f.parent.resolve() for f in files}:
+        return
     for f in files:
         video = f.suffix.lower() in VIDEO_EXTENSIONS
-        for suffix in VIDEO_OUTPUTS if video else IMAGE_OUTPUTS:
-            target = out / f"{names[f]}{suffix}"
-            if target.resolve() in inputs:
-                raise UserError(f"--out {out}: the output {target.name} of {f.name} would replace the "
-                                f"input {target}: choose another --out")  # fmt: skip
+        suffixes = VIDEO_OUTPUTS if video else IMAGE_OUTPUTS if probabilities else IMAGE_OUTPUTS[:2]
+        for target in (out / f"{names[f]}{suffix}" for suffix in suffixes):
+            if target.exists():
+                raise UserError(
+                    f"--out {out} is the inputs' folder and holds {target.name}, which {f.name}'s prediction "
+                    "would replace: files beside the inputs are never replaced, --overwrite or not; "
+                    "choose another --out"
+                )
 
 
 def problem_line(problem: str, strict: bool) -> str:
@@ -289,16 +295,18 @@ def segment_video(
             raise UserError(f"{path}: decoding failed after {frames} frames ({e})") from e
         finally:
             sink.close()
+        # the CSV before the video is renamed into place: a CSV that cannot be written leaves the
+        # previous video and CSV as they were, not a new video beside the old CSV
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
+        writer.writerows(rows)
+        atomic_write_bytes(text.getvalue().encode(), out / f"{name}_frames.csv")
 
     try:
         atomic_write(out / f"{name}_overlay.mp4", write)
     finally:
         source.close()
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
-    writer.writerows(rows)
-    atomic_write_bytes(text.getvalue().encode(), out / f"{name}_frames.csv")
     say(
         f"{path}: {frames} frames {width}x{height} at {float(rate):.2f} fps "
         f"-> {name}_overlay.mp4, {name}_frames.csv"
@@ -353,13 +361,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     args.steps = mask_options(args)
     out = check_folder(args.out, "--out")
+    files, problems = collect_inputs(args.inputs)
+    names = output_names(files)
+    check_outputs(files, names, out, args.probabilities)  # before the model is read
     if out.is_dir() and not args.overwrite:
         held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]
         if held:
             raise UserError(
                 f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
             )
-    files, problems = collect_inputs(args.inputs)
     for line in problems:
         print(problem_line(line, args.strict), file=sys.stderr)
     if problems and args.strict:
@@ -368,8 +378,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
         )
-    names = output_names(files)
-    check_outputs(files, names, out)  # before the model is read
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
