@@ -187,6 +187,26 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
 
 
+def test_home_is_expanded_in_paths_the_shell_left_alone(
+    run: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out=~/o`` and a quoted ``"~/e.png"`` reach the program with their ``~``: it means the
+    home folder, not a folder named ``~`` made in the working directory."""
+    from unet_scratch.train import parse_args
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    (home / "e.png").write_bytes((images / "e.png").read_bytes())
+    (home / "r").symlink_to(run)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    assert predict("--run", "~/r", "~/e.png", "--out=~/o") == 0
+    assert sorted(f.name for f in (home / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert list(cwd.iterdir()) == []
+    args = parse_args(["--out=~/runs", "--data", "~/data", "--init-from", "~"])
+    assert (args.out, args.data, args.init_from) == (str(home / "runs"), str(home / "data"), str(home))
+
+
 @pytest.mark.parametrize("problem", ["no best.pt", "pickle", "foreign"])
 def test_bad_runs_are_refused_in_one_line(
     tmp_path: Path, images: Path, problem: str, capsys: pytest.CaptureFixture[str]

@@ -5,6 +5,7 @@ and the fix; only the CLIs catch it, print the line to stderr and exit with stat
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -29,13 +30,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _expand_home(value: object) -> object:
+    """``~/x`` -> ``/home/me/x`` in a string or a list of them; anything else as it is."""
+    if isinstance(value, str) and value.startswith("~"):
+        return os.path.expanduser(value)
+    if isinstance(value, list):
+        return [_expand_home(v) for v in value]
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (``prog: error: ... (see --help)``) and exit status 2,
-    and :class:`HelpFormatter` unless told otherwise."""
+    :class:`HelpFormatter` unless told otherwise, and ``~`` expanded in every value: the shell
+    leaves ``--out=~/runs`` and ``"~/runs"`` as they are, and a folder named ``~`` in the
+    working directory is one ``rm -rf ~`` away from deleting the user's home."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        for name, value in vars(parsed).items():
+            setattr(parsed, name, _expand_home(value))
+        return parsed, extra
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
