@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import time
 from collections import Counter
@@ -170,7 +171,9 @@ def check_outputs(files: list[Path], names: dict[Path, str], out: Path, probabil
     would replace a file there: a ground-truth ``12_mask.png`` beside ``12.png``, or an input.
     Nothing tells such a file from an earlier prediction, so beside the inputs no file is ever
     replaced, ``--overwrite`` or not."""
-    if not out.is_dir() or out.resolve() not in {f.parent.resolve() for f in files}:
+    # the same folder by its inode, whatever the spelling (relative, a link, another case)
+    here = out.stat() if out.is_dir() else None
+    if here is None or not any(os.path.samestat(here, d.stat()) for d in {f.parent for f in files}):
         return
     for f in files:
         video = f.suffix.lower() in VIDEO_EXTENSIONS
