@@ -25,7 +25,7 @@ import hashlib
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from .progress import format_duration
 RUN_FILES = ("config.json", "metrics.csv", "best.pt", "last.pt")
 
 
-def run_files(run_dirs: list[str | Path] | list[Path]) -> list[Path]:
+def run_files(run_dirs: Sequence[str | Path]) -> list[Path]:
     """The files of the runs ``run_dirs`` (those that exist or may), for :func:`files.check_file`."""
     return [Path(r) / name for r in run_dirs for name in RUN_FILES]
 
