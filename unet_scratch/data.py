@@ -33,6 +33,7 @@ from .errors import UserError
 IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
 CACHE_VERSION = 1
 DATASET_URL = "https://polyp.grand-challenge.org/CVCClinicDB/"
 

@@ -69,11 +69,12 @@ def check_file(
         raise UserError(f"{flag} {path} is a folder: give a file name")
     if path.exists() and not path.is_file():
         raise UserError(f"{flag} {path} is not a regular file: give a file name")
-    for source in inputs:  # the same file, whatever the path's spelling (links, ../, hard links)
-        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
-            raise UserError(
-                f"{flag} {path} would replace {source}, which this command reads: choose another {flag}"
-            )
+    if path.exists():  # not one of the inputs, whatever the path's spelling (links, ../, hard links)
+        for source in inputs:
+            if Path(source).exists() and os.path.samefile(path, source):
+                raise UserError(
+                    f"{flag} {path} would replace {source}, which this command reads: choose another {flag}"
+                )
     fmt = path.suffix[1:].lower() or "png"
     if figure and fmt not in FIGURE_FORMATS:
         raise UserError(f"{flag} {path}: matplotlib cannot write .{fmt} files: end the name in .png")

@@ -48,7 +48,7 @@ from PIL import Image
 
 from . import postprocess
 from .config import AMP_MODES
-from .data import EXTENSIONS, IMAGE_DIR, read_image
+from .data import EXTENSIONS, IMAGE_DIR, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
 from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
@@ -64,7 +64,6 @@ from .inference import (
 from .progress import Progress
 from .report import outline_overlay
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_prob.png")  # NAME + suffix, for each image
 VIDEO_OUTPUTS = ("_overlay.mp4", "_frames.csv")  # for each video
 OUTPUT_SUFFIXES = IMAGE_OUTPUTS + VIDEO_OUTPUTS

@@ -14,6 +14,7 @@ table and the picture follow.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,11 +264,6 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
     return save_figure(fig, path, "--diagram", dpi=100, bbox_inches="tight")
 
 
-def report_diagram(stages: list[Stage], path: str, input_size: int) -> int:
-    print(f"\ndiagram -> {draw_diagram(stages, path, input_size)}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     first_paragraph = " ".join(__doc__.split("\n\n")[0].split())
     parser = ArgumentParser(prog="python -m unet_scratch.summary", description=first_paragraph)
@@ -277,17 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--diagram", help="also draw the U to this PNG (needs matplotlib)")
     args = parser.parse_args(argv)
+    return exit_status(lambda: summarize(args))
+
+
+def summarize(args: argparse.Namespace) -> int:
     if args.input_size < 32 or args.input_size % 32:
-        print(
-            f"error: --input-size must be a positive multiple of 32, got {args.input_size}", file=sys.stderr
-        )
-        return 2
+        raise UserError(f"--input-size must be a positive multiple of 32, got {args.input_size}")
     if args.diagram:  # a path that cannot be written stops it before the table, not after
-        try:
-            check_file(args.diagram, "--diagram", figure=True)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        check_file(args.diagram, "--diagram", figure=True)
     model = UNetResNet50(skips=args.skips == "all")
     stages = stage_table(model, args.input_size)
     print(
@@ -300,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name + ' total':<82} {count(part):>12,}")
     print(f"{'model total':<82} {count(model):>12,}")
     if args.diagram:
-        return exit_status(lambda: report_diagram(stages, args.diagram, args.input_size))
+        print(f"\ndiagram -> {draw_diagram(stages, args.diagram, args.input_size)}")
     return 0
 
 

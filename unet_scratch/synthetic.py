@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .data import IMAGE_DIR, MASK_DIR
+from .data import IMAGE_DIR, MASK_DIR, VIDEO_EXTENSIONS
 from .errors import ArgumentParser, UserError, exit_status
 from .files import atomic_write, check_folder
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix.lower() in (".avi", ".mov", ".mkv"):
+    if out.suffix.lower() in VIDEO_EXTENSIONS and out.suffix.lower() != ".mp4":
         raise UserError(f"OUT {out}: clips are written as .mp4 (H.264): end the name in .mp4")
     if out.suffix.lower() != ".mp4":
         write_dataset(
