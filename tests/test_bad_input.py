@@ -248,6 +248,8 @@ def test_truncated_checkpoint_is_refused(
 
 # (name, command, its arguments, the output flag's value, what the error says); {file} is a file,
 # {dir} an empty folder, {run} a run folder, {image} an image, {data} the synthetic frames
+EVALUATE = ["{run}", "--test-frames", "9-12"]  # then the flag whose path is the case's target
+EXPORT = ["--run", "{run}", "--format", "exported", "--out"]
 UNWRITABLE = [
     (
         "train",
@@ -273,42 +275,42 @@ UNWRITABLE = [
     (
         "evaluate --json",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--json"],
+        [*EVALUATE, "--json"],
         "{file}/r.json",
         "--json {file}/r.json: {file} is a file",
     ),
     (
         "evaluate --json a folder",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--json"],
+        [*EVALUATE, "--json"],
         "{dir}",
         "--json {dir} is a folder: give a file name",
     ),
     (
         "evaluate --curves",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--curves"],
+        [*EVALUATE, "--curves"],
         "{file}/c.png",
         "choose another --curves",
     ),
     (
         "evaluate --overlays",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--overlays"],
+        [*EVALUATE, "--overlays"],
         "{file}/ov",
         "choose another --overlays",
     ),
     (
         "export",
         "export",
-        ["--run", "{run}", "--format", "exported", "--out"],
+        EXPORT,
         "{file}/m.pt2",
         "choose another --out",
     ),
     (
         "export to a folder",
         "export",
-        ["--run", "{run}", "--format", "exported", "--out"],
+        EXPORT,
         "{dir}",
         "--out {dir} is a folder",
     ),
@@ -318,7 +320,7 @@ UNWRITABLE = [
     (
         "evaluate --curves .txt",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--curves"],
+        [*EVALUATE, "--curves"],
         "{dir}/c.txt",
         "matplotlib cannot write .txt files: end the name in .png",
     ),
@@ -332,21 +334,21 @@ UNWRITABLE = [
     (
         "evaluate --cache-dir",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--cache-dir"],
+        [*EVALUATE, "--cache-dir"],
         "{file}/cache",
         "choose another --cache-dir",
     ),
     (
         "evaluate --json onto the checkpoint",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--json"],
+        [*EVALUATE, "--json"],
         "{run}/best.pt",
         "--json {run}/best.pt would replace {run}/best.pt, which this command reads",
     ),
     (
         "evaluate --json onto the config through a link",
         "evaluate",
-        ["{run}", "--test-frames", "9-12", "--json"],
+        [*EVALUATE, "--json"],
         "{link}",
         "would replace {run}/config.json, which this command reads",
     ),
@@ -360,7 +362,7 @@ UNWRITABLE = [
     (
         "export onto the checkpoint",
         "export",
-        ["--run", "{run}", "--format", "exported", "--out"],
+        EXPORT,
         "{run}/../r/best.pt",
         "would replace {run}/best.pt, which this command reads",
     ),
@@ -412,8 +414,16 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     names = {"file": tmp_path / "file", "dir": tmp_path / "dir", "run": run, "data": synthetic_root,
              "image": synthetic_root / "Original" / "9.tif", "link": tmp_path / "link",
              "runs": tmp_path / "runs"}  # fmt: skip
-    # what is on disk now, down to each file's inode (a file replaced by a rename gets a new one)
-    before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+
+    def on_disk() -> dict[Path, tuple[int, int, int]]:
+        """Every path below tmp_path, down to its inode (a file replaced by a rename gets a new one)."""
+        state = {}
+        for p in tmp_path.rglob("*"):
+            st = p.stat()
+            state[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return state
+
+    before = on_disk()
     argv = [a.format(**names) for a in [*args, target]]
     if command == "synthetic":  # its output is its first argument
         argv = [argv[-1], *argv[:-1]]
@@ -425,8 +435,7 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     assert expected.format(**names) in err, err
     assert out == ""
     assert (tmp_path / "file").read_bytes() == b"kept" and not list((tmp_path / "dir").iterdir())
-    after = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
-    assert after == before  # nothing made, replaced or changed: the run's checkpoint and config either
+    assert on_disk() == before  # nothing made, replaced or changed: the run's checkpoint and config either
 
 
 def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,7 +161,7 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     folder.mkdir()
     (folder / "e.png").write_bytes((images / "e.png").read_bytes())
     (folder / "e_mask.png").write_bytes(b"ground truth")
-    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    before = contents(folder)
     monkeypatch.chdir(tmp_path)
     refused = "error: --out {} is the inputs' folder and holds e_mask.png, which e.png's prediction would"
     spellings = [([str(folder / "e.png")], "frames"), ([str(folder)], str(folder)),
@@ -170,7 +170,7 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
         assert predict("--run", "not-read", *inputs, "--out", out, "--overwrite") == 2
         err = capsys.readouterr().err
         assert err.startswith(refused.format(out)) and err.count("\n") == 1, err
-        assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+        assert contents(folder) == before
     (folder / "e_mask.png").rename(folder / "e_prob.png")  # replaced only with --probabilities
     assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder), "--overwrite") == 0
     assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png", "e_prob.png"]
@@ -246,6 +246,11 @@ class Payload:
         return (print, ("this would have run",))
 
 
+def contents(folder: Path) -> dict[str, bytes]:
+    """Each file of ``folder`` (hidden ones too: a temp file left behind shows) and its bytes."""
+    return {f.name: f.read_bytes() for f in folder.iterdir()}
+
+
 def write_clip(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> None:
     pytest.importorskip("av")
     write_video(path, frames, height, width, rate=10)
@@ -286,7 +291,7 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     write_clip(clip, frames=40)  # long enough for the encoder to have written packets (its lookahead)
     out = tmp_path / "o"
     assert predict("--run", str(run), str(clip), "--out", str(out), "--batch-size", "10") == 0
-    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    before = contents(out)
     real_overlay, calls = predict_module.outline_overlay, []
 
     def interrupted(*args: object) -> object:
@@ -299,7 +304,7 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     with pytest.raises(KeyboardInterrupt):
         predict("--run", str(run), str(clip), "--out", str(out), "--overwrite", "--batch-size", "10")
     assert len(calls) == 35
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert contents(out) == before
     # a shorter clip of the same name whose CSV cannot be written (a full disk): the new video
     # must not land beside the old CSV either
     monkeypatch.setattr(predict_module, "outline_overlay", real_overlay)
@@ -313,7 +318,7 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
 
     monkeypatch.setattr(predict_module, "atomic_write_bytes", csv_fails)
     assert predict("--run", str(run), str(clip), "--out", str(out), "--overwrite") == 2
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert contents(out) == before
 
 
 def test_a_synthetic_clip_from_the_command_line(
