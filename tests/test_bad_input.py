@@ -360,6 +360,20 @@ UNWRITABLE = [
         "--json {run}/best.pt would replace {run}/best.pt, which this command reads",
     ),
     (
+        "evaluate --curves onto a frame",
+        "evaluate",
+        [*EVALUATE, "--curves"],
+        "{data}/Original/9.tif",
+        "--curves {data}/Original/9.tif would replace {data}/Original/9.tif, which this command reads",
+    ),
+    (
+        "evaluate --json onto a mask",
+        "evaluate",
+        [*EVALUATE, "--json"],
+        "{data}/Ground Truth/../Ground Truth/3.tif",
+        "would replace {data}/Ground Truth/3.tif, which this command reads",
+    ),
+    (
         "export onto the checkpoint",
         "export",
         EXPORT,
@@ -416,9 +430,10 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
              "runs": tmp_path / "runs"}  # fmt: skip
 
     def on_disk() -> dict[Path, tuple[int, int, int]]:
-        """Every path below tmp_path, down to its inode (a file replaced by a rename gets a new one)."""
+        """Every path below tmp_path and the frames, down to its inode (a file replaced by a
+        rename gets a new one)."""
         state = {}
-        for p in tmp_path.rglob("*"):
+        for p in [*tmp_path.rglob("*"), *synthetic_root.rglob("*")]:
             st = p.stat()
             state[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
         return state

@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,24 @@ def data_of_runs(run_dirs: list[Path]) -> str:
             f"these runs were trained on different data ({listed}): pass --data, or score them separately"
         )
     return next(iter(by_data))
+
+
+def frame_files(data: str) -> Iterator[Path]:
+    """The images and masks of the dataset folder ``data``, for :func:`check_file`'s ``inputs``
+    (``--curves data/Original/1.tif`` would replace a frame): none for ``synthetic`` (generated
+    in the cache) or a folder that is not a dataset (the scoring reports that). A generator, so
+    the folder is listed only when an output path already exists."""
+    if data == "synthetic":
+        return
+    try:
+        with warnings.catch_warnings():  # a stray file is reported once, by the scoring
+            warnings.simplefilter("ignore")
+            pairs = find_pairs(data)
+    except UserError:
+        return
+    for image, mask in pairs.values():
+        yield image
+        yield mask
 
 
 def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None:
@@ -423,11 +442,13 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     run_dirs = find_runs(args.run_dirs, args.runs)
-    # an output path that cannot be written stops the command here, not after the scoring
+    data = args.data or data_of_runs(run_dirs)
+    # an output path that cannot be written stops the command here, not after the scoring; nor
+    # may one replace a file the command reads: a run's checkpoint or config, a frame or a mask
     if args.json:
-        check_file(args.json, "--json", inputs=run_files(run_dirs))
+        check_file(args.json, "--json", inputs=chain(run_files(run_dirs), frame_files(data)))
     if args.curves:
-        check_file(args.curves, "--curves", figure=True)
+        check_file(args.curves, "--curves", figure=True, inputs=frame_files(data))
     if args.overlays:
         check_folder(args.overlays, "--overlays")
     if args.cache_dir:
@@ -440,7 +461,6 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)
     steps = mask_options(args)
-    data = args.data or data_of_runs(run_dirs)
     given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
     runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
     cache_dir = Path(args.cache_dir) if args.cache_dir else runs_root / ".cache"
