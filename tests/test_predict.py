@@ -134,7 +134,7 @@ def test_strict_stops_at_the_first_bad_file(
         predict("--run", str(run), missing, str(images / "a.tif"), "--out", str(tmp_path / "o"), "--strict")
         == 2
     )
-    assert capsys.readouterr().err == f"error: {missing} does not exist (stopped: --strict)\n"
+    assert capsys.readouterr().err == f"error: {missing} does not exist: check the path (stopped: --strict)\n"
 
 
 def test_existing_predictions_are_not_overwritten(
@@ -185,6 +185,52 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     assert predict("--run", "not-read", str(folder / "e.png"), *flags) == 2
     assert "holds e_prob.png" in capsys.readouterr().err
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
+
+
+def test_a_folder_is_read_without_the_predictions_in_it(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder holding a ground truth ``e_mask.png`` and an earlier ``e_overlay.png`` beside
+    ``e.png``: only e.png is segmented (with a note naming what was left out), not the mask and
+    overlay as frames of their own; named on its own, a file so named is segmented."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("e.png", "e_mask.png", "e_overlay.png"):
+        (folder / name).write_bytes((images / "e.png").read_bytes())
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(folder), "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "note: left out 2 file(s) named like predictions (e_mask.png, e_overlay.png); "
+        "name a file on its own to segment it\n"
+    )
+    assert sorted(f.name for f in out.iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert "1 image in" in captured.out
+    assert predict("--run", str(run), str(folder / "e_mask.png"), "--out", str(tmp_path / "o2")) == 0
+    assert sorted(f.name for f in (tmp_path / "o2").iterdir()) == ["e_mask_mask.png", "e_mask_overlay.png"]
+
+
+def test_an_image_named_twice_is_segmented_once(
+    run: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The folder, the file in it and another spelling of it name one image: one prediction,
+    under the image's own name (not ``frames_e_png_3``), one line for it."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "e.png").write_bytes((images / "e.png").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert predict("--run", str(run), "frames", str(folder / "e.png"), "./frames/e.png", "--out", "o") == 0
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[1:-1]] == ["frames/e.png"], lines
+    assert lines[-1].startswith("1 image in")
+
+
+def test_a_missing_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.png"
+    assert predict("--run", str(run), str(missing), "--out", str(tmp_path / "o")) == 2
+    assert capsys.readouterr().err == f"error: {missing} does not exist: check the path; nothing to segment\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_home_is_expanded_in_paths_the_shell_left_alone(

@@ -24,7 +24,9 @@ A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) gives ``NAME_overlay.mp4`` (sam
 rate) and ``NAME_frames.csv`` (frame, time, polyp area %, max probability per frame); reading
 and writing video needs PyAV (``pip install 'unet-scratch[video]'``).
 
-A file that cannot be read is named in one line and skipped; the others are still written, and
+A folder is read without the files in it named like predictions (``*_mask.png``, ...: an earlier
+prediction or ground truth beside the frames; a note says how many). A file that cannot be read
+is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
 holds predictions is not overwritten without ``--overwrite``.
 """
@@ -120,27 +122,45 @@ class Segmenter:
 # ----------------------------------------------------------------------------- inputs, outputs
 
 
-def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """The image and video files named or found in the folders named (sorted, not recursive);
-    also one problem line per input that is neither."""
-    files, problems = [], []
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
+    """The image and video files named or found in the folders named (sorted, not recursive),
+    each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
+    is neither; and the files left out of a folder because their names are those of predictions
+    (``12_mask.png``, ``12_overlay.png``: an earlier prediction into that folder, or ground truth
+    beside the frames), which would otherwise be segmented as frames. A file named on its own is
+    always segmented."""
+    files: list[Path] = []
+    problems: list[str] = []
+    left_out: list[Path] = []
+    seen: list[os.stat_result] = []
+
+    def add(f: Path) -> None:
+        st = f.stat()
+        if not any(os.path.samestat(st, other) for other in seen):
+            files.append(f)
+            seen.append(st)
+
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
                 f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
             )
-            if not found:
+            outputs = [f for f in found if f.name.endswith(OUTPUT_SUFFIXES)]
+            left_out += outputs
+            found = [f for f in found if f not in outputs]
+            if not found and not outputs:
                 frames = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {frames}, give that" if frames.is_dir() else ""
                 problems.append(f"{p}: no image or video files in this folder{hint}")
-            files += found
+            for f in found:
+                add(f)
         elif not p.exists():
-            problems.append(f"{p} does not exist")
+            problems.append(f"{p} does not exist: check the path")
         elif p.suffix.lower() not in EXTENSIONS + VIDEO_EXTENSIONS:
             problems.append(f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)})")
         else:
-            files.append(p)
-    return files, problems
+            add(p)
+    return files, problems, left_out
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -363,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     args.steps = mask_options(args)
     out = check_folder(args.out, "--out")
-    files, problems = collect_inputs(args.inputs)
+    files, problems, left_out = collect_inputs(args.inputs)
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     if out.is_dir() and not args.overwrite:
@@ -372,13 +392,24 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
             )
+    if left_out:
+        shown = ", ".join(f.name for f in left_out[:2]) + (", ..." if len(left_out) > 2 else "")
+        print(
+            f"note: left out {len(left_out)} file(s) named like predictions ({shown}); name a file "
+            "on its own to segment it",
+            file=sys.stderr,
+        )
+    if not files and len(problems) == 1:  # the one input named: its problem is the whole error
+        raise UserError(f"{problems[0]}; nothing to segment")
     for line in problems:
         print(problem_line(line, args.strict), file=sys.stderr)
     if problems and args.strict:
         return 2
     if not files:
         raise UserError(
-            "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
+            f"none of the {len(problems)} inputs can be segmented (named above)"
+            if problems
+            else "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
         )
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
@@ -411,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
     parts = []
     if images:
         parts.append(
-            f"{written} images in {seconds:.1f} s ({written / seconds:.1f} img/s)"
+            f"{written} image{'' if written == 1 else 's'} in {seconds:.1f} s ({written / seconds:.1f} img/s)"
             if written
             else "no image written"
         )
