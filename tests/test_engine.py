@@ -19,9 +19,11 @@ from unet_scratch.engine import (
     batch_indices,
     build_model,
     build_optimizer,
+    epoch_generator,
     loss_for,
     predict,
     train_one_epoch,
+    train_step,
 )
 from unet_scratch.losses import DeepSupervisionLoss, DiceLoss, LovaszHingeLoss
 from unet_scratch.runfolder import RunFolder, state_sha256
@@ -80,6 +82,44 @@ def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:
     torch.testing.assert_close(ema.module[0].weight, 0.75 * start + 0.25 * (start + 1))
     assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # copied, not averaged
     assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
+
+
+def test_the_weight_average_follows_each_step_of_the_loop() -> None:
+    """Inside the loop the average is updated after the step, so after one step it holds
+    ``d * w0 + (1 - d) * w1``, w1 the stepped weights (updated before the step it would still
+    be w0, the whole run one step behind)."""
+    model = torch.nn.Conv2d(3, 1, 3, padding=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    config = TrainConfig(schedule="constant", warmup_epochs=0, batch_size=4, augment="none", epochs=1)
+    ema = ModelEMA(model, decay=0.75)
+    w0 = model.weight.detach().clone()
+    images = torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.randint(0, 2, (4, 1, 8, 8), dtype=torch.uint8)
+    train_one_epoch(model, images, masks, DiceLoss(), opt, config, 1, None, progress=False, ema=ema)
+    w1 = model.weight.detach()
+    assert not torch.allclose(w1, w0)  # the step moved the weights
+    torch.testing.assert_close(ema.module.weight, 0.75 * w0 + 0.25 * w1)
+
+
+def test_each_epoch_draws_its_own_batches_from_the_seed() -> None:
+    """The batch order (and the augmentations, drawn from the same stream) is a function of
+    (seed, epoch): the same again for a resumed epoch, another for the next epoch or seed."""
+
+    def order(seed: int, epoch: int) -> list[int]:
+        return torch.cat(batch_indices(64, 8, epoch_generator(seed, epoch, CPU))).tolist()
+
+    assert order(47, 3) == order(47, 3)
+    assert len({tuple(order(47, e)) for e in range(1, 6)} | {tuple(order(48, 3))}) == 6
+
+
+def test_a_step_hands_back_its_loss_without_the_graph() -> None:
+    """The loop keeps every step's loss until the epoch ends: with its graph attached, each
+    step's activations would be kept alive with it."""
+    model = torch.nn.Conv2d(3, 1, 3, padding=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.rand(2, 3, 8, 8), torch.randint(0, 2, (2, 1, 8, 8)).float()
+    loss = train_step(model, x, y, DiceLoss(), opt, None)
+    assert not loss.requires_grad and loss.grad_fn is None and loss.shape == ()
 
 
 def test_batches_cover_everything_once_and_drop_a_lone_last_sample() -> None:
@@ -144,8 +184,9 @@ def test_fingerprint_depends_on_the_weights() -> None:
 
 
 def test_run_folder_keeps_the_best_validation_iou(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scripted scores: IoU 0.5, 0.4, 0.6, 0.55 (Dice in the opposite order) -> best epochs 1, 1, 3, 3;
-    best.pt is written on every improvement whatever --checkpoint-every says."""
+    """Scripted scores: IoU 0.5, 0.4, 0.6, 0.6 (Dice in the opposite order) -> best epochs 1, 1, 3, 3:
+    a tie keeps the earlier epoch; best.pt is written on every improvement whatever
+    --checkpoint-every says."""
     written = []
     monkeypatch.setattr(
         runfolder, "atomic_torch_save", lambda state, path: written.append((path.name, state["epoch"]))
@@ -156,7 +197,7 @@ def test_run_folder_keeps_the_best_validation_iou(tmp_path: Path, monkeypatch: p
     run.start(model, {})
     result = EpochResult(loss=0.5, steps=1, images=2, seconds=1.0)
     bests = []
-    for epoch, (iou, dice) in enumerate([(0.5, 0.3), (0.4, 0.9), (0.6, 0.2), (0.55, 0.8)], start=1):
+    for epoch, (iou, dice) in enumerate([(0.5, 0.3), (0.4, 0.9), (0.6, 0.2), (0.6, 0.8)], start=1):
         scores = {"iou": iou, "dice": dice, "soft_dice": dice / 2, "pooled_dice": iou / 4}
         run.end_epoch(epoch, result, scores, 2.0, model, opt, None, None)
         bests.append(run.best["epoch"])
@@ -169,7 +210,7 @@ def test_run_folder_keeps_the_best_validation_iou(tmp_path: Path, monkeypatch: p
         rows = list(csv.DictReader(f))
     columns = ("val_iou", "val_dice", "val_soft_dice", "val_pooled_dice", "train_loss", "images_per_s")
     got = [float(r[c]) for r in rows for c in columns]
-    ious, dices = (0.5, 0.4, 0.6, 0.55), (0.3, 0.9, 0.2, 0.8)
+    ious, dices = (0.5, 0.4, 0.6, 0.6), (0.3, 0.9, 0.2, 0.8)
     assert got == pytest.approx([v for i, d in zip(ious, dices) for v in (i, d, d / 2, i / 4, 0.5, 2.0)])
 
 
@@ -184,3 +225,20 @@ def test_resumed_run_keeps_counting_its_training_time(tmp_path: Path) -> None:
     assert again.resume(model, opt, None, None) == 2
     again.end_epoch(2, EpochResult(0.5, 1, 2, 1.0), {}, 3.0, model, opt, None, None)
     assert again.history[-1]["elapsed_seconds"] == 8.0 and not math.isnan(again.history[-1]["train_loss"])
+
+
+def test_a_resume_restores_the_gradient_scaler(tmp_path: Path) -> None:
+    """fp16 training (CUDA) keeps a loss scale that grows and backs off as it trains; a resumed
+    run must go on from it, not from the initial 65536 (overflowing steps skipped again)."""
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainConfig(epochs=3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # the same state a CUDA scaler keeps
+    scaler.scale(torch.tensor(1.0))  # the scale exists once a loss was scaled
+    scaler.update(new_scale=8.0)
+    run = RunFolder(tmp_path, config, DistContext(), log=lambda _: None)
+    run.start(model, {})
+    run.end_epoch(1, EpochResult(0.5, 1, 2, 1.0), {}, 1.0, model, opt, scaler, None)
+    fresh = torch.amp.GradScaler("cpu")
+    assert RunFolder(tmp_path, config, DistContext(), log=lambda _: None).resume(model, opt, fresh, None) == 2
+    assert fresh.get_scale() == 8.0

@@ -427,6 +427,7 @@ def two_blobs(height: int = 40, width: int = 50) -> torch.Tensor:
     [
         ([], ("large", "small")),
         (["--threshold", "0.7"], ("small",)),
+        (["--threshold", "0.6"], ("small",)),  # strictly above, as the metrics score: 0.6 is background
         (["--postprocess", "largest"], ("large",)),
     ],
 )
