@@ -79,6 +79,16 @@ def mask_of_other_size(root: Path) -> None:
 # (case, how to damage the data, extra flags, text the one line must contain)
 FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("missing data folder", damage_none, ["--data", "{tmp}/nowhere"], "does not exist"),
+    # --data one level off: the folder it meant is named (the frames are in {tmp}/data)
+    ("--data its Original/", damage_none, ["--data", "{tmp}/data/Original"], "/': pass --data {tmp}/data\n"),
+    ("--data its masks", damage_none, ["--data", "{tmp}/data/Ground Truth"], ": pass --data {tmp}/data\n"),
+    (
+        "--data the folder above",
+        damage_none,
+        ["--data", "{tmp}"],
+        "{tmp}/Original is missing: a CVC-ClinicDB folder holds Original/ and 'Ground Truth/': "
+        "pass --data {tmp}/data\n",
+    ),
     ("empty Original/", empty_original, [], "holds no frames"),
     ("image without mask", image_without_mask, [], "4.tif has no mask"),
     ("mask without image", mask_without_image, [], "4.tif has no image"),
@@ -130,7 +140,7 @@ def test_bad_input_is_one_line_exit_2(
         code = e.code
     err = capsys.readouterr().err
     assert code == 2
-    assert err.count("\n") == 1 and expected in err, err
+    assert err.count("\n") == 1 and expected.replace("{tmp}", str(tmp_path)) in err, err
     assert "Traceback" not in err
     run_dirs = [p for p in runs.iterdir() if not p.name.startswith(".")] if runs.exists() else []
     assert run_dirs == []  # nothing that could pass for a result

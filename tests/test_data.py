@@ -106,6 +106,12 @@ def test_conversions_rgba_gray_16bit_png(tmp_path: Path) -> None:
 def test_find_pairs_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist.*--data synthetic"):
         find_pairs(tmp_path / "nope")
+    unpacked = write_dataset(tmp_path / "CVC-ClinicDB" / "PNG", range(1, 2))  # an archive's own folders
+    with pytest.raises(UserError, match=f"Original is missing: .*: pass --data {unpacked}$"):
+        find_pairs(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(UserError, match="holds Original/ and 'Ground Truth/'$"):  # none near it: no hint
+        find_pairs(tmp_path / "elsewhere")
     root = write_dataset(tmp_path / "d", range(1, 4))
     (root / "Ground Truth" / "3.tif").unlink()
     with pytest.raises(UserError, match=r"3\.tif has no mask"):

@@ -17,6 +17,7 @@ both are resized once with Pillow's bicubic filter (as the reference pipeline's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import warnings
@@ -81,6 +82,20 @@ def _numbered_files(folder: Path) -> tuple[dict[int, Path], list[str]]:
     return found, skipped
 
 
+def _dataset_near(root: Path) -> Path | None:
+    """The dataset folder a ``--data`` one level off means: the parent of its ``Original/`` or
+    ``Ground Truth/``, or a folder up to two levels down that holds ``Original/`` (an archive
+    unpacked into a folder of its own, ``CVC-ClinicDB/PNG/``)."""
+    if root.name in (IMAGE_DIR, MASK_DIR) and (root.parent / IMAGE_DIR).is_dir():
+        return root.parent
+    with contextlib.suppress(OSError):  # a folder we may not look into: no hint, the error stands
+        for pattern in ("*/", "*/*/"):
+            for folder in sorted(root.glob(pattern)):
+                if (folder / IMAGE_DIR).is_dir():
+                    return folder
+    return None
+
+
 def find_pairs(root: str | Path) -> dict[int, tuple[Path, Path]]:
     """Frame number -> ``(image_path, mask_path)`` for every frame in ``root``.
 
@@ -98,8 +113,10 @@ def find_pairs(root: str | Path) -> dict[int, tuple[Path, Path]]:
     folders = {}
     for sub in (IMAGE_DIR, MASK_DIR):
         if not (root / sub).is_dir():
+            near = _dataset_near(root) if sub == IMAGE_DIR else None
+            fix = f": pass --data {near}" if near else ""
             raise UserError(
-                f"{root / sub} is missing: a CVC-ClinicDB folder holds {IMAGE_DIR}/ and '{MASK_DIR}/'"
+                f"{root / sub} is missing: a CVC-ClinicDB folder holds {IMAGE_DIR}/ and '{MASK_DIR}/'{fix}"
             )
         files, skipped = _numbered_files(root / sub)
         if skipped:
