@@ -183,6 +183,25 @@ def test_bad_files_give_user_errors(tmp_path: Path) -> None:
         load_frames(root, [2], 32)
 
 
+def test_a_large_image_is_read_quietly_and_one_past_pillows_limit_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``Image.MAX_IMAGE_PIXELS`` Pillow warns (two lines on stderr, its own file and line),
+    past twice that it refuses: the first is read, the second is one error naming the fix."""
+    import warnings
+
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("RGB", (12, 10), (9, 8, 7)).save(tmp_path / "large.png")  # 120 px: a warning
+    Image.new("RGB", (30, 10)).save(tmp_path / "huge.png")  # 300 px: refused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the read
+        assert read_image(tmp_path / "large.png").shape == (10, 12, 3)
+    with pytest.raises(UserError, match=r"huge\.png has more pixels than Pillow decodes .*: downscale it$"):
+        read_image(tmp_path / "huge.png")
+
+
 def test_polyp_dataset_reference_interface(synthetic_root: Path) -> None:
     images = [synthetic_root / "Original" / f"{n}.tif" for n in (1, 2)]
     labels = [synthetic_root / "Ground Truth" / f"{n}.tif" for n in (1, 2)]

@@ -161,10 +161,17 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             return np.asarray(tifffile.imread(path))
-        with Image.open(path) as im:
-            if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
-            return np.asarray(im)
+        # Pillow warns past 89 Mpx (a whole-slide scan, a panorama): a large image is still an
+        # image, read without its two-line warning; past twice that it refuses, below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
+                    im = im.convert("RGBA" if "A" in im.mode else "RGB")
+                return np.asarray(im)
+    except Image.DecompressionBombError as e:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise UserError(f"{path} has more pixels than Pillow decodes ({limit:.0f} Mpx): downscale it") from e
     except Exception as e:  # any decoder failure (truncated, not an image, bad codec data)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path} cannot be read as an image ({reason}): replace the file") from e
