@@ -253,3 +253,21 @@ def test_export_of_a_run_given_twice_is_refused(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{link} is given twice (also as {run})" in err
     assert not out.exists() and sorted(tmp_path.iterdir()) == [other, link]
+
+
+def test_a_file_onnx_runtime_cannot_load_gets_the_fix(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--onnx runs/r/best.pt`` (the checkpoint, not an export) points to --run or the export;
+    another unloadable file to exporting again. One line, exit 2, nothing written."""
+    pytest.importorskip("onnxruntime")
+    image = write_images(tmp_path / "images")
+    (tmp_path / "damaged.onnx").write_bytes(b"not a model")
+    for model, fix in (
+        (run / "best.pt", f": a checkpoint goes with --run {run}, or export it first (python -m"),
+        (tmp_path / "damaged.onnx", ": export it again with python -m unet_scratch.export"),
+    ):
+        assert predict_main(["--onnx", str(model), str(image), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {model} is not a model ONNX Runtime can load (") and fix in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "o").exists()

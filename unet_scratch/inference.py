@@ -232,7 +232,13 @@ class OnnxModel(nn.Module):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types for bad files
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"{path} is not a model ONNX Runtime can load ({reason})") from e
+            fix = (
+                f": a checkpoint goes with --run {path.parent}, or export it first "
+                f"(python -m unet_scratch.export --run {path.parent} --format onnx --out model.onnx)"
+                if path.suffix == ".pt"
+                else ": export it again with python -m unet_scratch.export"
+            )
+            raise UserError(f"{path} is not a model ONNX Runtime can load ({reason}){fix}") from e
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         height, width = inp.shape[-2:]
