@@ -343,6 +343,7 @@ def test_roles_of_the_scored_frames() -> None:
         title, role = describe_role(roles, [400, 440])
         assert role == "partly-validation" and "some of them validation frames" in title
     assert describe_role({"validation"}, [400])[1] == "validation"
+    assert describe_role(set(), [429]) == ("frames 429 (1 image): no run could be scored", "none")
     # an ensemble's frames: validation only if they chose every member's epoch
     assert members_role(["validation", "validation"]) == "validation"
     assert (

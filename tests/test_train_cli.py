@@ -175,7 +175,7 @@ def test_resume_with_other_settings_is_refused(
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--resume") == 0  # a finished run: said so
-    assert "already trained 1 epochs (--epochs 1): nothing left to train" in capsys.readouterr().out
+    assert "already trained 1 epoch (--epochs 1): nothing left to train" in capsys.readouterr().out
     assert len((tmp_path / "runs" / "dice" / "metrics.csv").read_text().splitlines()) == 2  # not trained
 
 

@@ -52,6 +52,7 @@ from .inference import (
     to_size,
 )
 from .metrics import SegmentationMeter
+from .progress import counted
 from .report import (
     first_given,
     loss_label,
@@ -420,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
     """The table's title line and the word for the scores ("test", "validation", ...)."""
-    what = f"frames {describe_frames(frames)} ({len(frames)} images)"
+    what = f"frames {describe_frames(frames)} ({counted(len(frames), 'image')})"
+    if not roles:  # no run was scored: what the frames are to a run is not known
+        return f"{what}: no run could be scored", "none"
     if roles == {"test"}:
         return f"test {what}", "test"
     if roles == {"validation"}:

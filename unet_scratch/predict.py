@@ -63,7 +63,7 @@ from .inference import (
     temper,
     to_size,
 )
-from .progress import Progress
+from .progress import Progress, counted
 from .report import outline_overlay
 
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_prob.png")  # NAME + suffix, for each image
@@ -442,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
     parts = []
     if images:
         parts.append(
-            f"{written} image{'' if written == 1 else 's'} in {seconds:.1f} s ({written / seconds:.1f} img/s)"
+            f"{counted(written, 'image')} in {seconds:.1f} s ({written / seconds:.1f} img/s)"
             if written
             else "no image written"
         )

@@ -1,4 +1,4 @@
-"""Console output of a run: the in-epoch progress bar and durations."""
+"""Console output of a run: the in-epoch progress bar, durations and counts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ def format_duration(seconds: float) -> str:
     """``75`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"`` (progress lines and result tables)."""
     m, s = divmod(int(round(seconds)), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def counted(n: int, noun: str) -> str:
+    """``counted(1, "image")`` -> ``"1 image"``, ``counted(3, "image")`` -> ``"3 images"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class Progress:

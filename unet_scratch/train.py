@@ -41,6 +41,7 @@ from .errors import ArgumentParser, UserError
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
+from .progress import counted
 from .report import read_config
 from .synthetic import ensure_synthetic
 
@@ -398,7 +399,7 @@ def plan_run(
             f"the rest of the run will not match an uninterrupted one (--threads {trained} to match)"
         )
     if last["epoch"] >= config.epochs:
-        done = f"already trained {last['epoch']} epochs (--epochs {config.epochs})"
+        done = f"already trained {counted(last['epoch'], 'epoch')} (--epochs {config.epochs})"
         say(f"{run_dir} {done}: nothing left to train")
     return True
 
@@ -534,7 +535,7 @@ def train_runs(
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         say(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
-            f"{config.epochs} epochs, {cpu_threads(threads)}"
+            f"{counted(config.epochs, 'epoch')}, {cpu_threads(threads)}"
             + (f", {ctx.world} processes)" if ctx.enabled else ")")
         )
         if ctx.is_main:
