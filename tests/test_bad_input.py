@@ -115,6 +115,14 @@ FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("batch size 0", damage_none, ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("epochs 0", damage_none, ["--epochs", "0"], "--epochs must be at least 1"),
     ("unknown loss", damage_none, ["--loss", "bce"], "invalid choice: 'bce'"),
+    (
+        "a flag spelt with _",
+        damage_none,
+        ["--input_size", "64"],
+        "unrecognized arguments: --input_size 64; did you mean --input-size? (see --help)",
+    ),
+    ("a misspelt flag", damage_none, ["--ouput=x"], "--ouput=x; did you mean --out? (see --help)"),
+    ("an unknown flag", damage_none, ["--colour"], "unrecognized arguments: --colour (see --help)"),
     ("resume of nothing", damage_none, ["--resume"], "--resume:"),
 ]
 if not torch.cuda.is_available():

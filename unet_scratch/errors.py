@@ -5,6 +5,7 @@ and the fix; only the CLIs catch it, print the line to stderr and exit with stat
 """
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Callable
@@ -58,8 +59,21 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed, extra
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {message}{self._closest_flag(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+    def _closest_flag(self, message: str) -> str:
+        """``; did you mean --input-size?`` for an unknown ``--input_size`` or ``--ouput``, else ""."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        for arg in message[len(prefix) :].split():
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.7)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
 
 
 def exit_status(run: Callable[[], int]) -> int:
