@@ -653,7 +653,11 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
         assert predict_main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and f"run folder {bad} does not exist" in err
+        assert err.endswith(f"check the path; runs in {tmp_path}: {runs / 'a'}, {runs / 'b'}\n"), err
     assert not (tmp_path / "o").exists()
+    assert main([str(runs / "c"), "--test-frames", "9-12"]) == 2  # evaluate.py names the runs too
+    assert capsys.readouterr().err == f"error: run folder {runs / 'c'} does not exist: check the path; " \
+        f"runs in {runs}: {runs / 'a'}, {runs / 'b'}\n"
     (runs / "b" / "best.pt").unlink()  # a member that cannot be scored: the loss's row says which
     assert evaluate(runs, "--ensemble") == 2
     row = next(line for line in capsys.readouterr().out.splitlines() if "ensemble of 2" in line)

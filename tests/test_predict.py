@@ -279,6 +279,8 @@ def test_a_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     assert f"give the run's folder ({run}), not its checkpoint" in capsys.readouterr().err
     assert predict("--run", str(run.parent), str(images / "e.png"), "--out", out) == 2  # train.py's --out
     assert f"holds runs: give one, e.g. {run}" in capsys.readouterr().err
+    assert predict("--run", str(run.parent / "dice"), str(images / "e.png"), "--out", out) == 2  # a typo
+    assert capsys.readouterr().err.endswith(f"does not exist: check the path; runs in {run.parent}: {run}\n")
     data = tmp_path / "data"
     (data / "Original").mkdir(parents=True)
     (data / "Original" / "1.png").write_bytes((images / "e.png").read_bytes())

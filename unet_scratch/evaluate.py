@@ -48,6 +48,7 @@ from .inference import (
     add_mask_options,
     load_runs,
     mask_options,
+    runs_near,
     temper,
     to_size,
 )
@@ -100,7 +101,7 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     if paths:
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
-            raise UserError(f"run folder {missing[0]} does not exist: check the path")
+            raise UserError(f"run folder {missing[0]} does not exist: {runs_near(Path(missing[0]))}")
         return each_once([Path(p) for p in paths])
     root = Path(runs_root)
     if not root.is_dir():

@@ -29,6 +29,17 @@ from .errors import UserError
 from .report import first_given
 
 
+def runs_near(missing: Path) -> str:
+    """The fix for a run folder that does not exist: the runs in the nearest folder above it that
+    does (``runs/dice`` when the quick start's run is ``runs/synthetic/dice``), else train one."""
+    base = next((p for p in missing.parents if p.is_dir()), Path("."))
+    found = sorted({f.parent for pattern in ("*/best.pt", "*/*/best.pt") for f in base.glob(pattern)})
+    if not found:
+        return "train it first (python train.py), or check the path"
+    shown = ", ".join(str(f) for f in found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"check the path; runs in {base}: {shown}"
+
+
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """The model of ``run_dir/best.pt`` (rebuilt from the config stored in it, loaded with
     ``weights_only=True``) in eval mode, that config, and the checkpoint (its epoch, history).
@@ -38,6 +49,8 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any
 
     run_dir = Path(run_dir)
     path = run_dir / "best.pt"
+    if not run_dir.exists():
+        raise UserError(f"run folder {run_dir} does not exist: {runs_near(run_dir)}")
     if run_dir.is_file():  # e.g. runs/dice/best.pt: the config and temperature live beside it
         raise UserError(f"{run_dir} is a file: give the run's folder ({run_dir.parent}), not its checkpoint")
     if run_dir.is_dir() and not path.is_file():
@@ -117,8 +130,8 @@ def load_ensemble(
     (one given twice would weigh double in the mean): :class:`UserError` naming the first that
     is not."""
     for run_dir in run_dirs:  # first, or a missing folder given twice would be "given twice"
-        if not Path(run_dir).is_dir():  # also a symlink loop, which resolve() cannot follow
-            raise UserError(f"run folder {run_dir} does not exist: check the path")
+        if not Path(run_dir).exists():  # also a symlink loop, which resolve() cannot follow
+            raise UserError(f"run folder {run_dir} does not exist: {runs_near(Path(run_dir))}")
     for i, j in enumerate(first_given(run_dirs)):
         if j != i:
             raise UserError(
