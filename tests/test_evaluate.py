@@ -25,7 +25,7 @@ from unet_scratch.engine import build_model
 from unet_scratch.evaluate import bootstrap_ci, build_parser, describe_role, frames_role, main, members_role
 from unet_scratch.files import atomic_write_json
 from unet_scratch.inference import FOCAL_TEMPERATURE
-from unet_scratch.report import natural_key, sort_runs
+from unet_scratch.report import GRID_GAP, GRID_HEADER, natural_key, sort_runs
 from unet_scratch.synthetic import write_dataset
 from unet_scratch.train import build_parser as build_train_parser
 
@@ -245,17 +245,27 @@ def test_bootstrap_interval() -> None:
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.2, abs=0.05)  # ~ 2 * 1.96 * 0.05
 
 
+def grid_tile(path: Path, row: int, column: int, tile: int = 256) -> np.ndarray:
+    """Tile (row, column) of an overlay grid: below the column titles, a white line between tiles."""
+    with Image.open(path) as im:
+        grid = np.asarray(im)
+    y, x = GRID_HEADER + row * (tile + GRID_GAP), column * (tile + GRID_GAP)
+    return grid[y : y + tile, x : x + tile]
+
+
 def test_overlays_are_valid_pngs(runs: Path, tmp_path: Path) -> None:
     assert evaluate(runs, "--overlays", str(tmp_path / "ov"), "--n-overlays", "1") == 0
     with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
         im.verify()
+    size = (4 * 256 + 3 * GRID_GAP, GRID_HEADER + 2 * 256 + GRID_GAP)  # 4 tiles, worst + best
     with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
-        assert im.size == (4 * 256, 2 * 256) and im.mode == "RGB"  # 64 px tiles scaled x4, worst + best
-        pixels = np.asarray(im)
-    assert (pixels[:, 512:768] == 255).all()  # third tile: the prediction, all polyp (white)
+        assert im.size == size and im.mode == "RGB"  # 64 px tiles scaled x4
+    for row in (0, 1):  # third tile: the prediction, all polyp (white)
+        assert (grid_tile(tmp_path / "ov" / "all-polyp.png", row, 2) == 255).all()
     with Image.open(tmp_path / "ov" / "no-polyp.png") as im:
-        assert im.size == (4 * 256, 2 * 256)  # 32 px tiles scaled x8
-        assert (np.asarray(im)[:, 512:768] == 0).all()  # nothing predicted
+        assert im.size == size  # 32 px tiles scaled x8
+    for row in (0, 1):
+        assert (grid_tile(tmp_path / "ov" / "no-polyp.png", row, 2) == 0).all()  # nothing predicted
 
 
 def record_legends(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -377,12 +387,15 @@ def test_overlays_show_the_worst_then_the_best_frames(tmp_path: Path, synthetic_
         max(per_image, key=lambda n: per_image[n]["dice"]),
     )
     _, masks = load_frames(synthetic_root, [int(worst), int(best)], 64)
-    with Image.open(tmp_path / "ov" / "all-polyp.png") as im:
+    path = tmp_path / "ov" / "all-polyp.png"
+    for row, mask in enumerate(masks):  # second tile: the ground truth, 4x upscaled
+        assert np.array_equal(grid_tile(path, row, 1)[::4, ::4, 0] > 127, mask[0].numpy() == 1)
+    with Image.open(path) as im:
         grid = np.asarray(im)
-    gt_tiles = grid[:, 256:512, 0] > 127  # second tile: the ground truth, 4x upscaled
-    for row, mask in enumerate(masks):
-        assert np.array_equal(gt_tiles[row * 256 : (row + 1) * 256 : 4, ::4], mask[0].numpy() == 1)
-    overlay = grid[:256, 768:]  # fourth tile, worst frame: ground truth contour green, prediction yellow
+    step = 256 + GRID_GAP  # between the tiles: white (the black truth and prediction tiles kept apart)
+    assert (grid[GRID_HEADER + 256 : GRID_HEADER + step] == 255).all()
+    assert all((grid[:, c * step - GRID_GAP : c * step] == 255).all() for c in (1, 2, 3))
+    overlay = grid_tile(path, 0, 3)  # worst frame: ground truth contour green, prediction yellow
     assert ((overlay == (0, 255, 0)).all(axis=2)).any() and ((overlay == (255, 220, 0)).all(axis=2)).any()
     assert (overlay[0, 0] == (255, 220, 0)).all()  # the prediction covers the frame: its outline is the edge
 
@@ -394,14 +407,12 @@ def test_overlays_draw_the_masks_that_were_scored(tmp_path: Path, synthetic_root
     for threshold, covered in (("0.5", True), ("0.7", False)):
         out = tmp_path / f"ov{threshold}"
         assert evaluate(runs, "--overlays", str(out), "--n-overlays", "1", "--threshold", threshold) == 0
-        with Image.open(out / "all-polyp.png") as im:
-            prediction = np.asarray(im)[:, 512:768, 0] > 127  # third tile
+        prediction = grid_tile(out / "all-polyp.png", 0, 2)[..., 0] > 127  # third tile
         assert prediction.all() if covered else not prediction.any()
     # and the post-processing: at 0.5 the one region covers the frame, under min-area 1.5 frames
     out = tmp_path / "ov-pp"
     assert evaluate(runs, "--overlays", str(out), "--n-overlays", "1", "--postprocess", "min-area:1.5") == 0
-    with Image.open(out / "all-polyp.png") as im:
-        assert not (np.asarray(im)[:, 512:768, 0] > 127).any()
+    assert not (grid_tile(out / "all-polyp.png", 0, 2)[..., 0] > 127).any()
 
 
 def test_curves_name_each_run_by_its_loss(tmp_path: Path) -> None:

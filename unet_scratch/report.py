@@ -226,6 +226,12 @@ def overlay_tiles(image: np.ndarray, target: np.ndarray, pred: np.ndarray, scale
     return np.concatenate([rgb_big, gray(gt_big), gray(pred_big), over], axis=1)
 
 
+# the overlay grid's layout: a header row of column titles, a white line between tiles (the
+# ground-truth and prediction tiles are black where there is no polyp and would run together)
+GRID_HEADER, GRID_GAP = 16, 4
+GRID_COLUMNS = ("frame", "ground truth", "prediction (as scored)", "outlines: truth green, prediction yellow")
+
+
 def write_overlay_grid(
     images: np.ndarray,
     targets: np.ndarray,
@@ -233,18 +239,28 @@ def write_overlay_grid(
     labels: list[str],
     out: str | Path,
 ) -> tuple[int, int]:
-    """One PNG, a row of :func:`overlay_tiles` per frame with its label; returns (width, height).
+    """One PNG, a row of :func:`overlay_tiles` per frame with its label under a row of column
+    titles; returns (width, height). Tile (row r, column c) starts at
+    ``x = c * (T + GRID_GAP)``, ``y = GRID_HEADER + r * (T + GRID_GAP)``, T the tile's side.
 
     ``images (N, 3, S, S)``, ``targets (N, 1, S, S)``, ``preds (N, 1, S, S)`` bool.
     """
     size = images.shape[-1]
     scale = max(1, 256 // size)
-    rows = [overlay_tiles(i, t[0], p[0], scale) for i, t, p in zip(images, targets, preds)]
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    tile, step = size * scale, size * scale + GRID_GAP
+    canvas = np.full((GRID_HEADER + len(images) * step - GRID_GAP, 4 * step - GRID_GAP, 3), 255, np.uint8)
+    for r, (i, t, p) in enumerate(zip(images, targets, preds)):
+        row = overlay_tiles(i, t[0], p[0], scale)
+        y = GRID_HEADER + r * step
+        for c in range(4):
+            canvas[y : y + tile, c * step : c * step + tile] = row[:, c * tile : (c + 1) * tile]
+    grid = Image.fromarray(canvas)
     draw = ImageDraw.Draw(grid)
-    tile = size * scale
-    for k, label in enumerate(labels):
-        draw.rectangle([0, k * tile, 7 * len(label) + 6, k * tile + 14], fill=(0, 0, 0))
-        draw.text((3, k * tile + 2), label, fill=(255, 255, 255))
+    for c, title in enumerate(GRID_COLUMNS):
+        draw.text((c * step + 3, 2), title, fill=(0, 0, 0))
+    for r, label in enumerate(labels):
+        y = GRID_HEADER + r * step
+        draw.rectangle([0, y, 7 * len(label) + 6, y + 14], fill=(0, 0, 0))
+        draw.text((3, y + 2), label, fill=(255, 255, 255))
     save_png(grid, out, "--overlays")
     return grid.size
