@@ -382,14 +382,36 @@ UNWRITABLE = [
         "evaluate",
         [*EVALUATE, "--curves"],
         "{data}/Original/9.tif",
-        "--curves {data}/Original/9.tif would replace {data}/Original/9.tif, which this command reads",
+        "--curves {data}/Original/9.tif would be written into {data}/Original, which holds the data: "
+        "choose another --curves",
+    ),
+    (
+        "evaluate --curves as a new frame",  # 99.tif without a mask: the data could not be read again
+        "evaluate",
+        [*EVALUATE, "--curves"],
+        "{data}/Original/99.tif",
+        "would be written into {data}/Original, which holds the data",
     ),
     (
         "evaluate --json onto a mask",
         "evaluate",
         [*EVALUATE, "--json"],
         "{data}/Ground Truth/../Ground Truth/3.tif",
-        "would replace {data}/Ground Truth/3.tif, which this command reads",
+        "would be written into {data}/Ground Truth, which holds the data",
+    ),
+    (
+        "evaluate --cache-dir into the masks",
+        "evaluate",
+        [*EVALUATE, "--cache-dir"],
+        "{data}/Ground Truth",
+        "--cache-dir {data}/Ground Truth would be written into {data}/Ground Truth, which holds the data",
+    ),
+    (
+        "evaluate --overlays into the frames",
+        "evaluate",
+        [*EVALUATE, "--overlays"],
+        "{data}/Original/",
+        "--overlays {data}/Original would be written into {data}/Original, which holds the data",
     ),
     (
         "export onto the checkpoint",
@@ -469,6 +491,30 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     assert out == ""
     assert (tmp_path / "file").read_bytes() == b"kept" and not list((tmp_path / "dir").iterdir())
     assert on_disk() == before  # nothing made, replaced or changed: the run's checkpoint and config either
+
+
+def test_no_output_goes_into_the_synthetic_frames_either(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run trained on ``--data synthetic`` reads the frames generated in its runs' cache: an
+    output there would damage them for every later run (the cache is not made again)."""
+    from unet_scratch import evaluate, inference
+    from unet_scratch.synthetic import synthetic_root
+
+    def work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work started before the output path was checked")
+
+    monkeypatch.setattr(evaluate, "ensure_synthetic", work)
+    monkeypatch.setattr(inference, "load_checkpoint", work)
+    run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, Path("synthetic"))
+    masks = synthetic_root(tmp_path / "runs" / ".cache") / "Ground Truth"
+    masks.mkdir(parents=True)
+    (masks / "10.tif").write_bytes(b"a mask")
+    assert evaluate_main([str(run), "--test-frames", "9-12", "--json", str(masks / "10.tif")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --json {masks / '10.tif'} would be written into {masks}, which holds the data: " \
+        "choose another --json\n"
+    assert (masks / "10.tif").read_bytes() == b"a mask"
 
 
 def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -565,8 +565,8 @@ def test_results_table_tells_apart_runs_that_share_a_name(
     want = {str(d): str(tmp_path / "ov" / f"{stems.get(d, 'jaccard-tuned-f1-s47')}.png") for d in size}
     assert {p: r["overlay"] for p, r in rows.items() if "overlay" in r} == want
     assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == sorted(Path(f).name for f in want.values())
-    widths = {d: Image.open(want[str(d)]).size[0] for d in size}  # tiles: 256 px from 32 and 64, 192 from 96
-    assert widths[again] * 4 == widths[e40] * 3 == widths[e20] * 3
+    tiles = {d: (Image.open(want[str(d)]).size[0] + GRID_GAP) // 4 - GRID_GAP for d in size}
+    assert (tiles[again], tiles[e40], tiles[e20]) == (192, 256, 256)  # 256 px from 32 and 64, 192 from 96
 
 
 def test_a_run_linked_twice_under_runs_is_scored_once(tmp_path: Path, synthetic_root: Path) -> None:

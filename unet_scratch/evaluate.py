@@ -21,8 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from itertools import chain
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ import torch
 from . import postprocess
 from .config import AMP_MODES, TrainConfig
 from .data import (
+    IMAGE_DIR,
+    MASK_DIR,
     describe_frames,
     find_pairs,
     frame_fingerprint,
@@ -66,7 +67,7 @@ from .report import (
     write_overlay_grid,
 )
 from .runfolder import run_files
-from .synthetic import ensure_synthetic
+from .synthetic import ensure_synthetic, synthetic_root
 
 BOOTSTRAP_SAMPLES = 2000
 TEST_FRAMES = "429-612"  # the assignment's test split
@@ -134,24 +135,6 @@ def data_of_runs(run_dirs: list[Path]) -> str:
             f"these runs were trained on different data ({listed}): pass --data, or score them separately"
         )
     return next(iter(by_data))
-
-
-def frame_files(data: str) -> Iterator[Path]:
-    """The images and masks of the dataset folder ``data``, for :func:`check_file`'s ``inputs``
-    (``--curves data/Original/1.tif`` would replace a frame): none for ``synthetic`` (generated
-    in the cache) or a folder that is not a dataset (the scoring reports that). A generator, so
-    the folder is listed only when an output path already exists."""
-    if data == "synthetic":
-        return
-    try:
-        with warnings.catch_warnings():  # a stray file is reported once, by the scoring
-            warnings.simplefilter("ignore")
-            pairs = find_pairs(data)
-    except UserError:
-        return
-    for image, mask in pairs.values():
-        yield image
-        yield mask
 
 
 def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None:
@@ -447,16 +430,22 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     run_dirs = find_runs(args.run_dirs, args.runs)
     data = args.data or data_of_runs(run_dirs)
+    given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
+    runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
+    cache_dir = Path(args.cache_dir) if args.cache_dir else runs_root / ".cache"
+    root = synthetic_root(cache_dir) if data == "synthetic" else Path(data)  # made below if need be
     # an output path that cannot be written stops the command here, not after the scoring; nor
-    # may one replace a file the command reads: a run's checkpoint or config, a frame or a mask
+    # may an output replace a file the command reads (a run's checkpoint or config) or go
+    # into the data's own folders (replace a frame, or add one)
+    data_folders = [root / IMAGE_DIR, root / MASK_DIR]
     if args.json:
-        check_file(args.json, "--json", inputs=chain(run_files(run_dirs), frame_files(data)))
+        check_file(args.json, "--json", inputs=run_files(run_dirs), keep_out=data_folders)
     if args.curves:
-        check_file(args.curves, "--curves", figure=True, inputs=frame_files(data))
+        check_file(args.curves, "--curves", figure=True, keep_out=data_folders)
     if args.overlays:
-        check_folder(args.overlays, "--overlays")
+        check_folder(args.overlays, "--overlays", keep_out=data_folders)
     if args.cache_dir:
-        check_folder(args.cache_dir, "--cache-dir")
+        check_folder(args.cache_dir, "--cache-dir", keep_out=data_folders)
     if args.curves:
         try:
             print(f"learning curves -> {plot_curves(run_dirs, args.curves)}")
@@ -465,10 +454,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     frames = parse_frames(args.test_frames)
     steps = mask_options(args)
-    given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
-    runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
-    cache_dir = Path(args.cache_dir) if args.cache_dir else runs_root / ".cache"
-    root = ensure_synthetic(cache_dir) if data == "synthetic" else Path(data)
+    if data == "synthetic":
+        ensure_synthetic(cache_dir)
     mask_paths = None
     if args.full_res:
         mask_paths = [m for _, _, m in select_pairs(find_pairs(root), frames, "--test-frames", root)]

@@ -46,25 +46,43 @@ def _check_parents(folder: Path, named: Path, flag: str) -> None:
         raise UserError(f"{flag} {named}: {parent} is not writable: choose another {flag}")
 
 
-def check_folder(path: str | Path, flag: str) -> Path:
+def _keep_out(folder: Path, named: Path, flag: str, keep_out: Iterable[str | Path]) -> None:
+    """Raise :class:`UserError` when ``folder`` (where ``named`` would be written) is one of the
+    folders ``keep_out`` (the dataset's Original/ and Ground Truth/), under any spelling."""
+    for other in keep_out:
+        if folder.is_dir() and Path(other).is_dir() and os.path.samefile(folder, other):
+            raise UserError(
+                f"{flag} {named} would be written into {other}, which holds the data: choose another {flag}"
+            )
+
+
+def check_folder(path: str | Path, flag: str, keep_out: Iterable[str | Path] = ()) -> Path:
     """Raise :class:`UserError` unless ``path`` is a folder or can be made one (``flag``: the
-    option that named it, for the fix). Makes nothing: call it before the work, so that a
-    bad output path stops a command at its start rather than after minutes of it."""
+    option that named it, for the fix), and none of the folders ``keep_out``. Makes nothing:
+    call it before the work, so that a bad output path stops a command at its start rather
+    than after minutes of it."""
     path = Path(path)
     _check_parents(path, path, flag)
+    _keep_out(path, path, flag, keep_out)
     return path
 
 
 def check_file(
-    path: str | Path, flag: str, figure: bool = False, inputs: Iterable[str | Path] = ()
+    path: str | Path,
+    flag: str,
+    figure: bool = False,
+    inputs: Iterable[str | Path] = (),
+    keep_out: Iterable[str | Path] = (),
 ) -> Path:
     """Raise :class:`UserError` unless ``path`` can be written as a file: a regular file or
     nothing yet (not a folder, a device or a pipe), in a folder that is writable or can be made
-    (see :func:`check_folder`), and none of ``inputs``, the files the command reads (through a
-    link too: ``--json runs/dice/best.pt`` would replace the trained model);
-    ``figure``: also a suffix matplotlib can draw. Writes nothing."""
+    (see :func:`check_folder`) and is none of ``keep_out`` (``--curves data/Original/1.tif``
+    would replace a frame, ``.../999.tif`` add one without a mask), and none of ``inputs``, the
+    files the command reads (through a link too: ``--json runs/dice/best.pt`` would replace the
+    trained model); ``figure``: also a suffix matplotlib can draw. Writes nothing."""
     path = Path(path)
     _check_parents(path.parent, path, flag)  # first: then the folder holding path can be looked into
+    _keep_out(path.parent, path, flag, keep_out)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder: give a file name")
     if path.exists() and not path.is_file():

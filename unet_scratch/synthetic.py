@@ -156,13 +156,18 @@ def write_video(
     return path
 
 
+def synthetic_root(cache_dir: str | Path, count: int = 612, seed: int = 0) -> Path:
+    """Where :func:`ensure_synthetic` keeps the synthetic dataset of ``count`` frames (made or not)."""
+    return Path(cache_dir) / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}-n{count}"
+
+
 def ensure_synthetic(cache_dir: str | Path, count: int = 612, seed: int = 0) -> Path:
     """The cached synthetic dataset of ``count`` frames, generated on first use.
 
     It is built in a temp folder and renamed into place, so an interrupted generation never
     leaves a half-written dataset behind.
     """
-    target = Path(cache_dir) / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}-n{count}"
+    target = synthetic_root(cache_dir, count, seed)
     if (target / ".complete").is_file():
         return target
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
