@@ -92,7 +92,7 @@ def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
             assert np.abs(np.asarray(prob).astype(np.int64) - round(P * 65535)).max() <= 1
         assert f"{name}: {w}x{h}, polyp 100.0 % of the frame, max p 0.62\n" in captured.out  # not renamed
     assert not list(out.glob("z_broken*")) and not list(out.glob("notes*"))
-    assert "5 images in" in captured.out and "1 input(s) skipped" in captured.out
+    assert "5 images in" in captured.out and "1 input skipped" in captured.out
 
 
 class RedChannel(torch.nn.Module):
@@ -195,19 +195,29 @@ def test_a_folder_is_read_without_the_predictions_in_it(
     overlay as frames of their own; named on its own, a file so named is segmented."""
     folder = tmp_path / "frames"
     folder.mkdir()
-    for name in ("e.png", "e_mask.png", "e_overlay.png"):
+    for name in ("e.png", "e_mask.png", "e_Overlay.PNG"):  # the suffix in any case, as for images
         (folder / name).write_bytes((images / "e.png").read_bytes())
     out = tmp_path / "o"
-    assert predict("--run", str(run), str(folder), "--out", str(out)) == 0
+    assert predict("--run", str(run), str(folder), f"{folder}/", "--out", str(out)) == 0  # listed twice
     captured = capsys.readouterr()
     assert captured.err == (
-        "note: left out 2 file(s) named like predictions (e_mask.png, e_overlay.png); "
+        "note: left out 2 files named like predictions (e_Overlay.PNG, e_mask.png); "
         "name a file on its own to segment it\n"
     )
     assert sorted(f.name for f in out.iterdir()) == ["e_mask.png", "e_overlay.png"]
     assert "1 image in" in captured.out
     assert predict("--run", str(run), str(folder / "e_mask.png"), "--out", str(tmp_path / "o2")) == 0
     assert sorted(f.name for f in (tmp_path / "o2").iterdir()) == ["e_mask_mask.png", "e_mask_overlay.png"]
+    # the note comes once the model is read: an error before it is the one line
+    assert predict("--run", str(tmp_path / "no-run"), str(folder), "--out", str(tmp_path / "o3")) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    # a folder of predictions alone is one line that says so
+    (folder / "e.png").unlink()
+    assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o4")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {folder} holds only files named like predictions (e_Overlay.PNG, e_mask.png): "
+        "name one on its own to segment it; nothing to segment\n"
+    )
 
 
 def test_an_image_named_twice_is_segmented_once(

@@ -122,6 +122,10 @@ class Segmenter:
 # ----------------------------------------------------------------------------- inputs, outputs
 
 
+def _shown(files: list[Path]) -> str:
+    return ", ".join(f.name for f in files[:2]) + (", ..." if len(files) > 2 else "")
+
+
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
     """The image and video files named or found in the folders named (sorted, not recursive),
     each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
@@ -131,28 +135,44 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
     always segmented."""
     files: list[Path] = []
     problems: list[str] = []
-    left_out: list[Path] = []
-    seen: list[os.stat_result] = []
+    outputs: dict[tuple[int, int], Path] = {}  # the left-out files, each once
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every file in ``files``
+
+    def identity(f: Path) -> tuple[int, int] | None:
+        try:
+            st = f.stat()
+        except OSError:  # gone since the folder was listed, or a broken link
+            problems.append(f"{f} does not exist: check the path")
+            return None
+        return st.st_dev, st.st_ino
 
     def add(f: Path) -> None:
-        st = f.stat()
-        if not any(os.path.samestat(st, other) for other in seen):
+        key = identity(f)
+        if key is not None and key not in seen:
             files.append(f)
-            seen.append(st)
+            seen.add(key)
 
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
                 f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
             )
-            outputs = [f for f in found if f.name.endswith(OUTPUT_SUFFIXES)]
-            left_out += outputs
-            found = [f for f in found if f not in outputs]
-            if not found and not outputs:
-                frames = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
-                hint = f": its frames are in {frames}, give that" if frames.is_dir() else ""
+            named_like_outputs = [f for f in found if f.name.lower().endswith(OUTPUT_SUFFIXES)]
+            frames = [f for f in found if not f.name.lower().endswith(OUTPUT_SUFFIXES)]
+            if named_like_outputs and not frames:
+                problems.append(
+                    f"{p} holds only files named like predictions ({_shown(named_like_outputs)}): "
+                    "name one on its own to segment it"
+                )
+            elif not frames:
+                dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
+                hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
                 problems.append(f"{p}: no image or video files in this folder{hint}")
-            for f in found:
+            for f in named_like_outputs if frames else []:
+                key = identity(f)
+                if key is not None:
+                    outputs.setdefault(key, f)
+            for f in frames:
                 add(f)
         elif not p.exists():
             problems.append(f"{p} does not exist: check the path")
@@ -160,7 +180,7 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
             problems.append(f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)})")
         else:
             add(p)
-    return files, problems, left_out
+    return files, problems, [f for key, f in outputs.items() if key not in seen]
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -392,13 +412,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
             )
-    if left_out:
-        shown = ", ".join(f.name for f in left_out[:2]) + (", ..." if len(left_out) > 2 else "")
-        print(
-            f"note: left out {len(left_out)} file(s) named like predictions ({shown}); name a file "
-            "on its own to segment it",
-            file=sys.stderr,
-        )
     if not files and len(problems) == 1:  # the one input named: its problem is the whole error
         raise UserError(f"{problems[0]}; nothing to segment")
     for line in problems:
@@ -407,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not files:
         raise UserError(
-            f"none of the {len(problems)} inputs can be segmented (named above)"
+            "nothing to segment: every input was skipped (named above)"
             if problems
             else "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
         )
@@ -415,6 +428,12 @@ def run(args: argparse.Namespace) -> int:
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
     make_folder(out, "--out")
+    if left_out:  # once the model is read: an error before it stays one line
+        print(
+            f"note: left out {counted(len(left_out), 'file')} named like predictions ({_shown(left_out)}); "
+            "name a file on its own to segment it",
+            file=sys.stderr,
+        )
 
     def say(line: str, err: bool = False) -> None:
         print(line, file=sys.stderr if err else sys.stdout, flush=True)
@@ -453,7 +472,7 @@ def run(args: argparse.Namespace) -> int:
     if problems and args.strict:
         parts.append("stopped at the first unreadable input (--strict; named above)")
     elif problems:
-        parts.append(f"{len(problems)} input(s) skipped (named above)")
+        parts.append(f"{counted(len(problems), 'input')} skipped (named above)")
     print("; ".join(parts) + f" -> {out}/")
     return 2 if problems else 0
 
