@@ -106,9 +106,15 @@ def test_conversions_rgba_gray_16bit_png(tmp_path: Path) -> None:
 def test_find_pairs_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist.*--data synthetic"):
         find_pairs(tmp_path / "nope")
+    (tmp_path / ".cache" / "synthetic" / "Original").mkdir(parents=True)  # hidden: not what was meant
     unpacked = write_dataset(tmp_path / "CVC-ClinicDB" / "PNG", range(1, 2))  # an archive's own folders
     with pytest.raises(UserError, match=f"Original is missing: .*: pass --data {unpacked}$"):
         find_pairs(tmp_path)
+    (tmp_path / "CVC-ClinicDB").rename(tmp_path / "CVC ClinicDB")
+    quoted = f"'{tmp_path}/CVC ClinicDB/PNG'"  # to paste as it is
+    with pytest.raises(UserError, match=f"Original is missing: .*: pass --data {quoted}$"):
+        find_pairs(tmp_path)
+    (tmp_path / "CVC ClinicDB").rename(tmp_path / "CVC-ClinicDB")
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(UserError, match="holds Original/ and 'Ground Truth/'$"):  # none near it: no hint
         find_pairs(tmp_path / "elsewhere")

@@ -17,9 +17,9 @@ both are resized once with Pillow's bicubic filter (as the reference pipeline's
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -85,15 +85,26 @@ def _numbered_files(folder: Path) -> tuple[dict[int, Path], list[str]]:
 def _dataset_near(root: Path) -> Path | None:
     """The dataset folder a ``--data`` one level off means: the parent of its ``Original/`` or
     ``Ground Truth/``, or a folder up to two levels down that holds ``Original/`` (an archive
-    unpacked into a folder of its own, ``CVC-ClinicDB/PNG/``)."""
+    unpacked into a folder of its own, ``CVC-ClinicDB/PNG/``); hidden folders (a runs folder's
+    ``.cache``) and folders that cannot be read are passed over."""
     if root.name in (IMAGE_DIR, MASK_DIR) and (root.parent / IMAGE_DIR).is_dir():
         return root.parent
-    with contextlib.suppress(OSError):  # a folder we may not look into: no hint, the error stands
-        for pattern in ("*/", "*/*/"):
-            for folder in sorted(root.glob(pattern)):
-                if (folder / IMAGE_DIR).is_dir():
-                    return folder
-    return None
+
+    def subfolders(folder: Path) -> list[Path]:
+        try:
+            return sorted(f for f in folder.iterdir() if f.is_dir() and not f.name.startswith("."))
+        except OSError:  # a folder we may not look into
+            return []
+
+    def holds_frames(folder: Path) -> bool:
+        try:
+            return (folder / IMAGE_DIR).is_dir()
+        except OSError:
+            return False
+
+    children = subfolders(root)
+    grandchildren = [g for c in children for g in subfolders(c)]
+    return next((f for f in [*children, *grandchildren] if holds_frames(f)), None)
 
 
 def find_pairs(root: str | Path) -> dict[int, tuple[Path, Path]]:
@@ -114,7 +125,7 @@ def find_pairs(root: str | Path) -> dict[int, tuple[Path, Path]]:
     for sub in (IMAGE_DIR, MASK_DIR):
         if not (root / sub).is_dir():
             near = _dataset_near(root) if sub == IMAGE_DIR else None
-            fix = f": pass --data {near}" if near else ""
+            fix = f": pass --data {shlex.quote(str(near))}" if near else ""
             raise UserError(
                 f"{root / sub} is missing: a CVC-ClinicDB folder holds {IMAGE_DIR}/ and '{MASK_DIR}/'{fix}"
             )
