@@ -123,6 +123,8 @@ FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ),
     ("a misspelt flag", damage_none, ["--ouput=x"], "--ouput=x; did you mean --out? (see --help)"),
     ("an unknown flag", damage_none, ["--colour"], "unrecognized arguments: --colour (see --help)"),
+    # predict.py's --threshold is not --threads: nothing close enough, no suggestion
+    ("another command's flag", damage_none, ["--threshold", "0.5"], "--threshold 0.5 (see --help)"),
     ("resume of nothing", damage_none, ["--resume"], "--resume:"),
 ]
 if not torch.cuda.is_available():

@@ -67,12 +67,13 @@ class ArgumentParser(argparse.ArgumentParser):
         prefix = "unrecognized arguments: "
         if not message.startswith(prefix):
             return ""
-        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        # the names without their "--": the shared prefix would make --data look like --tta
+        names = [f[2:] for f in self._option_string_actions if f.startswith("--")]
         for arg in message[len(prefix) :].split():
             if arg.startswith("--"):
-                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.7)
+                close = difflib.get_close_matches(arg[2:].split("=", 1)[0], names, n=1, cutoff=0.7)
                 if close:
-                    return f"; did you mean {close[0]}?"
+                    return f"; did you mean --{close[0]}?"
         return ""
 
 
