@@ -666,6 +666,9 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
         assert err.count("\n") == 1 and "Traceback" not in err and f"run folder {bad} does not exist" in err
         assert err.endswith(f"check the path; runs in {tmp_path}: {runs / 'a'}, {runs / 'b'}\n"), err
     assert not (tmp_path / "o").exists()
+    assert main([str(runs / "a" / "best.pt"), "--test-frames", "9-12"]) == 2  # a checkpoint: its folder
+    assert capsys.readouterr().err == f"error: {runs / 'a' / 'best.pt'} is a file: give the run's folder " \
+        f"({runs / 'a'}), not its checkpoint\n"
     assert main([str(runs / "c"), "--test-frames", "9-12"]) == 2  # evaluate.py names the runs too
     assert capsys.readouterr().err == f"error: run folder {runs / 'c'} does not exist: check the path; " \
         f"runs in {runs}: {runs / 'a'}, {runs / 'b'}\n"

@@ -263,8 +263,10 @@ def test_a_file_onnx_runtime_cannot_load_gets_the_fix(
     pytest.importorskip("onnxruntime")
     image = write_images(tmp_path / "images")
     (tmp_path / "damaged.onnx").write_bytes(b"not a model")
+    (tmp_path / "model.pth").write_bytes((run / "best.pt").read_bytes())  # a copy outside its run
     for model, fix in (
         (run / "best.pt", f": a checkpoint goes with --run {run}, or export it first (python -m"),
+        (tmp_path / "model.pth", ": a checkpoint goes with --run RUN, or export it first (python -m"),
         (tmp_path / "damaged.onnx", ": export it again with python -m unet_scratch.export"),
     ):
         assert predict_main(["--onnx", str(model), str(image), "--out", str(tmp_path / "o")]) == 2

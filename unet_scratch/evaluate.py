@@ -100,6 +100,9 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
     ``runs_root`` itself when it is one); each folder once (:func:`each_once`)."""
     if paths:
+        for p in map(Path, paths):
+            if p.is_file():  # e.g. runs/dice/best.pt: the config and the history live beside it
+                raise UserError(f"{p} is a file: give the run's folder ({p.parent}), not its checkpoint")
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
             raise UserError(f"run folder {missing[0]} does not exist: {runs_near(Path(missing[0]))}")

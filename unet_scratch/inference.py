@@ -245,10 +245,11 @@ class OnnxModel(nn.Module):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types for bad files
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            run = path.parent if (path.parent / "best.pt").is_file() else "RUN"  # its run folder, if any
             fix = (
-                f": a checkpoint goes with --run {path.parent}, or export it first "
-                f"(python -m unet_scratch.export --run {path.parent} --format onnx --out model.onnx)"
-                if path.suffix == ".pt"
+                f": a checkpoint goes with --run {run}, or export it first "
+                f"(python -m unet_scratch.export --run {run} --format onnx --out model.onnx)"
+                if path.suffix in (".pt", ".pth")
                 else ": export it again with python -m unet_scratch.export"
             )
             raise UserError(f"{path} is not a model ONNX Runtime can load ({reason}){fix}") from e
