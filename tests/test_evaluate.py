@@ -400,6 +400,23 @@ def test_overlays_show_the_worst_then_the_best_frames(tmp_path: Path, synthetic_
     assert (overlay[0, 0] == (255, 220, 0)).all()  # the prediction covers the frame: its outline is the edge
 
 
+@pytest.mark.parametrize("size", [160, 64])  # tiles of 160 and 256 px
+def test_overlay_titles_stay_inside_their_columns(tmp_path: Path, size: int) -> None:
+    """Each column's title fits its tile (a shorter one where the longest would not): nothing
+    dark in the header's gaps between the columns nor at the picture's right edge."""
+    from unet_scratch.report import write_overlay_grid
+
+    images = np.zeros((1, 3, size, size), np.uint8)
+    masks = np.zeros((1, 1, size, size), np.uint8)
+    width, _ = write_overlay_grid(images, masks, masks > 0, ["frame 1"], tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        header = np.asarray(im)[:GRID_HEADER]
+    tile = (width + GRID_GAP) // 4 - GRID_GAP
+    assert (header < 128).any()  # the titles are there
+    for c in (1, 2, 3, 4):
+        assert (header[:, c * (tile + GRID_GAP) - GRID_GAP - 2 : c * (tile + GRID_GAP)] == 255).all(), c
+
+
 def test_overlays_draw_the_masks_that_were_scored(tmp_path: Path, synthetic_root: Path) -> None:
     # p = 0.62 everywhere: at --threshold 0.7 nothing is polyp, and the prediction tile must say so
     runs = tmp_path / "runs"

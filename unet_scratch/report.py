@@ -229,7 +229,13 @@ def overlay_tiles(image: np.ndarray, target: np.ndarray, pred: np.ndarray, scale
 # the overlay grid's layout: a header row of column titles, a white line between tiles (the
 # ground-truth and prediction tiles are black where there is no polyp and would run together)
 GRID_HEADER, GRID_GAP = 16, 4
-GRID_COLUMNS = ("frame", "ground truth", "prediction (as scored)", "outlines: truth green, prediction yellow")
+# each column's titles, longest first: the first that fits the tile is drawn
+GRID_COLUMNS = (
+    ("frame",),
+    ("ground truth", "truth"),
+    ("prediction (as scored)", "prediction"),
+    ("outlines: truth green, prediction yellow", "truth green, prediction yellow", "outlines"),
+)
 
 
 def write_overlay_grid(
@@ -256,7 +262,8 @@ def write_overlay_grid(
             canvas[y : y + tile, c * step : c * step + tile] = row[:, c * tile : (c + 1) * tile]
     grid = Image.fromarray(canvas)
     draw = ImageDraw.Draw(grid)
-    for c, title in enumerate(GRID_COLUMNS):
+    for c, titles in enumerate(GRID_COLUMNS):
+        title = next((t for t in titles if draw.textlength(t) <= tile - 6), titles[-1])
         draw.text((c * step + 3, 2), title, fill=(0, 0, 0))
     for r, label in enumerate(labels):
         y = GRID_HEADER + r * step
