@@ -236,6 +236,18 @@ def test_an_image_named_twice_is_segmented_once(
     assert lines[-1].startswith("1 image in")
 
 
+def test_no_empty_folder_is_left_when_nothing_was_written(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(images / "z_broken.png"), "--out", str(out)) == 2
+    assert capsys.readouterr().out.endswith("\nno image written; 1 input skipped (named above)\n")
+    assert not out.exists()
+    out.mkdir()  # a folder that was there stays
+    assert predict("--run", str(run), str(images / "z_broken.png"), "--out", str(out)) == 2
+    assert out.is_dir() and capsys.readouterr().out.endswith(f"skipped (named above) -> {out}/\n")
+
+
 def test_a_missing_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.png"
     assert predict("--run", str(run), str(missing), "--out", str(tmp_path / "o")) == 2

@@ -427,6 +427,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
+    made = not out.exists()
     make_folder(out, "--out")
     if left_out:  # once the model is read: an error before it stays one line
         print(
@@ -473,7 +474,9 @@ def run(args: argparse.Namespace) -> int:
         parts.append("stopped at the first unreadable input (--strict; named above)")
     elif problems:
         parts.append(f"{counted(len(problems), 'input')} skipped (named above)")
-    print("; ".join(parts) + f" -> {out}/")
+    if made and not any(out.iterdir()):  # every input failed: leave no empty folder behind
+        out.rmdir()
+    print("; ".join(parts) + (f" -> {out}/" if out.is_dir() else ""))
     return 2 if problems else 0
 
 
