@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -257,6 +258,15 @@ def test_a_bare_state_dict_is_refused(root: Path, tmp_path: Path, capsys: pytest
     assert "not a unet-scratch checkpoint" in err
 
 
+def test_a_checkpoint_without_weights_is_refused(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unet_scratch.config import TrainConfig
+
+    err = evaluate_one(tmp_path, {"config": TrainConfig().to_dict(), "epoch": 3}, root, capsys)
+    assert "not a unet-scratch checkpoint (no model/config)" in err
+
+
 def test_truncated_checkpoint_is_refused(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -373,6 +383,13 @@ UNWRITABLE = [
         "would replace {run}/config.json, which this command reads",
     ),
     (
+        "evaluate --json onto the checkpoint through a hard link",  # one inode, two names
+        "evaluate",
+        [*EVALUATE, "--json"],
+        "{hard}",
+        "would replace {run}/best.pt, which this command reads",
+    ),
+    (
         "evaluate --runs, --json onto a checkpoint",
         "evaluate",
         ["--runs", "{runs}", "--test-frames", "9-12", "--json"],
@@ -467,9 +484,10 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     (tmp_path / "dir").mkdir()
     run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, synthetic_root)
     (tmp_path / "link").symlink_to(run / "config.json")
+    os.link(run / "best.pt", tmp_path / "hard")
     names = {"file": tmp_path / "file", "dir": tmp_path / "dir", "run": run, "data": synthetic_root,
              "image": synthetic_root / "Original" / "9.tif", "link": tmp_path / "link",
-             "runs": tmp_path / "runs"}  # fmt: skip
+             "hard": tmp_path / "hard", "runs": tmp_path / "runs"}  # fmt: skip
 
     def on_disk() -> dict[Path, tuple[int, int, int]]:
         """Every path below tmp_path and the frames, down to its inode (a file replaced by a
@@ -517,6 +535,32 @@ def test_no_output_goes_into_the_synthetic_frames_either(
     assert err == f"error: --json {masks / '10.tif'} would be written into {masks}, which holds the data: " \
         "choose another --json\n"
     assert (masks / "10.tif").read_bytes() == b"a mask"
+
+
+def test_a_write_reaches_the_disk_before_it_replaces_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temp file's data is flushed to the disk (fsync) before the rename puts it in place:
+    after a power cut the name holds the old file or the whole new one, never an empty one."""
+    from unet_scratch import files
+
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    (tmp_path / "f.json").write_text("old")
+    files.atomic_write_bytes(b"new", tmp_path / "f.json")
+    assert [c for c, _ in calls] == ["fsync", "replace"] and calls[0][1] == calls[1][1]  # the temp file
+    assert (tmp_path / "f.json").read_bytes() == b"new"
 
 
 def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

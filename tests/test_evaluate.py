@@ -292,6 +292,30 @@ def test_curves_with_matplotlib(runs: Path, tmp_path: Path, monkeypatch: pytest.
     assert legends == [["dice: all-polyp", "focal: no-polyp"]]  # each run named by its loss
 
 
+def test_curves_plot_each_score_in_its_own_panel(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numbers drawn are the run's metrics.csv, each column in the panel its title names."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    drawn: dict[str, list[float]] = {}
+    real_savefig = Figure.savefig
+
+    def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        for ax in self.axes:  # the first line of each panel: the run all-polyp (sorted first)
+            drawn[ax.get_title()] = [float(y) for y in ax.lines[0].get_ydata()]
+        real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0
+    assert drawn == {
+        "train loss": [0.9, 0.8],
+        "validation mDice@0.5": [0.1, 0.2],
+        "validation mIoU@0.5": [0.05, 0.1],
+    }
+
+
 def test_curves_without_matplotlib(
     runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -124,6 +124,8 @@ def test_old_configs_keep_their_normalization() -> None:
     # a config saved before --normalization existed was trained without it, whatever the default
     assert TrainConfig.from_dict({"loss": "dice"}).normalization == "none"
     assert TrainConfig.from_dict({"normalization": "image"}).normalization == "image"
+    # a key a later version dropped (a removed flag) is passed over: the old run still loads
+    assert TrainConfig.from_dict({"loss": "jaccard", "a_removed_flag": 1}).loss == "jaccard"
     assert configs_from_args(parse_args(["--normalization", "image"]))[0].normalization == "image"
     with pytest.raises(ValueError, match="--normalization"):
         TrainConfig(normalization="zscore").validate()

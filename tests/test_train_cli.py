@@ -174,9 +174,24 @@ def test_resume_with_other_settings_is_refused(
     assert "seed 47 -> 3" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
-    assert train(tmp_path, synthetic_root, "--epochs", "1", "--resume") == 0  # a finished run: said so
-    assert "already trained 1 epoch (--epochs 1): nothing left to train" in capsys.readouterr().out
-    assert len((tmp_path / "runs" / "dice" / "metrics.csv").read_text().splitlines()) == 2  # not trained
+    run = tmp_path / "runs" / "dice"
+    # --force takes the changed settings: epoch 2 is trained at the new learning rate
+    forced = ["--epochs", "2", "--lr", "0.01", "--resume", "--force", "--keep", "all"]
+    assert train(tmp_path, synthetic_root, *forced) == 0
+    assert len(read_csv(run / "metrics.csv")) == 2
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["lr"] == 0.01
+    capsys.readouterr()
+    finished = ["--epochs", "2", "--lr", "0.01", "--resume"]  # a finished run: said so
+    assert train(tmp_path, synthetic_root, *finished) == 0
+    assert "already trained 2 epochs (--epochs 2): nothing left to train" in capsys.readouterr().out
+    assert len(read_csv(run / "metrics.csv")) == 2  # not trained
+    # --overwrite starts the run again (TINY: --keep best, so best.pt alone is left) ...
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--overwrite") == 0
+    assert len(read_csv(run / "metrics.csv")) == 1 and not (run / "last.pt").exists()
+    capsys.readouterr()
+    # ... and a run kept as best.pt alone is a run: not replaced without --overwrite
+    assert train(tmp_path, synthetic_root, "--epochs", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
 
 
 def test_threads_are_set_for_the_run_recorded_and_given_back(
@@ -313,6 +328,20 @@ def test_seeds_make_one_run_per_seed(capsys: pytest.CaptureFixture[str]) -> None
         with pytest.raises(SystemExit) as e:
             parse_args(bad)
         assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_synthetic_run_records_the_fingerprint_of_its_frames(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--data synthetic`` trains on frames generated in the cache: the fingerprint evaluate.py
+    checks is of those frames (the word "synthetic" is not a folder)."""
+    from unet_scratch import train as train_module
+
+    monkeypatch.setattr(train_module, "ensure_synthetic", lambda cache_dir: synthetic_root)  # no 612 frames
+    argv = ["--data", "synthetic", "--out", str(tmp_path / "runs"), *TINY, "--epochs", "1"]
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "runs" / "dice" / "config.json").read_text())
+    assert config["run"]["data_check"] == {"frame": 1, "sha256": frame_fingerprint(synthetic_root, 1)}
 
 
 def test_synthetic_runs_go_to_their_own_folder() -> None:
