@@ -558,6 +558,20 @@ def test_curves_legend_names_the_runs_drawn(tmp_path: Path, monkeypatch: pytest.
     assert legends == [["dice: tuned-f1-s47", "jaccard: tuned-f1-s47"]]
 
 
+@pytest.mark.parametrize("full_res", [False, True])
+def test_every_row_of_the_table_has_a_cell_per_column(full_res: bool) -> None:
+    """A run that was not scored fills its row with "—", so the markdown table stays one table."""
+    from unet_scratch.report import results_table
+
+    scored = {"loss": "dice", "name": "a", "dice": 0.5, "jaccard": 0.4, "dice_ci95": [0.4, 0.6],
+              "soft_dice": 0.5, "soft_jaccard": 0.4, "pooled_dice": 0.6, "best_epoch": 3,
+              "train_seconds": 61.0, "full_res": {"dice": 0.5, "jaccard": 0.4}}  # fmt: skip
+    failed = {"loss": "focal", "name": "b", "error": "no best.pt"}
+    lines = results_table([scored, failed], full_res=full_res).splitlines()
+    assert len({line.count("|") for line in lines}) == 1, lines
+    assert lines[3].startswith("| focal | b | no best.pt | — |") and lines[3].endswith("| — |")
+
+
 def test_results_table_tells_apart_runs_that_share_a_name(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -273,3 +273,18 @@ def test_a_file_onnx_runtime_cannot_load_gets_the_fix(
         err = capsys.readouterr().err
         assert err.startswith(f"error: {model} is not a model ONNX Runtime can load (") and fix in err, err
         assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_the_parity_check_measures_the_file_against_the_model(run: Path, onnx_file: Path) -> None:
+    """The gap export prints is ONNX Runtime's logits minus PyTorch's: against a model whose
+    logits are 1 higher it is 1, not a comparison of the model with itself."""
+    from unet_scratch.export import onnx_parity
+
+    model, _, _ = load_run(run)
+
+    class OneHigher(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model(x) + 1
+
+    assert onnx_parity(model, onnx_file, SIZE) < 1e-3
+    assert onnx_parity(OneHigher(), onnx_file, SIZE) == pytest.approx(1.0, abs=1e-3)
