@@ -95,6 +95,10 @@ def test_conversions_rgba_gray_16bit_png(tmp_path: Path) -> None:
     assert np.array_equal(read_image(tmp_path / "gray.tif"), np.dstack([gray] * 3))
     tifffile.imwrite(tmp_path / "deep.tif", rgb.astype(np.uint16) * 257, photometric="rgb")
     assert np.array_equal(read_image(tmp_path / "deep.tif"), rgb)
+    # between two levels: the nearest (127.5 -> 128; 254.0 -> 254, where v >> 8 gives 255)
+    levels = np.array([[0, 128, 32767, 32768, 65280, 65535]], np.uint16)
+    tifffile.imwrite(tmp_path / "levels.tif", levels)
+    assert read_image(tmp_path / "levels.tif")[0, :, 0].tolist() == [0, 0, 127, 128, 254, 255]
     Image.fromarray(rgb).save(tmp_path / "x.bmp")
     assert np.array_equal(read_image(tmp_path / "x.bmp"), rgb)
     colour_mask = np.zeros((4, 4, 3), np.uint8)

@@ -194,8 +194,8 @@ def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
-    if a.dtype == np.uint16:
-        return (a.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if a.dtype == np.uint16:  # v * 255 / 65535 rounded to the nearest level (v / 257, half up)
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
         scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
         return np.clip(a * scale, 0, 255).round().astype(np.uint8)
