@@ -544,22 +544,23 @@ def test_a_write_reaches_the_disk_before_it_replaces_the_file(
     after a power cut the name holds the old file or the whole new one, never an empty one."""
     from unet_scratch import files
 
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, int]] = []  # (call, inode of the file it concerns)
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd: int) -> None:
-        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        calls.append(("fsync", os.fstat(fd).st_ino))
         real_fsync(fd)
 
     def replace(src: str | Path, dst: str | Path) -> None:
-        calls.append(("replace", str(src)))
+        calls.append(("replace", os.stat(src).st_ino))
         real_replace(src, dst)
 
     monkeypatch.setattr(files.os, "fsync", fsync)
     monkeypatch.setattr(files.os, "replace", replace)
     (tmp_path / "f.json").write_text("old")
     files.atomic_write_bytes(b"new", tmp_path / "f.json")
-    assert [c for c, _ in calls] == ["fsync", "replace"] and calls[0][1] == calls[1][1]  # the temp file
+    temp = os.stat(tmp_path / "f.json").st_ino  # the temp file, renamed into place
+    assert calls.index(("fsync", temp)) < calls.index(("replace", temp))
     assert (tmp_path / "f.json").read_bytes() == b"new"
 
 

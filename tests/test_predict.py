@@ -211,12 +211,18 @@ def test_a_folder_is_read_without_the_predictions_in_it(
     # the note comes once the model is read: an error before it is the one line
     assert predict("--run", str(tmp_path / "no-run"), str(folder), "--out", str(tmp_path / "o3")) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    # a folder of predictions alone is one line that says so
+    # a folder of ground truth beside one of frames: its files are left out, not an error
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    (folder / "e_mask.png").rename(truth / "e_mask.png")
+    assert predict("--run", str(run), str(truth), str(folder), "--out", str(tmp_path / "o4"), "--strict") == 0
+    assert capsys.readouterr().err.startswith("note: left out 2 files named like predictions (e_mask.png, ")
+    # nothing else: one line that says so
     (folder / "e.png").unlink()
-    assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o4")) == 2
+    assert predict("--run", str(run), str(folder), str(truth), "--out", str(tmp_path / "o5")) == 2
     assert capsys.readouterr().err == (
-        f"error: {folder} holds only files named like predictions (e_Overlay.PNG, e_mask.png): "
-        "name one on its own to segment it; nothing to segment\n"
+        "error: nothing to segment: the files found are named like predictions (e_Overlay.PNG, e_mask.png): "
+        "name one on its own to segment it\n"
     )
 
 
@@ -239,11 +245,11 @@ def test_an_image_named_twice_is_segmented_once(
 def test_no_empty_folder_is_left_when_nothing_was_written(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "o"
+    out = tmp_path / "new" / "a" / "o"
     assert predict("--run", str(run), str(images / "z_broken.png"), "--out", str(out)) == 2
     assert capsys.readouterr().out.endswith("\nno image written; 1 input skipped (named above)\n")
-    assert not out.exists()
-    out.mkdir()  # a folder that was there stays
+    assert not (tmp_path / "new").exists()  # each folder the command made
+    out.mkdir(parents=True)  # a folder that was there stays
     assert predict("--run", str(run), str(images / "z_broken.png"), "--out", str(out)) == 2
     assert out.is_dir() and capsys.readouterr().out.endswith(f"skipped (named above) -> {out}/\n")
 

@@ -129,10 +129,10 @@ def _shown(files: list[Path]) -> str:
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
     """The image and video files named or found in the folders named (sorted, not recursive),
     each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
-    is neither; and the files left out of a folder because their names are those of predictions
-    (``12_mask.png``, ``12_overlay.png``: an earlier prediction into that folder, or ground truth
-    beside the frames), which would otherwise be segmented as frames. A file named on its own is
-    always segmented."""
+    is none (missing, not an image, a folder without images); and the files left out of folders
+    because their names are those of predictions (``12_mask.png``, ``12_overlay.png``: an earlier
+    prediction into that folder, or ground truth beside the frames), which would otherwise be
+    segmented as frames. A file named on its own is always segmented."""
     files: list[Path] = []
     problems: list[str] = []
     outputs: dict[tuple[int, int], Path] = {}  # the left-out files, each once
@@ -142,13 +142,14 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
         try:
             st = f.stat()
         except OSError:  # gone since the folder was listed, or a broken link
-            problems.append(f"{f} does not exist: check the path")
             return None
         return st.st_dev, st.st_ino
 
     def add(f: Path) -> None:
         key = identity(f)
-        if key is not None and key not in seen:
+        if key is None:
+            problems.append(f"{f} does not exist: check the path")
+        elif key not in seen:
             files.append(f)
             seen.add(key)
 
@@ -157,23 +158,15 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
             found = sorted(
                 f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
             )
-            named_like_outputs = [f for f in found if f.name.lower().endswith(OUTPUT_SUFFIXES)]
-            frames = [f for f in found if not f.name.lower().endswith(OUTPUT_SUFFIXES)]
-            if named_like_outputs and not frames:
-                problems.append(
-                    f"{p} holds only files named like predictions ({_shown(named_like_outputs)}): "
-                    "name one on its own to segment it"
-                )
-            elif not frames:
+            if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
                 problems.append(f"{p}: no image or video files in this folder{hint}")
-            for f in named_like_outputs if frames else []:
-                key = identity(f)
-                if key is not None:
+            for f in found:
+                if not f.name.lower().endswith(OUTPUT_SUFFIXES):
+                    add(f)
+                elif (key := identity(f)) is not None:  # one gone since the listing: nothing to say
                     outputs.setdefault(key, f)
-            for f in frames:
-                add(f)
         elif not p.exists():
             problems.append(f"{p} does not exist: check the path")
         elif p.suffix.lower() not in EXTENSIONS + VIDEO_EXTENSIONS:
@@ -407,17 +400,22 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     if out.is_dir() and not args.overwrite:
-        held = [f.name for f in out.iterdir() if f.name.endswith(OUTPUT_SUFFIXES)]
+        held = [f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES)]
         if held:
             raise UserError(
                 f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
             )
-    if not files and len(problems) == 1:  # the one input named: its problem is the whole error
+    if not files and len(problems) == 1 and not left_out:  # the one input named: its problem is all
         raise UserError(f"{problems[0]}; nothing to segment")
     for line in problems:
         print(problem_line(line, args.strict), file=sys.stderr)
     if problems and args.strict:
         return 2
+    if not files and left_out:
+        raise UserError(
+            f"nothing to segment: the files found are named like predictions ({_shown(left_out)}): "
+            "name one on its own to segment it"
+        )
     if not files:
         raise UserError(
             "nothing to segment: every input was skipped (named above)"
@@ -427,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
     )
-    made = not out.exists()
+    made = [f for f in [out, *out.parents] if not f.exists()]  # deepest first, as rmdir needs them
     make_folder(out, "--out")
     if left_out:  # once the model is read: an error before it stays one line
         print(
@@ -474,8 +472,12 @@ def run(args: argparse.Namespace) -> int:
         parts.append("stopped at the first unreadable input (--strict; named above)")
     elif problems:
         parts.append(f"{counted(len(problems), 'input')} skipped (named above)")
-    if made and not any(out.iterdir()):  # every input failed: leave no empty folder behind
-        out.rmdir()
+    if not written and not frames:  # every input failed: leave no empty folders behind
+        for folder in made:
+            try:
+                folder.rmdir()  # only if empty: something written there meanwhile stays
+            except OSError:
+                break
     print("; ".join(parts) + (f" -> {out}/" if out.is_dir() else ""))
     return 2 if problems else 0
 
