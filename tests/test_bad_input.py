@@ -123,6 +123,7 @@ FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
         "unrecognized arguments: --input_size 64; did you mean --input-size? (see --help)",
     ),
     ("a misspelt flag", damage_none, ["--ouput=x"], "--ouput=x; did you mean --out? (see --help)"),
+    ("a longer flag", damage_none, ["--out-dir", "x"], "--out-dir x; did you mean --out? (see --help)"),
     ("an unknown flag", damage_none, ["--colour"], "unrecognized arguments: --colour (see --help)"),
     # predict.py's --threshold is not --threads: nothing close enough, no suggestion
     ("another command's flag", damage_none, ["--threshold", "0.5"], "--threshold 0.5 (see --help)"),

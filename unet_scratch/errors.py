@@ -71,9 +71,12 @@ class ArgumentParser(argparse.ArgumentParser):
         names = [f[2:] for f in self._option_string_actions if f.startswith("--")]
         for arg in message[len(prefix) :].split():
             if arg.startswith("--"):
-                close = difflib.get_close_matches(arg[2:].split("=", 1)[0], names, n=1, cutoff=0.7)
-                if close:
-                    return f"; did you mean --{close[0]}?"
+                given = arg[2:].split("=", 1)[0]
+                close = difflib.get_close_matches(given, names, n=1, cutoff=0.7)
+                # or a flag the given one starts with: --output, --out-dir for --out
+                longer = sorted((n for n in names if given.startswith(n)), key=len)
+                if close or longer:
+                    return f"; did you mean --{(close or longer[::-1])[0]}?"
         return ""
 
 
