@@ -101,8 +101,12 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     ``runs_root`` itself when it is one); each folder once (:func:`each_once`)."""
     if paths:
         for p in map(Path, paths):
-            if p.is_file():  # e.g. runs/dice/best.pt: the config and the history live beside it
+            if p.is_file() and is_run(p.parent):  # runs/dice/best.pt: config and history live beside it
                 raise UserError(f"{p} is a file: give the run's folder ({p.parent}), not its checkpoint")
+            if p.is_file():
+                raise UserError(
+                    f"{p} is a file, not a run folder: give a folder train.py wrote (with best.pt)"
+                )
         missing = [p for p in paths if not Path(p).is_dir()]
         if missing:
             raise UserError(f"run folder {missing[0]} does not exist: {runs_near(Path(missing[0]))}")
