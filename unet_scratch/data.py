@@ -35,7 +35,7 @@ IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them)
 DATASET_URL = "https://polyp.grand-challenge.org/CVCClinicDB/"
 
 
