@@ -406,7 +406,7 @@ def plan_run(
 
 def cpu_threads(n: int) -> str:
     """``"1 CPU thread"``, ``"2 CPU threads"``."""
-    return f"{n} CPU thread{'s' * (n != 1)}"
+    return counted(n, "CPU thread")
 
 
 def main(argv: list[str] | None = None) -> int:
