@@ -73,10 +73,11 @@ class ArgumentParser(argparse.ArgumentParser):
             if arg.startswith("--"):
                 given = arg[2:].split("=", 1)[0]
                 close = difflib.get_close_matches(given, names, n=1, cutoff=0.7)
-                # or a flag the given one starts with: --output, --out-dir for --out
-                longer = sorted((n for n in names if given.startswith(n)), key=len)
-                if close or longer:
-                    return f"; did you mean --{(close or longer[::-1])[0]}?"
+                # else the longest flag the given one starts with: --output, --out-dir for --out
+                prefixes = [n for n in names if given.startswith(n)]
+                match = close[0] if close else max(prefixes, key=len, default="")
+                if match:
+                    return f"; did you mean --{match}?"
         return ""
 
 
