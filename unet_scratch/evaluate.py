@@ -47,9 +47,9 @@ from .files import atomic_write_json, check_file, check_folder
 from .inference import (
     FOCAL_TEMPERATURE,
     add_mask_options,
+    check_run_folder,
     load_runs,
     mask_options,
-    runs_near,
     temper,
     to_size,
 )
@@ -66,7 +66,7 @@ from .report import (
     sort_runs,
     write_overlay_grid,
 )
-from .runfolder import run_files
+from .runfolder import is_run, run_files
 from .synthetic import ensure_synthetic, synthetic_root
 
 BOOTSTRAP_SAMPLES = 2000
@@ -85,10 +85,6 @@ def bootstrap_ci(values: list[float], seed: int = 0, samples: int = BOOTSTRAP_SA
 # ----------------------------------------------------------------------------- runs and their data
 
 
-def is_run(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / f).exists() for f in ("config.json", "best.pt", "last.pt"))
-
-
 def each_once(folders: list[Path]) -> list[Path]:
     """``folders`` in order without a folder met before under another spelling (``a/x`` and
     ``b/../a/x``, a symlink): overlapping globs such as ``exp/*/tuned-f1-s47 exp/dice/*`` name
@@ -100,16 +96,8 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
     ``runs_root`` itself when it is one); each folder once (:func:`each_once`)."""
     if paths:
-        for p in map(Path, paths):
-            if p.is_file() and is_run(p.parent):  # runs/dice/best.pt: config and history live beside it
-                raise UserError(f"{p} is a file: give the run's folder ({p.parent}), not its checkpoint")
-            if p.is_file():
-                raise UserError(
-                    f"{p} is a file, not a run folder: give a folder train.py wrote (with best.pt)"
-                )
-        missing = [p for p in paths if not Path(p).is_dir()]
-        if missing:
-            raise UserError(f"run folder {missing[0]} does not exist: {runs_near(Path(missing[0]))}")
+        for p in paths:
+            check_run_folder(Path(p))
         return each_once([Path(p) for p in paths])
     root = Path(runs_root)
     if not root.is_dir():

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .data import resize_image
 from .errors import UserError
 from .report import first_given
+from .runfolder import is_run
 
 
 def runs_near(missing: Path) -> str:
@@ -40,6 +41,18 @@ def runs_near(missing: Path) -> str:
     return f"check the path; runs in {base}: {shown}"
 
 
+def check_run_folder(run_dir: Path) -> None:
+    """Raise :class:`UserError` unless ``run_dir`` is a folder: one that does not exist (a symlink
+    loop too) names the runs nearby (:func:`runs_near`); a file such as ``runs/dice/best.pt``
+    names its run's folder, where the config and history live, when it is in one."""
+    if not run_dir.exists():
+        raise UserError(f"run folder {run_dir} does not exist: {runs_near(run_dir)}")
+    if not run_dir.is_dir() and is_run(run_dir.parent):
+        raise UserError(f"{run_dir} is a file: give the run's folder ({run_dir.parent}), not its checkpoint")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run folder: give a folder train.py wrote (with best.pt)")
+
+
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """The model of ``run_dir/best.pt`` (rebuilt from the config stored in it, loaded with
     ``weights_only=True``) in eval mode, that config, and the checkpoint (its epoch, history).
@@ -49,11 +62,8 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any
 
     run_dir = Path(run_dir)
     path = run_dir / "best.pt"
-    if not run_dir.exists():
-        raise UserError(f"run folder {run_dir} does not exist: {runs_near(run_dir)}")
-    if run_dir.is_file():  # e.g. runs/dice/best.pt: the config and temperature live beside it
-        raise UserError(f"{run_dir} is a file: give the run's folder ({run_dir.parent}), not its checkpoint")
-    if run_dir.is_dir() and not path.is_file():
+    check_run_folder(run_dir)
+    if not path.is_file():
         held = sorted(d.name for d in run_dir.iterdir() if (d / "best.pt").is_file())
         if held:  # the folder train.py --out wrote the runs into
             raise UserError(f"{run_dir} has no best.pt but holds runs: give one, e.g. {run_dir / held[0]}")
@@ -130,8 +140,7 @@ def load_ensemble(
     (one given twice would weigh double in the mean): :class:`UserError` naming the first that
     is not."""
     for run_dir in run_dirs:  # first, or a missing folder given twice would be "given twice"
-        if not Path(run_dir).exists():  # also a symlink loop, which resolve() cannot follow
-            raise UserError(f"run folder {run_dir} does not exist: {runs_near(Path(run_dir))}")
+        check_run_folder(Path(run_dir))  # also a symlink loop, which resolve() cannot follow
     for i, j in enumerate(first_given(run_dirs)):
         if j != i:
             raise UserError(

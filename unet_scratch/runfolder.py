@@ -43,6 +43,11 @@ from .progress import format_duration
 RUN_FILES = ("config.json", "metrics.csv", "best.pt", "last.pt")
 
 
+def is_run(folder: Path) -> bool:
+    """A folder train.py wrote a run into (config.json, best.pt or last.pt in it)."""
+    return folder.is_dir() and any((folder / f).exists() for f in ("config.json", "best.pt", "last.pt"))
+
+
 def run_files(run_dirs: Sequence[str | Path]) -> list[Path]:
     """The files of the runs ``run_dirs`` (those that exist or may), for :func:`files.check_file`."""
     return [Path(r) / name for r in run_dirs for name in RUN_FILES]
