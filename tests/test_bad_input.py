@@ -457,6 +457,18 @@ WORK = {
 }
 
 
+def forbid_work(monkeypatch: pytest.MonkeyPatch, steps: list[str], case: str) -> None:
+    """Make each of ``steps`` ("module.function" of unet_scratch) fail the test if reached."""
+    import importlib
+
+    def work(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{case}: the work started before the output path was checked")
+
+    for name in steps:
+        module, attr = name.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(f"unet_scratch.{module}"), attr, work)
+
+
 @pytest.mark.parametrize("case, command, args, target, expected", UNWRITABLE, ids=[c[0] for c in UNWRITABLE])
 def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     case: str,
@@ -474,13 +486,7 @@ def test_an_output_path_that_cannot_be_written_stops_the_command_at_its_start(
     over the files the command reads."""
     import importlib
 
-    def work(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"{case}: the work started before the output path was checked")
-
-    for name in WORK[command]:
-        module, attr = name.rsplit(".", 1)
-        monkeypatch.setattr(importlib.import_module(f"unet_scratch.{module}"), attr, work)
-
+    forbid_work(monkeypatch, WORK[command], case)
     (tmp_path / "file").write_bytes(b"kept")
     (tmp_path / "dir").mkdir()
     run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, synthetic_root)
@@ -519,14 +525,9 @@ def test_no_output_goes_into_the_synthetic_frames_either(
 ) -> None:
     """A run trained on ``--data synthetic`` reads the frames generated in its runs' cache: an
     output there would damage them for every later run (the cache is not made again)."""
-    from unet_scratch import evaluate, inference
     from unet_scratch.synthetic import synthetic_root
 
-    def work(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the work started before the output path was checked")
-
-    monkeypatch.setattr(evaluate, "ensure_synthetic", work)
-    monkeypatch.setattr(inference, "load_checkpoint", work)
+    forbid_work(monkeypatch, ["evaluate.ensure_synthetic", "inference.load_checkpoint"], "synthetic data")
     run = make_run(tmp_path / "runs", "r", "dice", 32, 0.5, Path("synthetic"))
     masks = synthetic_root(tmp_path / "runs" / ".cache") / "Ground Truth"
     masks.mkdir(parents=True)
