@@ -10,7 +10,9 @@ from __future__ import annotations
 import builtins
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -268,18 +270,27 @@ def test_overlays_are_valid_pngs(runs: Path, tmp_path: Path) -> None:
         assert (grid_tile(tmp_path / "ov" / "no-polyp.png", row, 2) == 0).all()  # nothing predicted
 
 
-def record_legends(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The texts of the first panel's legend of every figure saved from now on (needs matplotlib)."""
+def on_savefig(monkeypatch: pytest.MonkeyPatch, look: Callable[[Any], None]) -> None:
+    """Call ``look(figure)`` on every matplotlib figure saved from now on, before it is saved."""
     from matplotlib.figure import Figure
 
-    legends: list[list[str]] = []
     real_savefig = Figure.savefig
 
     def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        legends.append([t.get_text() for t in self.axes[0].get_legend().get_texts()])
+        look(self)
         real_savefig(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)
+
+
+def record_legends(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The texts of the first panel's legend of every figure saved from now on (needs matplotlib)."""
+    legends: list[list[str]] = []
+
+    def look(fig: Any) -> None:
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+
+    on_savefig(monkeypatch, look)
     return legends
 
 
@@ -297,17 +308,13 @@ def test_curves_plot_each_score_in_its_own_panel(
 ) -> None:
     """The numbers drawn are the run's metrics.csv, each column in the panel its title names."""
     pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
     drawn: dict[str, list[float]] = {}
-    real_savefig = Figure.savefig
 
-    def savefig(self: Figure, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        for ax in self.axes:  # the first line of each panel: the run all-polyp (sorted first)
+    def look(fig: Any) -> None:
+        for ax in fig.axes:  # the first line of each panel: the run all-polyp (sorted first)
             drawn[ax.get_title()] = [float(y) for y in ax.lines[0].get_ydata()]
-        real_savefig(self, *args, **kwargs)
 
-    monkeypatch.setattr(Figure, "savefig", savefig)
+    on_savefig(monkeypatch, look)
     assert evaluate(runs, "--curves", str(tmp_path / "c.png")) == 0
     assert drawn == {
         "train loss": [0.9, 0.8],
