@@ -66,6 +66,14 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def copies_of_e(images: Path, folder: Path, *names: str) -> Path:
+    """``folder`` (made, parents too) holding a copy of the grayscale ``e.png`` under each of ``names``."""
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_bytes((images / "e.png").read_bytes())
+    return folder
+
+
 def predict(*args: str) -> int:
     return main([*args, "--device", "cpu"])
 
@@ -157,9 +165,7 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     e.png's mask would replace it. Refused in one line, --overwrite or not, before the model is
     read (the run named does not exist), however the folder is spelled; every file stays as it
     was. A file no output would replace (``e_prob.png`` without --probabilities) is left alone."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    (folder / "e.png").write_bytes((images / "e.png").read_bytes())
+    folder = copies_of_e(images, tmp_path / "frames", "e.png")
     (folder / "e_mask.png").write_bytes(b"ground truth")
     before = contents(folder)
     monkeypatch.chdir(tmp_path)
@@ -193,10 +199,8 @@ def test_a_folder_is_read_without_the_predictions_in_it(
     """A folder holding a ground truth ``e_mask.png`` and an earlier ``e_overlay.png`` beside
     ``e.png``: only e.png is segmented (with a note naming what was left out), not the mask and
     overlay as frames of their own; named on its own, a file so named is segmented."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for name in ("e.png", "e_mask.png", "e_Overlay.PNG"):  # the suffix in any case, as for images
-        (folder / name).write_bytes((images / "e.png").read_bytes())
+    # the suffix in any case, as for images
+    folder = copies_of_e(images, tmp_path / "frames", "e.png", "e_mask.png", "e_Overlay.PNG")
     out = tmp_path / "o"
     assert predict("--run", str(run), str(folder), f"{folder}/", "--out", str(out)) == 0  # listed twice
     captured = capsys.readouterr()
@@ -231,9 +235,7 @@ def test_an_image_named_twice_is_segmented_once(
 ) -> None:
     """The folder, the file in it and another spelling of it name one image: one prediction,
     under the image's own name (not ``frames_e_png_3``), one line for it."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    (folder / "e.png").write_bytes((images / "e.png").read_bytes())
+    folder = copies_of_e(images, tmp_path / "frames", "e.png")
     monkeypatch.chdir(tmp_path)
     assert predict("--run", str(run), "frames", str(folder / "e.png"), "./frames/e.png", "--out", "o") == 0
     assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
@@ -268,9 +270,8 @@ def test_home_is_expanded_in_paths_the_shell_left_alone(
     home folder, not a folder named ``~`` made in the working directory."""
     from unet_scratch.train import parse_args
 
-    home, cwd = tmp_path / "home", tmp_path / "cwd"
-    home.mkdir(), cwd.mkdir()
-    (home / "e.png").write_bytes((images / "e.png").read_bytes())
+    home, cwd = copies_of_e(images, tmp_path / "home", "e.png"), tmp_path / "cwd"
+    cwd.mkdir()
     (home / "r").symlink_to(run)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(cwd)
@@ -310,8 +311,7 @@ def test_a_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     assert predict("--run", str(run.parent / "dice"), str(images / "e.png"), "--out", out) == 2  # a typo
     assert capsys.readouterr().err.endswith(f"does not exist: check the path; runs in {run.parent}: {run}\n")
     data = tmp_path / "data"
-    (data / "Original").mkdir(parents=True)
-    (data / "Original" / "1.png").write_bytes((images / "e.png").read_bytes())
+    copies_of_e(images, data / "Original", "1.png")
     assert predict("--run", str(run), str(data), "--out", out) == 2
     assert f"its frames are in {data / 'Original'}, give that" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
