@@ -201,6 +201,26 @@ def test_torch_export_program(run: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(module(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_checkpoint_file_exports_as_its_run(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint handed on alone (no run folder around it) exports the network it holds;
+    ``--out`` onto that file is refused and leaves it as it was."""
+    alone = tmp_path / "shared.pt"
+    alone.write_bytes((run / "best.pt").read_bytes())
+    out = tmp_path / "alone.pt2"
+    assert export_main(["--run", str(alone), "--format", "exported", "--out", str(out)]) == 0
+    assert f"{alone} -> {out} (exported;" in capsys.readouterr().out
+    module = torch.export.load(out).module()
+    model, _, _ = load_run(run)
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(module(x), model(x), rtol=1e-5, atol=1e-5)
+    assert export_main(["--run", str(alone), "--format", "exported", "--out", str(alone)]) == 2
+    assert f"--out {alone} would replace {alone}, which this command reads" in capsys.readouterr().err
+    assert alone.read_bytes() == (run / "best.pt").read_bytes()
+
+
 def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--run A --run B``: one program whose logits are the logit of the mean of the members'
     probabilities, the focal member's at its temperature 3.7 (recomputed here from the members);

@@ -300,12 +300,12 @@ def test_bad_runs_are_refused_in_one_line(
     ] in err
 
 
-def test_a_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
+def test_a_misspelt_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "o")
-    assert predict("--run", str(run / "best.pt"), str(images / "e.png"), "--out", out) == 2
-    assert f"give the run's folder ({run}), not its checkpoint" in capsys.readouterr().err
+    assert predict("--run", str(run / "bestt.pt"), str(images / "e.png"), "--out", out) == 2  # a typo
+    assert capsys.readouterr().err == f"error: {run / 'bestt.pt'} does not exist: {run} holds best.pt\n"
     assert predict("--run", str(run.parent), str(images / "e.png"), "--out", out) == 2  # train.py's --out
     assert f"holds runs: give one, e.g. {run}" in capsys.readouterr().err
     assert predict("--run", str(run.parent / "dice"), str(images / "e.png"), "--out", out) == 2  # a typo
@@ -314,6 +314,42 @@ def test_a_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     copies_of_e(images, data / "Original", "1.png")
     assert predict("--run", str(run), str(data), "--out", out) == 2
     assert f"its frames are in {data / 'Original'}, give that" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_file_is_a_model_too(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint handed on alone (the config is inside it) segments as its run does; from a
+    last.pt, the weight average is used, not the live weights."""
+    config = TrainConfig(input_size=64)
+    live, average = build_model(config), build_model(config)
+    # masks all 0 from the live weights, all 255 from the average
+    for model, bias in ((live, -0.5), (average, 0.5)):
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.fill_(bias)
+    alone = tmp_path / "shared" / "combined-model.pt"  # beside no run folder, under another name
+    alone.parent.mkdir()
+    last = {"model": live.state_dict(), "ema": average.state_dict(), "config": config.to_dict(), "epoch": 1}
+    atomic_torch_save(last, alone)
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(tmp_path / "folder")) == 0
+    assert predict("--run", str(run / "best.pt"), str(images / "e.png"), "--out", str(tmp_path / "file")) == 0
+    assert predict("--run", str(alone), str(images / "e.png"), "--out", str(tmp_path / "last")) == 0
+    out = capsys.readouterr().out
+    assert f"model: {run / 'best.pt'} (dice loss" in out and f"model: {alone} (dice loss" in out
+    masks = {k: np.asarray(Image.open(tmp_path / k / "e_mask.png")) for k in ("folder", "file", "last")}
+    assert (masks["folder"] == 255).all() and (masks["file"] == 255).all()  # P = 0.62 everywhere
+    assert (masks["last"] == 255).all()  # the average's +0.5, not the live weights' -0.5
+    # one checkpoint under two names would weigh double in an ensemble
+    image, out = str(images / "e.png"), str(tmp_path / "o")
+    assert predict("--run", str(run), "--run", str(run / "best.pt"), image, "--out", out) == 2
+    assert f"{run / 'best.pt'} is given twice (also as {run})" in capsys.readouterr().err
+    (tmp_path / "model.onnx").write_bytes(b"")
+    onnx = tmp_path / "model.onnx"
+    assert predict("--run", str(onnx), image, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {onnx} is an exported ONNX model: give it as --onnx {onnx} (predict.py)\n"
     assert not (tmp_path / "o").exists()
 
 

@@ -63,6 +63,13 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return ckpt
 
 
+def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to put to use from a checkpoint: ``best.pt``'s model, or a ``last.pt``'s
+    weight average. last.pt holds the live weights under "model" and their average under "ema"
+    ({} without one): the average is what the run validated and what its best.pt holds."""
+    return ckpt.get("ema") or ckpt["model"]
+
+
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """``model.load_state_dict(state)``, with a one-line error listing what does not match."""
     own = model.state_dict()
@@ -138,9 +145,7 @@ def load_init_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     """
     path = init_checkpoint_path(path)
     ckpt = load_checkpoint(path)
-    # last.pt holds the live weights under "model" and their average under "ema": the average is
-    # what the run validated and what its best.pt holds
-    state = ckpt.get("ema") or ckpt["model"]
+    state = model_weights(ckpt)
     if not isinstance(state, dict) or not isinstance(ckpt["config"], dict):
         raise UserError(f"--init-from {path} is not a unet-scratch checkpoint: use one from train.py")
     return state, ckpt["config"], hashlib.sha256(path.read_bytes()).hexdigest()

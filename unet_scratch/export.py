@@ -3,7 +3,8 @@
     python -m unet_scratch.export --run runs/combined --format onnx --out combined.onnx
     python -m unet_scratch.export --run runs/combined --format exported --out combined.pt2
 
-The exported model is the network of ``best.pt`` in eval mode, input normalisation included:
+The exported model is the network of the run's ``best.pt`` (or of the checkpoint file given to
+``--run``, as predict.py takes it) in eval mode, input normalisation included:
 ``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (resize them back, apply
 sigmoid(T * logit) with the T the file names, then the threshold), with a dynamic batch axis N
 and the run's input size S. ``--run`` given more than once exports the runs as one model
@@ -42,7 +43,7 @@ import torch
 
 from .errors import ArgumentParser, UserError, exit_status
 from .files import atomic_write_bytes, check_file
-from .inference import TEMPERATURE_KEY, OnnxModel, load_runs
+from .inference import TEMPERATURE_KEY, OnnxModel, checkpoint_path, load_runs
 from .runfolder import run_files
 
 FORMATS = ("onnx", "exported")
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "--run",
         required=True,
         action="append",
-        help="run folder whose best.pt is exported; give it more than once to export the runs as "
-        "one averaged model (an ensemble, e.g. the seeds of train.py --seeds)",
+        help="run folder whose best.pt is exported, or a checkpoint file train.py wrote (see "
+        "predict.py --run); give it more than once to export the runs as one averaged model (an "
+        "ensemble, e.g. the seeds of train.py --seeds)",
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
@@ -134,7 +136,7 @@ def export(args: argparse.Namespace) -> int:
             print(f"ONNX Runtime vs PyTorch, fp32: max |logit difference| {gap:.2e}")
     else:
         export_program(model, size, out, temperature)
-    source = " + ".join(f"{r}/best.pt" for r in args.run)
+    source = " + ".join(str(checkpoint_path(r)) for r in args.run)
     output = "logits" if len(args.run) == 1 else f"logit of the mean probability of {len(args.run)} runs"
     print(
         f"{source} -> {out} ({args.format}; input (N, 3, {size}, {size}) in [0, 1] -> {output}; "

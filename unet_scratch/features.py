@@ -137,7 +137,9 @@ def draw(
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m unet_scratch.features", description=__doc__.splitlines()[0])
     p.add_argument("image", help="an image file (.tif, .png, .jpg, .bmp)")
-    p.add_argument("--run", required=True, help="a run folder (its best.pt is the trained model)")
+    p.add_argument(
+        "--run", required=True, help="a run folder (its best.pt is the trained model) or a checkpoint file"
+    )
     p.add_argument("--out", default="features", help="folder for features.png and prediction.png")
     p.add_argument("--channels", type=int, default=4, help="most active channels shown per stage and model")
     args = p.parse_args(argv)

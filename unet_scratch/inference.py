@@ -12,6 +12,7 @@ if it were the PyTorch one.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import postprocess
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import load_checkpoint, load_model_state, model_weights
 from .config import TrainConfig
 from .data import resize_image
 from .errors import UserError
@@ -37,7 +38,7 @@ def runs_near(missing: Path) -> str:
     found = sorted({f.parent for pattern in ("*/best.pt", "*/*/best.pt") for f in base.glob(pattern)})
     if not found:
         return "train it first (python train.py), or check the path"
-    shown = ", ".join(str(f) for f in found[:3]) + (", ..." if len(found) > 3 else "")
+    shown = ", ".join(shlex.quote(str(f)) for f in found[:3]) + (", ..." if len(found) > 3 else "")
     return f"check the path; runs in {base}: {shown}"
 
 
@@ -53,25 +54,49 @@ def check_run_folder(run_dir: Path) -> None:
         raise UserError(f"{run_dir} is a file, not a run folder: give a folder train.py wrote (with best.pt)")
 
 
-def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
-    """The model of ``run_dir/best.pt`` (rebuilt from the config stored in it, loaded with
-    ``weights_only=True``) in eval mode, that config, and the checkpoint (its epoch, history).
-    A run without ``best.pt``, a pickled or a foreign checkpoint raises :class:`UserError`
-    naming the file."""
+def checkpoint_path(run: str | Path) -> Path:
+    """The checkpoint a ``--run`` of predict.py or export names: a run folder's ``best.pt``, or
+    a checkpoint file itself (``best.pt``, ``last.pt``, or a copy under another name: the config
+    is inside it, so a single file can be handed on). Raises :class:`UserError` with the fix for
+    a path that does not exist (the runs nearby, :func:`runs_near`), a folder without
+    ``best.pt``, and an exported model, which is not a checkpoint."""
+    run = Path(run)
+    if not run.exists() and is_run(run.parent):  # a misspelt checkpoint: the ones there are
+        held = ", ".join(sorted(f.name for f in run.parent.glob("*.pt"))) or "no checkpoint yet"
+        raise UserError(f"{run} does not exist: {run.parent} holds {held}")
+    if not run.exists():
+        raise UserError(f"run folder {run} does not exist: {runs_near(run)}")
+    if not run.is_dir():
+        if run.suffix.lower() == ".onnx":
+            raise UserError(f"{run} is an exported ONNX model: give it as --onnx {run} (predict.py)")
+        if run.suffix.lower() == ".pt2":
+            raise UserError(
+                f"{run} is a torch.export program: load it with torch.export.load, or give the run it "
+                "was exported from"
+            )
+        return run
+    path = run / "best.pt"
+    if not path.is_file():
+        held = sorted(d.name for d in run.iterdir() if (d / "best.pt").is_file())
+        if held:  # the folder train.py --out wrote the runs into
+            raise UserError(f"{run} has no best.pt but holds runs: give one, e.g. {run / held[0]}")
+        raise UserError(f"{run} has no best.pt: train it first (python train.py), or pick another run")
+    return path
+
+
+def load_run(run: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """The model of the checkpoint ``run`` names (:func:`checkpoint_path`: a run folder's
+    ``best.pt`` or a checkpoint file; from a ``last.pt``, its weight average, what the run
+    validated), rebuilt from the config stored in it, loaded with ``weights_only=True``, in eval
+    mode; that config; and the checkpoint (its epoch, history). A pickled or a foreign
+    checkpoint raises :class:`UserError` naming the file."""
     from .engine import build_model  # engine imports the training machinery; only needed here
 
-    run_dir = Path(run_dir)
-    path = run_dir / "best.pt"
-    check_run_folder(run_dir)
-    if not path.is_file():
-        held = sorted(d.name for d in run_dir.iterdir() if (d / "best.pt").is_file())
-        if held:  # the folder train.py --out wrote the runs into
-            raise UserError(f"{run_dir} has no best.pt but holds runs: give one, e.g. {run_dir / held[0]}")
-        raise UserError(f"{run_dir} has no best.pt: train it first (python train.py), or pick another run")
+    path = checkpoint_path(run)
     ckpt = load_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"])
     model = build_model(config)  # the architecture the run trained, then its weights
-    load_model_state(model, ckpt["model"], path)
+    load_model_state(model, model_weights(ckpt), path)
     return model.eval(), config, ckpt
 
 
@@ -133,15 +158,16 @@ class Ensemble(nn.Module):
 def load_ensemble(
     run_dirs: Sequence[str | Path], temperature: float | None = None
 ) -> tuple[Ensemble, list[TrainConfig], list[dict[str, Any]]]:
-    """The runs' ``best.pt`` models (:func:`load_run`) as one :class:`Ensemble` in eval mode,
-    their configs and checkpoints. Each member keeps its own default temperature
-    (:func:`default_temperature`) unless ``temperature`` replaces all of them. The runs must
-    exist, share an input size (the frames are prepared once for all of them) and be different runs
-    (one given twice would weigh double in the mean): :class:`UserError` naming the first that
-    is not."""
-    for run_dir in run_dirs:  # first, or a missing folder given twice would be "given twice"
-        check_run_folder(Path(run_dir))  # also a symlink loop, which resolve() cannot follow
-    for i, j in enumerate(first_given(run_dirs)):
+    """The runs' models (:func:`load_run`: a run folder's ``best.pt`` or a checkpoint file) as
+    one :class:`Ensemble` in eval mode, their configs and checkpoints. Each member keeps its own
+    default temperature (:func:`default_temperature`) unless ``temperature`` replaces all of
+    them. The runs must exist, share an input size (the frames are prepared once for all of
+    them) and be different checkpoints (one given twice, as ``runs/a`` and ``runs/a/best.pt``
+    too, would weigh double in the mean): :class:`UserError` naming the first that is not."""
+    # first, or a missing folder given twice would be "given twice"; also a symlink loop, which
+    # resolve() cannot follow
+    paths = [checkpoint_path(r) for r in run_dirs]
+    for i, j in enumerate(first_given(paths)):
         if j != i:
             raise UserError(
                 f"{run_dirs[i]} is given twice (also as {run_dirs[j]}): an ensemble's runs are averaged "

@@ -57,6 +57,7 @@ from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, 
 from .inference import (
     OnnxModel,
     add_mask_options,
+    checkpoint_path,
     load_runs,
     mask_options,
     prepare,
@@ -98,11 +99,12 @@ class Segmenter:
             runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
             model, configs, _, temperature = load_runs(runs, temperature)
-            what = f"{runs[0]}/best.pt ({configs[0].loss} loss"
+            files = [str(checkpoint_path(r)) for r in runs]  # what was read: runs/dice/best.pt
+            what = f"{files[0]} ({configs[0].loss} loss"
             if len(runs) > 1:  # the members' temperatures apply inside, before the mean
                 label = " ".join(f"{t:g}" for t in model.temperatures) + " (each run's, before the mean)"
                 losses = ", ".join(dict.fromkeys(c.loss for c in configs))
-                what = f"ensemble of {len(runs)} ({', '.join(f'{r}/best.pt' for r in runs)}; {losses} loss"
+                what = f"ensemble of {len(runs)} ({', '.join(files)}; {losses} loss"
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = configs[0].input_size, amp_dtype(self.device, amp)
             self.source = f"{what}, {self.size}x{self.size}, {self.device})"
@@ -362,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--run",
         action="append",
-        help="a run folder (its best.pt is used), e.g. runs/combined; given more than once, the "
-        "runs' probabilities are averaged (an ensemble)",
+        help="a run folder (its best.pt is used), e.g. runs/combined, or a checkpoint file train.py "
+        "wrote (best.pt, last.pt: its weight average, or a copy under another name); given more than "
+        "once, the runs' probabilities are averaged (an ensemble)",
     )
     source.add_argument(
         "--onnx",

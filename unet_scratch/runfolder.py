@@ -48,9 +48,16 @@ def is_run(folder: Path) -> bool:
     return folder.is_dir() and any((folder / f).exists() for f in ("config.json", "best.pt", "last.pt"))
 
 
-def run_files(run_dirs: Sequence[str | Path]) -> list[Path]:
-    """The files of the runs ``run_dirs`` (those that exist or may), for :func:`files.check_file`."""
-    return [Path(r) / name for r in run_dirs for name in RUN_FILES]
+def run_files(runs: Sequence[str | Path]) -> list[Path]:
+    """The files of the runs ``runs`` (those that exist or may), for :func:`files.check_file`:
+    a run folder's, or for a checkpoint file, the file and the run files beside it."""
+    files = []
+    for run in map(Path, runs):
+        if run.is_file():  # a checkpoint given itself: it, and the run it may be in
+            files.append(run)
+            run = run.parent
+        files += [run / name for name in RUN_FILES]
+    return files
 
 
 CSV_FIELDS = [
