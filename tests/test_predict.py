@@ -17,6 +17,7 @@ from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.errors import UserError
+from unet_scratch.inference import runs_near
 from unet_scratch.predict import Segmenter, main, output_names
 from unet_scratch.report import PRED_COLOUR, outline_overlay
 from unet_scratch.synthetic import make_frame, write_video
@@ -315,6 +316,12 @@ def test_a_misspelt_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     assert predict("--run", str(run), str(data), "--out", out) == 2
     assert f"its frames are in {data / 'Original'}, give that" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_runs_nearby_can_be_pasted_into_a_shell(tmp_path: Path) -> None:
+    (tmp_path / "my run").mkdir()
+    (tmp_path / "my run" / "best.pt").write_bytes(b"")
+    assert runs_near(tmp_path / "dice") == f"check the path; runs in {tmp_path}: '{tmp_path / 'my run'}'"
 
 
 def test_a_checkpoint_file_is_a_model_too(
