@@ -11,10 +11,13 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
+from unet_scratch import features
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
+from unet_scratch.data import read_image
 from unet_scratch.engine import build_model
 from unet_scratch.features import STAGES, main, most_active, stage_modules, stage_outputs
+from unet_scratch.inference import prepare
 from unet_scratch.synthetic import make_frame
 
 
@@ -86,3 +89,32 @@ def test_cli_writes_both_pictures(tmp_path: Path) -> None:
     for name in ("features.png", "prediction.png"):
         with Image.open(tmp_path / "out" / name) as im:
             assert im.size[0] > 300
+
+
+def test_the_initial_model_normalises_by_the_images_own_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "initial weights" column is what the first training step computes: BatchNorm with
+    the image's own statistics, not the running statistics (0 and 1) a new model starts with,
+    which leave its activations unnormalised (logits of sd ~300, a saturated probability map).
+    The trained model is drawn in eval mode, as it predicts."""
+    drawn: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
+    monkeypatch.setattr(features, "draw", lambda _image, runs, _k, _out: drawn.update(runs) or [])
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(input_size=64)
+    trained = build_model(config)
+    with torch.no_grad():
+        trained.encoder.bn1.running_mean.fill_(0.3)  # running statistics unlike any image's
+        trained.encoder.bn1.running_var.fill_(4.0)
+    atomic_torch_save({"model": trained.state_dict(), "config": config.to_dict()}, run / "best.pt")
+    tifffile.imwrite(tmp_path / "f.tif", make_frame(3)[0], photometric="minisblack", planarconfig="contig")
+    assert main(["--run", str(run), str(tmp_path / "f.tif"), "--out", str(tmp_path / "out")]) == 0
+    x = prepare(read_image(tmp_path / "f.tif"), 64)[None].float() / 255
+    initial = build_model(config)  # the run's seed: the same initial weights
+    with torch.no_grad():
+        want_initial = torch.sigmoid(initial.train()(x))[0, 0]
+        want_trained = torch.sigmoid(trained.eval()(x))[0, 0]
+    torch.testing.assert_close(drawn["initial weights"][1], want_initial)
+    torch.testing.assert_close(drawn["trained"][1], want_trained)
+    assert 0.05 < drawn["initial weights"][1].mean() < 0.95  # not saturated

@@ -4,7 +4,11 @@
 
 For one image (any size and format predict.py reads; prepared exactly as in training) this
 runs two models: the run's trained ``best.pt`` and the same architecture at its initial weights
-(``build_model`` with the run's seed: the very weights training started from). Forward hooks
+(``build_model`` with the run's seed: the very weights training started from), the latter with
+BatchNorm in training mode, normalising each channel by this image's own statistics as the
+first training step does: its running statistics start at mean 0 and variance 1, which would
+not normalise at all (in eval mode the initial model's logits have a standard deviation of about
+300 instead of 3, and its probability map is saturated noise). Forward hooks
 record the output of every encoder stage (stem, layer1-4) and every decoder block, and for each
 the ``--channels`` most active channels (largest mean activation) are drawn, each scaled to its
 own range. It writes
@@ -51,15 +55,19 @@ def stage_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @torch.inference_mode()
-def stage_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Every stage's output ``(C, h, w)`` for ``x (1, 3, S, S)``, and the probability map ``(S, S)``."""
+def stage_outputs(
+    model: nn.Module, x: torch.Tensor, batch_statistics: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every stage's output ``(C, h, w)`` for ``x (1, 3, S, S)``, and the probability map ``(S, S)``;
+    BatchNorm uses its running statistics, or ``batch_statistics``: those of ``x`` (training
+    mode, which also moves the model's running statistics: for a model used once)."""
     outputs: list[torch.Tensor] = []
     hooks = [
         m.register_forward_hook(lambda _m, _i, out: outputs.append(out[0].float()))
         for m in stage_modules(model)
     ]
     try:
-        prob = torch.sigmoid(model.eval()(x).float())[0, 0]
+        prob = torch.sigmoid(model.train(batch_statistics)(x).float())[0, 0]
     finally:
         for h in hooks:
             h.remove()
@@ -149,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 def draw_run(args: argparse.Namespace) -> int:
     check_folder(args.out, "--out")  # before the work, not after it
     trained, config, _ = load_run(args.run)
-    initial = build_model(config).eval()  # the run's seed: the weights its training started from
+    initial = build_model(config)  # the run's seed: the weights its training started from
     x = prepare(read_image(args.image), config.input_size)[None].float() / 255
-    runs = {"initial weights": stage_outputs(initial, x), "trained": stage_outputs(trained, x)}
+    runs = {
+        "initial weights": stage_outputs(initial, x, batch_statistics=True),  # as step 1 sees them
+        "trained": stage_outputs(trained, x),
+    }
     image = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     for path in draw(image, runs, args.channels, Path(args.out)):
         print(f"-> {path}")
