@@ -680,13 +680,15 @@ def test_ensemble_scores_the_mean_of_the_members_probabilities(
         assert cells[-2:] == ["2, 2", "1:00"]
     assert min(expected_scores(synthetic_root, 32, 1.0)["dice"]) > 0  # the dice masks are not empty
 
-    # --temperature replaces every member's own: sigmoid(2 * z) for each, then the mean
+    # --temperature applies to the mean, each member keeping its own before it (3.7 for focal):
+    # the mean's logit times 2, as for one run, so no mask at 0.5 moves
     focal = [str(runs / "focal-a"), str(runs / "focal-b")]
     args = ["--test-frames", "9-12", "--device", "cpu", "--ensemble", "--temperature", "2"]
     assert main([*focal, *args, "--json", str(tmp_path / "t.json")]) == 0
     (row,) = json.loads((tmp_path / "t.json").read_text())["runs"]
-    p = (sigmoid(2 * 0.25) + sigmoid(2 * -0.5)) / 2
-    want = expected_scores(synthetic_root, 32, math.log(p / (1 - p)))
+    p = means["focal"]
+    want = expected_scores(synthetic_root, 32, 2 * math.log(p / (1 - p)))
+    assert row["temperature"] == [t, t]  # the members'; the report's own "temperature" is 2
     assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)
 
 

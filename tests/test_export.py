@@ -20,7 +20,7 @@ from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.errors import UserError
 from unet_scratch.export import main as export_main
-from unet_scratch.inference import FOCAL_TEMPERATURE, TEMPERATURE_KEY, OnnxModel, load_run
+from unet_scratch.inference import FOCAL_TEMPERATURE, TEMPERATURE_KEY, Ensemble, OnnxModel, load_run
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
@@ -246,6 +246,29 @@ def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.Ca
         got = module(x)
     assert (za - zb).abs().mean() > 1  # two different members, so dropping one would show
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 1, *x.shape[2:]), self.logit)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_an_ensemble_of_sure_members_gives_finite_logits(sign: int) -> None:
+    """Members sure enough that sigmoid rounds to exactly 1 (or 0) in float32 (logits +-40 and
+    +-30): the logit of their mean probability is about +-30.7, not the -+inf of
+    logit(mean(sigmoid)), which an exported graph would hand to its caller's resize."""
+    ensemble = Ensemble([Constant(sign * 40.0), Constant(sign * 30.0)], [1.0, 1.0])
+    got = ensemble(torch.rand(2, 3, 8, 8))
+    # logit(mean p) = log(mean p) - log(mean (1 - p)), each side exact in float64 through sigmoid(-z)
+    z = torch.tensor([40.0, 30.0], dtype=torch.float64) * sign
+    want = torch.log(torch.sigmoid(z).mean()) - torch.log(torch.sigmoid(-z).mean())
+    assert torch.isfinite(got).all() and abs(want.item()) > 30
+    torch.testing.assert_close(got, torch.full_like(got, want.item()), rtol=1e-6, atol=1e-5)
 
 
 def test_export_of_a_bad_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -591,9 +591,11 @@ def test_several_runs_are_one_model_the_mean_of_their_probabilities(
     out = tmp_path / "out"
     args = ["--run", str(run), "--run", str(other), str(images / "a.tif"), str(images / "b.png")]
     assert predict(*args, "--out", str(out), "--probabilities", "--tta", "--temperature", "2") == 0
-    # each run's probabilities at T = 2, then their mean: 0.3745 (the mean of the logits would
-    # give 0.18, the mean of the untempered probabilities 0.3708, tempered again after it 0.26)
-    p = (1 / (1 + np.exp(-1.0)) + 1 / (1 + np.exp(4.0))) / 2
+    # each run's probabilities at its own temperature (1: dice), their mean, 0.3708, then T = 2 on
+    # the mean: 0.2580 (T = 2 on each run before the mean would give 0.3745, the mean of the
+    # logits 0.18); on the mean, T moves no mask at 0.5, as on an exported ensemble
+    mean = (1 / (1 + np.exp(-0.5)) + 1 / (1 + np.exp(2.0))) / 2
+    p = 1 / (1 + np.exp(-2 * np.log(mean / (1 - mean))))
     for stem, (h, w) in (("a", (288, 384)), ("b", (576, 720))):
         with Image.open(out / f"{stem}_prob.png") as prob:
             assert np.abs(np.asarray(prob).astype(np.int64) - round(p * 65535)).max() <= 1
@@ -601,4 +603,4 @@ def test_several_runs_are_one_model_the_mean_of_their_probabilities(
         assert mask.shape == (h, w) and not mask.any()  # 0.37 < 0.5: no polyp
     printed = capsys.readouterr().out
     assert f"model: ensemble of 2 ({run}/best.pt, {other}/best.pt; dice loss, 64x64" in printed
-    assert "temperature 2 2 (each run's, before the mean)" in printed
+    assert "temperature 1 1 (each run's, before the mean), then 2 on the mean" in printed

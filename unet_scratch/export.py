@@ -5,9 +5,10 @@
 
 The exported model is the network of the run's ``best.pt`` (or of the checkpoint file given to
 ``--run``, as predict.py takes it) in eval mode, input normalisation included:
-``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (resize them back, apply
-sigmoid(T * logit) with the T the file names, then the threshold), with a dynamic batch axis N
-and the run's input size S. ``--run`` given more than once exports the runs as one model
+``(N, 3, S, S)`` float32 RGB in [0, 1] -> ``(N, 1, S, S)`` logits (their sigmoid is the
+probability map: resize it back to the frame's size, apply sigmoid(T * logit(p)) with the T the
+file names, then the threshold, as predict.py does), with a dynamic batch axis N and the run's
+input size S. ``--run`` given more than once exports the runs as one model
 (``inference.Ensemble``): one graph holding every member, whose output is the logit of the mean
 of the members' probabilities, each member at its own temperature; the file grows by one network
 (130 MB) per member. Resizing a frame to S x S (Pillow bicubic) and the probabilities back is the

@@ -12,6 +12,7 @@ if it were the PyTorch one.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,23 +148,22 @@ class Ensemble(nn.Module):
         self.temperatures = [float(t) for t in temperatures]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prob = 0
-        for model, t in zip(self.members, self.temperatures):
-            z = model(x).float()  # under autocast the members run in bf16/fp16; the mean in fp32
-            prob = prob + torch.sigmoid(t * z)
+        # under autocast the members run in bf16/fp16; the mean in fp32
+        z = torch.stack([t * model(x).float() for model, t in zip(self.members, self.temperatures)])
         with torch.autocast(x.device.type, enabled=False):
-            return torch.logit(prob / len(self.members))  # p = 0 or 1 gives -+inf: sigmoid undoes it
+            # logit(mean p) = log(sum p) - log(sum (1 - p)), from log-probabilities: finite where
+            # sigmoid rounds to exactly 0 or 1 in float32 (|z| past ~17) and logit(mean p) would
+            # be -+inf, which an exported graph would hand to its caller's resize
+            return torch.logsumexp(F.logsigmoid(z), 0) - torch.logsumexp(F.logsigmoid(-z), 0)
 
 
-def load_ensemble(
-    run_dirs: Sequence[str | Path], temperature: float | None = None
-) -> tuple[Ensemble, list[TrainConfig], list[dict[str, Any]]]:
+def load_ensemble(run_dirs: Sequence[str | Path]) -> tuple[Ensemble, list[TrainConfig], list[dict[str, Any]]]:
     """The runs' models (:func:`load_run`: a run folder's ``best.pt`` or a checkpoint file) as
-    one :class:`Ensemble` in eval mode, their configs and checkpoints. Each member keeps its own
-    default temperature (:func:`default_temperature`) unless ``temperature`` replaces all of
-    them. The runs must exist, share an input size (the frames are prepared once for all of
-    them) and be different checkpoints (one given twice, as ``runs/a`` and ``runs/a/best.pt``
-    too, would weigh double in the mean): :class:`UserError` naming the first that is not."""
+    one :class:`Ensemble` in eval mode, their configs and checkpoints. Each member has its own
+    default temperature (:func:`default_temperature`) before the mean. The runs must exist,
+    share an input size (the frames are prepared once for all of them) and be different
+    checkpoints (one given twice, as ``runs/a`` and ``runs/a/best.pt`` too, would weigh double
+    in the mean): :class:`UserError` naming the first that is not."""
     # first, or a missing folder given twice would be "given twice"; also a symlink loop, which
     # resolve() cannot follow
     paths = [checkpoint_path(r) for r in run_dirs]
@@ -181,7 +181,7 @@ def load_ensemble(
                 f"{run_dir} was trained at {config.input_size}x{config.input_size}, {run_dirs[0]} at "
                 f"{configs[0].input_size}x{configs[0].input_size}: an ensemble needs runs of one input size"
             )
-    temperatures = [default_temperature(c) if temperature is None else temperature for c in configs]
+    temperatures = [default_temperature(c) for c in configs]
     model = Ensemble([m for m, _, _ in loaded], temperatures)
     return model.eval(), configs, [ckpt for _, _, ckpt in loaded]
 
@@ -190,14 +190,15 @@ def load_runs(
     run_dirs: Sequence[str | Path], temperature: float | None = None
 ) -> tuple[nn.Module, list[TrainConfig], list[dict[str, Any]], float]:
     """One run's model (:func:`load_run`) or several runs as one (:func:`load_ensemble`), their
-    configs and checkpoints, and the temperature for the final probability map: one run's own
-    (:func:`default_temperature`) unless ``temperature`` is given; 1 for an ensemble, whose
-    members are tempered inside, before the mean."""
+    configs and checkpoints, and the temperature for the final probability map: ``temperature``
+    when given, else one run's own (:func:`default_temperature`), or 1 for an ensemble, whose
+    members have theirs inside, before the mean. Applied to the final map, a temperature moves
+    no mask at threshold 0.5, for one run and for an ensemble alike (as on an exported one)."""
     if len(run_dirs) == 1:
         model, config, ckpt = load_run(run_dirs[0])
         return model, [config], [ckpt], default_temperature(config) if temperature is None else temperature
-    model, configs, ckpts = load_ensemble(run_dirs, temperature)
-    return model, configs, ckpts, 1.0
+    model, configs, ckpts = load_ensemble(run_dirs)
+    return model, configs, ckpts, 1.0 if temperature is None else temperature
 
 
 def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
@@ -211,7 +212,8 @@ def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
         "the probabilities more confident, T < 1 less (default: "
         f"{FOCAL_TEMPERATURE:g} for a run trained with the focal loss at alpha 0.75 and gamma 2, "
         "whose probabilities it calibrates; 1 for every other run; for an ONNX file, the one it "
-        "names, which the export records from its run(s), else 1)",
+        "names, which the export records from its run(s), else 1); with several runs, T applies to "
+        "the mean of their probabilities, each run's own default being applied before the mean",
     )
     p.add_argument(
         "--postprocess",
@@ -226,8 +228,8 @@ def mask_options(args: argparse.Namespace) -> list[tuple[str, float]]:
     return the parsed ``--postprocess`` steps."""
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.temperature is not None and not args.temperature > 0:  # also refuses nan
-        raise UserError(f"--temperature must be above 0, got {args.temperature}")
+    if args.temperature is not None and not 0 < args.temperature < math.inf:  # also refuses nan
+        raise UserError(f"--temperature must be a number above 0, got {args.temperature}")
     return postprocess.parse_postprocess(args.postprocess)
 
 

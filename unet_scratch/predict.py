@@ -98,11 +98,13 @@ class Segmenter:
         else:
             runs = [run] if isinstance(run, str) else list(run)
             self.device = pick_device(device)
+            given = temperature
             model, configs, _, temperature = load_runs(runs, temperature)
             files = [str(checkpoint_path(r)) for r in runs]  # what was read: runs/dice/best.pt
             what = f"{files[0]} ({configs[0].loss} loss"
             if len(runs) > 1:  # the members' temperatures apply inside, before the mean
-                label = " ".join(f"{t:g}" for t in model.temperatures) + " (each run's, before the mean)"
+                label = " ".join(f"{t:g}" for t in model.temperatures) + " (each run's, before the mean"
+                label += ")" if given is None else f"), then {given:g} on the mean"
                 losses = ", ".join(dict.fromkeys(c.loss for c in configs))
                 what = f"ensemble of {len(runs)} ({', '.join(files)}; {losses} loss"
             self.model = model.to(self.device, memory_format=torch.channels_last)
