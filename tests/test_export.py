@@ -189,9 +189,14 @@ def test_onnx_file_without_or_with_a_bad_temperature(
         assert np.array_equal(a, b)
 
 
-def test_torch_export_program(run: Path, tmp_path: Path) -> None:
+def test_torch_export_program(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "model.pt2"
-    assert export_main(["--run", str(run), "--format", "exported", "--out", str(out)]) == 0
+    out.write_bytes(b"an earlier export")  # kept without --overwrite
+    assert export_main(["--run", str(run), "--format", "exported", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {out} exists: --overwrite to replace it, or another --out\n"
+    assert out.read_bytes() == b"an earlier export"
+    assert export_main(["--run", str(run), "--format", "exported", "--out", str(out), "--overwrite"]) == 0
     extra = {TEMPERATURE_KEY: ""}
     module = torch.export.load(out, extra_files=extra).module()
     assert float(extra[TEMPERATURE_KEY]) == FOCAL_TEMPERATURE  # the focal run's, for its caller

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
     return exit_status(lambda: export(args))
 
@@ -125,6 +126,8 @@ def export(args: argparse.Namespace) -> int:
     # the graph's output is what evaluate.py and predict.py score for the same runs
     # the temperature load_runs gives is predict.py's: one run's own, 1 for an ensemble
     out = check_file(args.out, "--out", inputs=run_files(args.run))  # before the model is read and traced
+    if out.exists() and not args.overwrite:  # a model exported earlier is kept unless asked
+        raise UserError(f"--out {out} exists: --overwrite to replace it, or another --out")
     model, configs, _, temperature = load_runs(args.run)
     model = model.float().eval()
     size = configs[0].input_size
