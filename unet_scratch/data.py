@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .checkpoint import atomic_torch_save
 from .errors import UserError
@@ -35,7 +35,8 @@ IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
-CACHE_VERSION = 2  # 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them)
+# 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them); 3: EXIF orientation applied
+CACHE_VERSION = 3
 DATASET_URL = "https://polyp.grand-challenge.org/CVCClinicDB/"
 
 
@@ -177,6 +178,9 @@ def _read_array(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                # upright, as every viewer shows it: a phone's JPEG is often stored sideways with
+                # an EXIF orientation tag, and its mask must match what the user sees
+                im = ImageOps.exif_transpose(im)
                 if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
                     im = im.convert("RGBA" if "A" in im.mode else "RGB")
                 return np.asarray(im)
