@@ -401,7 +401,7 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
     try:
         import av  # noqa: F401 - only to know whether video can run
     except ImportError:
-        print("video: PyAV is not installed (pip install 'unet-scratch[video]'): skipped")
+        print("video: PyAV is not installed (pip install av, the [video] extra): skipped")
         return
     from unet_scratch.synthetic import write_video
 

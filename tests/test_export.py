@@ -313,14 +313,18 @@ def test_a_file_onnx_runtime_cannot_load_gets_the_fix(
     (tmp_path / "damaged.onnx").write_bytes(b"not a model")
     (tmp_path / "model.pth").write_bytes((run / "best.pt").read_bytes())  # a copy outside its run
     for model, fix in (
-        (run / "best.pt", f": a checkpoint goes with --run {run}, or export it first (python -m"),
-        (tmp_path / "model.pth", ": a checkpoint goes with --run RUN, or export it first (python -m"),
+        (run / "best.pt", f": a checkpoint goes with --run {run / 'best.pt'}, or export it first (python -m"),
+        (tmp_path / "model.pth", f": a checkpoint goes with --run {tmp_path / 'model.pth'}, or export it"),
         (tmp_path / "damaged.onnx", ": export it again with python -m unet_scratch.export"),
     ):
         assert predict_main(["--onnx", str(model), str(image), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {model} is not a model ONNX Runtime can load (") and fix in err, err
         assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    assert predict_main(["--onnx", str(run), str(image), "--out", str(tmp_path / "o")]) == 2  # a run folder
+    assert capsys.readouterr().err == (
+        f"error: {run} is a folder: --onnx takes an exported .onnx file; a run folder goes with --run\n"
+    )
 
 
 def test_the_parity_check_measures_the_file_against_the_model(run: Path, onnx_file: Path) -> None:

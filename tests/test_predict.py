@@ -475,7 +475,7 @@ def test_video_without_pyav_names_the_install(
     monkeypatch.setattr(builtins, "__import__", no_av)
     assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install 'unet-scratch[video]'" in err
+    assert err.count("\n") == 1 and "pip install av" in err
 
 
 def test_images_are_prepared_exactly_as_in_training(images: Path) -> None:

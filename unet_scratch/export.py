@@ -63,7 +63,9 @@ def export_onnx(
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError as e:
-        raise UserError("--format onnx needs the exporter: pip install 'unet-scratch[export]'") from e
+        raise UserError(
+            "--format onnx needs the exporter: pip install onnx onnxscript onnxruntime (the [export] extra)"
+        ) from e
     example = torch.rand(2, 3, size, width or size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"

@@ -95,7 +95,7 @@ def draw(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise UserError("features needs matplotlib: pip install 'unet-scratch[plot]'") from e
+        raise UserError("features needs matplotlib: pip install matplotlib (the [plot] extra)") from e
     names = list(runs)
     fig, axes = plt.subplots(len(STAGES), 2 * k, figsize=(2 * k * 1.25 + 1, len(STAGES) * 1.3))
     for row, stage in enumerate(STAGES):

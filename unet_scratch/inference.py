@@ -270,9 +270,13 @@ class OnnxModel(nn.Module):
             import onnxruntime as ort
         except ImportError as e:
             raise UserError(
-                "--onnx needs ONNX Runtime: pip install 'unet-scratch[export]' (or pip install onnxruntime)"
+                "--onnx needs ONNX Runtime: pip install onnxruntime (part of the [export] extra)"
             ) from e
         path = Path(path)
+        if path.is_dir():
+            raise UserError(
+                f"{path} is a folder: --onnx takes an exported .onnx file; a run folder goes with --run"
+            )
         if not path.is_file():
             raise UserError(f"{path} does not exist: export one with python -m unet_scratch.export")
         options = ort.SessionOptions()
@@ -282,10 +286,9 @@ class OnnxModel(nn.Module):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types for bad files
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            run = path.parent if (path.parent / "best.pt").is_file() else "RUN"  # its run folder, if any
             fix = (
-                f": a checkpoint goes with --run {run}, or export it first "
-                f"(python -m unet_scratch.export --run {run} --format onnx --out model.onnx)"
+                f": a checkpoint goes with --run {path}, or export it first "
+                f"(python -m unet_scratch.export --run {path} --format onnx --out model.onnx)"
                 if path.suffix in (".pt", ".pth")
                 else ": export it again with python -m unet_scratch.export"
             )

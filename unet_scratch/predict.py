@@ -22,7 +22,7 @@ an exported ensemble, whose members are tempered inside), unless ``--temperature
 
 A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) gives ``NAME_overlay.mp4`` (same size and frame
 rate) and ``NAME_frames.csv`` (frame, time, polyp area %, max probability per frame); reading
-and writing video needs PyAV (``pip install 'unet-scratch[video]'``).
+and writing video needs PyAV (``pip install av``, the ``[video]`` extra).
 
 A folder is read without the files in it named like predictions (``*_mask.png``, ...: an earlier
 prediction or ground truth beside the frames; a note says how many). A file that cannot be read
@@ -287,7 +287,7 @@ def segment_video(
         import av
     except ImportError as e:
         raise UserError(
-            f"{path}: reading video needs PyAV: pip install 'unet-scratch[video]' (or pip install av)"
+            f"{path}: reading video needs PyAV: pip install av (the [video] extra)"
         ) from e
     out = Path(args.out)
     try:

@@ -157,7 +157,7 @@ def plot_curves(run_dirs: list[Path], out: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise MissingExtra(
-            "--curves needs matplotlib: pip install 'unet-scratch[plot]' (or pip install matplotlib)"
+            "--curves needs matplotlib: pip install matplotlib (the [plot] extra)"
         ) from e
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = (

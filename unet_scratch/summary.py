@@ -177,7 +177,7 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
         import matplotlib.pyplot as plt
         from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     except ImportError as e:
-        raise UserError("--diagram needs matplotlib: pip install 'unet-scratch[plot]'") from e
+        raise UserError("--diagram needs matplotlib: pip install matplotlib (the [plot] extra)") from e
     import math
 
     step, width, height = 2.1, 1.92, 1.25

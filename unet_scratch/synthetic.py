@@ -214,7 +214,7 @@ def write(args: argparse.Namespace) -> int:
         print(f"wrote {args.count} frames to {out}")
         return 0
     if importlib.util.find_spec("av") is None:
-        raise UserError("a video needs PyAV: pip install -e '.[video]' (or pip install av)")
+        raise UserError("a video needs PyAV: pip install av (the [video] extra)")
     # written beside, then renamed, like every output: an interrupted clip never replaces a whole one
     atomic_write(out, lambda f: write_video(f, args.count, seed=args.seed), "OUT")
     print(f"wrote {args.count} frames ({args.count / 25:.1f} s at 25 frames/s) to {out}")
