@@ -55,6 +55,11 @@ def test_parse() -> None:
     for bad in ("biggest", "min-area", "min-area:x", "largest:2"):
         with pytest.raises(UserError, match="--postprocess"):
             parse_postprocess(bad)
+    assert parse_postprocess("min-area:0") == [("min-area", 0.0)]  # drops nothing, allowed
+    # not a fraction of the frame: 50 (read as pixels or per cent) would drop every region
+    for bad in ("min-area:50", "min-area:1", "min-area:-0.01", "min-area:nan", "min-area:inf"):
+        with pytest.raises(UserError, match=r"min-area takes a fraction of the frame in \[0, 1\)"):
+            parse_postprocess(bad)
 
 
 def test_scores_use_the_post_processed_mask() -> None:

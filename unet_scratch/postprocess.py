@@ -12,6 +12,8 @@ helps is decided on validation folds per loss (docs/RESULTS.md); by default none
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import UserError
@@ -101,11 +103,16 @@ def parse_postprocess(spec: str) -> list[tuple[str, float]]:
             steps.append((name, 0.0))
         elif name == "min-area" and value:
             try:
-                steps.append((name, float(value)))
+                fraction = float(value)
             except ValueError:
+                fraction = math.nan
+            # a fraction of the frame: 50 (pixels? per cent?) would drop every region
+            if not 0 <= fraction < 1:  # also nan
                 raise UserError(
-                    f"--postprocess {part}: min-area takes a fraction of the frame, e.g. min-area:0.002"
-                ) from None
+                    f"--postprocess {part}: min-area takes a fraction of the frame in [0, 1), e.g. "
+                    "min-area:0.002 (0.2 %)"
+                )
+            steps.append((name, fraction))
         else:
             raise UserError(
                 f"--postprocess: unknown step {part!r}; use largest, fill-holes, min-area:F or none"
