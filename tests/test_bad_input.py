@@ -623,3 +623,37 @@ def test_paths_that_are_not_plain_writable_files_are_refused_or_written_through(
         files.check_file(tmp_path / "new" / "r.json", "--json")
     (tmp_path / "w").mkdir()
     files.check_file(tmp_path / "w" / "r.json", "--json")  # a writable folder below it passes
+
+
+# a command's work, run by exit_status in a fresh interpreter, as each CLI's main runs it
+STOPPED = """
+import os, signal, sys
+from unet_scratch.errors import exit_status
+
+def work():
+    if sys.argv[1] == "ctrl-c":
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+    for i in range(1_000_000):  # more than a pipe holds: the reader leaves before the end
+        print("line", i)
+    return 0
+
+sys.exit(exit_status(work))
+"""
+
+
+def test_ctrl_c_is_one_line_and_status_130() -> None:
+    done = subprocess.run([sys.executable, "-c", STOPPED, "ctrl-c"], capture_output=True, text=True)
+    assert done.returncode == 130
+    assert done.stderr == "\ninterrupted: the files written so far are complete\n" and not done.stdout
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """``predict.py ... | head -2``: status 141 (as SIGPIPE gives), no traceback on stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED, "pipe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141 and err == b""

@@ -82,9 +82,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def exit_status(run: Callable[[], int]) -> int:
-    """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI edge)."""
+    """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI
+    edge). Ctrl-C is one line and status 130, and a reader that stops reading (``| head``) ends
+    the command quietly with status 141, as for any Unix tool, not with a traceback: every file
+    is written atomically, so what was written is whole and nothing half-written is left."""
     try:
         return run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the files written so far are complete", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Python would print a second error flushing stdout at exit: point it at /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
