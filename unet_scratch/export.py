@@ -69,6 +69,8 @@ def export_onnx(
     example = torch.rand(2, 3, size, width or size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    # a failed conversion to an older opset logs a traceback there and keeps 18: said below
+    logging.getLogger("onnxscript").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(
@@ -81,6 +83,12 @@ def export_onnx(
             dynamo=True,
             verbose=False,
         )
+        written = program.model.opset_imports.get("")
+        if written != opset:  # the exporter writes 18 and later; older ones only by conversion
+            raise UserError(
+                f"--opset {opset}: the exporter could not convert this model to opset {opset} (it "
+                f"stays at {written}): use --opset 18 or later"
+            )
         program.model.metadata_props[TEMPERATURE_KEY] = repr(float(temperature))
         path = Path(tmp) / "model.onnx"
         program.save(str(path), external_data=False)  # one self-contained file (130 MB)
@@ -117,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument(
+        "--opset", type=int, default=18, help="ONNX opset: 18 or later (older ones are refused when the "
+        "exporter cannot convert the model to them)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
     return exit_status(lambda: export(args))
