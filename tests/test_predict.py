@@ -159,6 +159,25 @@ def test_existing_predictions_are_not_overwritten(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
 
 
+def test_overwriting_leaves_no_output_of_the_earlier_prediction_beside_the_new_one(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A probability map from an earlier run with --probabilities, beside a mask of another model
+    or threshold written now without it, would disagree with it: --overwrite replaces an
+    input's predictions, all of them. Other inputs' predictions stay."""
+    out = tmp_path / "o"
+    inputs = [str(images / "e.png"), str(images / "d.bmp")]
+    assert predict("--run", str(run), *inputs, "--out", str(out), "--probabilities") == 0
+    capsys.readouterr()
+    assert predict("--run", str(run), inputs[0], "--out", str(out), "--overwrite", "--threshold", "0.9") == 0
+    assert sorted(f.name for f in out.iterdir()) == [
+        "d_mask.png", "d_overlay.png", "d_prob.png", "e_mask.png", "e_overlay.png"
+    ]  # fmt: skip
+    assert not np.asarray(Image.open(out / "e_mask.png")).any()  # P = 0.62 < 0.9: the new mask
+    err = capsys.readouterr().err
+    assert "note: removed e_prob.png: an earlier prediction's, which this one does not write" in err
+
+
 def test_no_file_beside_the_inputs_is_ever_replaced(
     run: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -448,6 +448,16 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     images = [f for f in files if f.suffix.lower() in EXTENSIONS]
+    if args.overwrite and not args.probabilities:  # an input's predictions are replaced, all of them
+        stale = [out / f"{names[f]}_prob.png" for f in images if (out / f"{names[f]}_prob.png").is_file()]
+        for path in stale:
+            path.unlink()
+        if stale:
+            say(
+                f"note: removed {_shown(stale)}: an earlier prediction's, which this one does not write "
+                "(--overwrite)",
+                err=True,
+            )
     written, bad = segment_images(segmenter, images, names, args, say)
     problems += bad
     frames = 0
