@@ -311,6 +311,20 @@ UNWRITABLE = [
         "--json {file}/r.json: {file} is a file",
     ),
     (
+        "evaluate --json empty",  # Path("") is ".": not the current folder's "" file
+        "evaluate",
+        [*EVALUATE, "--json"],
+        "",
+        "error: --json is empty: give a file name",
+    ),
+    (
+        "evaluate --overlays empty",
+        "evaluate",
+        [*EVALUATE, "--overlays"],
+        "",
+        "error: --overlays is empty: give a folder",
+    ),
+    (
         "evaluate --json a folder",
         "evaluate",
         [*EVALUATE, "--json"],

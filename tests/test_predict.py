@@ -159,6 +159,26 @@ def test_existing_predictions_are_not_overwritten(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
 
 
+def test_predictions_are_not_written_into_a_datasets_frames_or_masks(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out data/Original`` would add NAME_mask.png files to the frames of a dataset (and
+    ``Ground Truth`` to its masks); refused before the model is read. An empty --out is not
+    the current folder."""
+    data = tmp_path / "data"
+    copies_of_e(images, data / "Original", "1.png")
+    copies_of_e(images, data / "Ground Truth", "1.png")
+    for folder in ("Original", "Ground Truth"):
+        assert predict("--run", "not-read", str(images / "e.png"), "--out", str(data / folder) + "/") == 2
+        assert capsys.readouterr().err == (
+            f"error: --out {data / folder} would be written into {data / folder}, which holds the data: "
+            "choose another --out\n"
+        )
+        assert sorted(f.name for f in (data / folder).iterdir()) == ["1.png"]
+    assert predict("--run", "not-read", str(images / "e.png"), "--out", "") == 2
+    assert capsys.readouterr().err == "error: --out is empty: give a folder\n"
+
+
 def test_overwriting_leaves_no_output_of_the_earlier_prediction_beside_the_new_one(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -439,8 +459,8 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
         return real_overlay(*args)
 
     monkeypatch.setattr(predict_module, "outline_overlay", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        predict("--run", str(run), str(clip), "--out", str(out), "--overwrite", "--batch-size", "10")
+    again = ["--out", str(out), "--overwrite", "--batch-size", "10"]
+    assert predict("--run", str(run), str(clip), *again) == 130  # one line, status 130
     assert len(calls) == 35
     assert contents(out) == before
     # a shorter clip of the same name whose CSV cannot be written (a full disk): the new video

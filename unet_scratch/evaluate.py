@@ -433,13 +433,13 @@ def run(args: argparse.Namespace) -> int:
     # may an output replace a file the command reads (a run's checkpoint or config) or go
     # into the data's own folders (replace a frame, or add one)
     data_folders = [root / IMAGE_DIR, root / MASK_DIR]
-    if args.json:
+    if args.json is not None:  # "" too: an empty path is refused, not ignored
         check_file(args.json, "--json", inputs=run_files(run_dirs), keep_out=data_folders)
-    if args.curves:
+    if args.curves is not None:
         check_file(args.curves, "--curves", figure=True, keep_out=data_folders)
-    if args.overlays:
+    if args.overlays is not None:
         check_folder(args.overlays, "--overlays", keep_out=data_folders)
-    if args.cache_dir:
+    if args.cache_dir is not None:
         check_folder(args.cache_dir, "--cache-dir", keep_out=data_folders)
     if args.curves:
         try:

@@ -50,7 +50,7 @@ from PIL import Image
 
 from . import postprocess
 from .config import AMP_MODES
-from .data import EXTENSIONS, IMAGE_DIR, VIDEO_EXTENSIONS, read_image
+from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status
 from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
@@ -202,14 +202,19 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
+def is_inputs_folder(out: Path, files: list[Path]) -> bool:
+    """Whether ``out`` is a folder the inputs ``files`` are read from: the same folder by its
+    inode, whatever the spelling (relative, a link, another case)."""
+    here = out.stat() if out.is_dir() else None
+    return here is not None and any(os.path.samestat(here, d.stat()) for d in {f.parent for f in files})
+
+
 def check_outputs(files: list[Path], names: dict[Path, str], out: Path, probabilities: bool) -> None:
     """Raise :class:`UserError` when ``out`` is a folder the inputs are read from and an output
     would replace a file there: a ground-truth ``12_mask.png`` beside ``12.png``, or an input.
     Nothing tells such a file from an earlier prediction, so beside the inputs no file is ever
     replaced, ``--overwrite`` or not."""
-    # the same folder by its inode, whatever the spelling (relative, a link, another case)
-    here = out.stat() if out.is_dir() else None
-    if here is None or not any(os.path.samestat(here, d.stat()) for d in {f.parent for f in files}):
+    if not is_inputs_folder(out, files):
         return
     for f in files:
         video = f.suffix.lower() in VIDEO_EXTENSIONS
@@ -400,7 +405,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     args.steps = mask_options(args)
-    out = check_folder(args.out, "--out")
+    # not into a dataset's frames or masks: its pairs would gain files that are neither
+    data = [Path(os.path.abspath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
+    out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
     files, problems, left_out = collect_inputs(args.inputs)
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
@@ -448,7 +455,8 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     images = [f for f in files if f.suffix.lower() in EXTENSIONS]
-    if args.overwrite and not args.probabilities:  # an input's predictions are replaced, all of them
+    # an input's predictions are replaced, all of them; beside the inputs nothing is ever removed
+    if args.overwrite and not args.probabilities and not is_inputs_folder(out, files):
         stale = [out / f"{names[f]}_prob.png" for f in images if (out / f"{names[f]}_prob.png").is_file()]
         for path in stale:
             path.unlink()
