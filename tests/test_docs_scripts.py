@@ -32,6 +32,26 @@ def test_dice_gradient_at_a_pixel_is_the_closed_form(fraction: float, p: float) 
     assert false_positive == pytest.approx(-d_dice(0) * p * (1 - p), rel=1e-9)
 
 
+def test_polyp_sizes_are_the_masks_areas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three 10 x 10 frames whose polyps cover 5, 20 and 50 pixels: 5 %, 20 % and 50 %, mean 25 %."""
+    import numpy as np
+    from PIL import Image
+
+    for folder in ("Original", "Ground Truth"):
+        (tmp_path / folder).mkdir()
+    for n, area in ((1, 5), (2, 50), (3, 20)):
+        mask = np.zeros(100, np.uint8)
+        mask[:area] = 255
+        Image.fromarray(mask.reshape(10, 10)).save(tmp_path / "Ground Truth" / f"{n}.png")
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "Original" / f"{n}.png")
+    lg = load("loss_gradients")
+    assert lg.polyp_fractions(tmp_path).tolist() == [0.05, 0.5, 0.2]  # in frame order
+    assert lg.main(["--polyp-sizes", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == (
+        "3 frames: polyps cover 25.0 % of a frame on average, median 20.0 %, from 5.0 to 50.0 %\n"
+    )
+
+
 def test_focal_gradient_at_a_pixel_is_the_closed_form() -> None:
     lg = load("loss_gradients")
     n, p, alpha, gamma = lg.SIZE**2, 0.1, 0.75, 2.0

@@ -213,7 +213,8 @@ def test_summary_flops_concatenations_and_receptive_fields() -> None:
     assert stages["head"].flops == 2 * 9 * 16 * 1 * 128 * 128
     assert stages["decoder.blocks.4"].inputs[1:] == []  # the last block has no skip
     assert sum(s.flops for s in stages.values()) == pytest.approx(5.316e9, rel=1e-3)
-    # ResNet50 v1.5: 7x7/2 stem, 3x3/2 pool, then each 3x3 adds 2 * (current stride)
+    # ResNet50 v1.5: 7x7/2 stem, 3x3/2 pool, then each 3x3 adds 2 * (the spacing of its input:
+    # the strided first 3x3 of layers 2-4 reads at the previous stage's)
     fields = [stages[n].receptive_field for n in ("encoder.stem", "encoder.maxpool")]
     fields += [stages[f"encoder.layer{i}"].receptive_field for i in range(1, 5)]
     assert fields == [7, 11, 35, 91, 267, 427]

@@ -38,7 +38,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint written by :func:`atomic_torch_save` with ``weights_only=True``.
 
     ``mmap=True`` maps the tensors instead of reading them: cheap when only the config or
-    history is wanted from a 390 MB ``last.pt``.
+    history is wanted from a 520 MB ``last.pt``.
 
     Raises :class:`UserError` naming the file when it is missing, damaged, holds pickled
     Python objects, or is not a unet-scratch checkpoint.
