@@ -275,6 +275,13 @@ def test_truncated_checkpoint_is_refused(
     assert "damaged or not a checkpoint" in err
 
 
+def test_a_text_file_named_best_pt_is_not_data_torch_save_wrote(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = evaluate_one(tmp_path, b"hello", root, capsys)  # the unpickler's KeyError(101) said "(101)"
+    assert "best.pt is damaged or not a checkpoint (not data that torch.save wrote): retrain" in err
+
+
 # --------------------------------------------------------------- output paths that cannot be written
 
 # (name, command, its arguments, the output flag's value, what the error says); {file} is a file,
