@@ -499,6 +499,48 @@ def test_a_synthetic_clip_from_the_command_line(
     assert err.count("\n") == 1 and "needs PyAV: pip install" in err and not (tmp_path / "w.mp4").exists()
 
 
+def test_a_truncated_video_is_said_to_be_and_an_audio_file_named(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An AVI cut short decodes fewer frames than its header declares: those are written, and a
+    warning says so (Matroska declares none, so nothing can be said there). A file with only
+    sound in it is one line, not "tuple index out of range"."""
+    av = pytest.importorskip("av")
+    clip = tmp_path / "clip.avi"
+    with av.open(str(clip), "w") as sink:
+        stream = sink.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        noise = np.random.default_rng(0)
+        for _ in range(15):
+            frame = av.VideoFrame.from_ndarray(noise.integers(0, 256, (48, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                sink.mux(packet)
+        for packet in stream.encode():
+            sink.mux(packet)
+    data = clip.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) * 7 // 10])
+    assert predict("--run", str(run), str(tmp_path / "cut.avi"), "--out", str(tmp_path / "o")) == 0
+    with open(tmp_path / "o" / "cut_frames.csv") as f:
+        decoded = len(list(csv.DictReader(f)))
+    assert 0 < decoded < 15
+    assert capsys.readouterr().err == (
+        f"warning: {tmp_path / 'cut.avi'}: {decoded} of the 15 frames its header declares could be decoded: "
+        "the file may be truncated (the frames decoded are written)\n"
+    )
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "whole")) == 0
+    assert capsys.readouterr().err == ""  # all 15: no warning
+    sound = tmp_path / "sound.mp4"
+    with av.open(str(sound), "w") as sink:
+        stream = sink.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            sink.mux(packet)
+    assert predict("--run", str(run), str(sound), "--out", str(tmp_path / "s")) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sound} holds no video stream (audio only?): nothing to segment (skipped)\n"
+
+
 def test_video_without_pyav_names_the_install(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -297,9 +297,12 @@ def segment_video(
     out = Path(args.out)
     try:
         source = av.open(str(path))
-        stream = source.streams.video[0]
-    except (av.FFmpegError, IndexError) as e:
+    except av.FFmpegError as e:
         raise UserError(f"{path} cannot be read as a video ({e}): replace the file") from e
+    if not source.streams.video:
+        source.close()
+        raise UserError(f"{path} holds no video stream (audio only?): nothing to segment")
+    stream = source.streams.video[0]
     rate = stream.average_rate or 25
     width, height = stream.codec_context.width, stream.codec_context.height
     rows, frames = [], 0
@@ -355,6 +358,12 @@ def segment_video(
         f"{path}: {frames} frames {width}x{height} at {float(rate):.2f} fps "
         f"-> {name}_overlay.mp4, {name}_frames.csv"
     )
+    if 0 < frames < stream.frames:  # a count the container declares (AVI, MP4; 0 in Matroska)
+        say(
+            f"warning: {path}: {frames} of the {stream.frames} frames its header declares could be "
+            "decoded: the file may be truncated (the frames decoded are written)",
+            err=True,
+        )
     return frames
 
 
