@@ -144,6 +144,12 @@ def test_strict_stops_at_the_first_bad_file(
         == 2
     )
     assert capsys.readouterr().err == f"error: {missing} does not exist: check the path (stopped: --strict)\n"
+    # the images before the bad one are written, whatever the batch they share with it
+    for batch in ("1", "8"):
+        out = tmp_path / f"batch{batch}"
+        flags = ["--out", str(out), "--strict", "--batch-size", batch]
+        assert predict("--run", str(run), str(images), *flags) == 2  # z_broken.png comes last
+        assert sorted(f.name for f in out.glob("*_mask.png")) == [f"{n}_mask.png" for n in "abcde"]
 
 
 def test_existing_predictions_are_not_overwritten(

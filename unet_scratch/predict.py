@@ -260,7 +260,7 @@ def segment_images(
     done, problems = 0, []
     bar = Progress(len(files), "predict")
     for chunk in _chunks(files, args.batch_size):
-        images, kept = [], []
+        images, kept, stop = [], [], False
         for f in chunk:
             try:
                 images.append(read_image(f))
@@ -268,11 +268,10 @@ def segment_images(
             except UserError as e:
                 problems.append(str(e))
                 say(problem_line(str(e), args.strict), err=True)
-                if args.strict:
-                    return done, problems
-        if not images:
-            continue
-        for f, image, prob in zip(kept, images, segmenter.probabilities(images)):
+                if args.strict:  # the files before it are still segmented, whatever --batch-size
+                    stop = True
+                    break
+        for f, image, prob in zip(kept, images, segmenter.probabilities(images) if images else []):
             area = write_image_outputs(Path(args.out), names[f], image, prob, args)
             done += 1
             height, width = image.shape[:2]
@@ -280,6 +279,8 @@ def segment_images(
             peak = float(prob.max())
             say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {peak:.2f}{renamed}")
             bar.update(done + len(problems), done)
+        if stop:
+            break
     bar.close()
     return done, problems
 
