@@ -239,6 +239,19 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
 
 
+def test_hidden_files_in_a_folder_are_not_inputs(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """macOS leaves ``._e.png`` (metadata, not an image) beside ``e.png`` on other disks: not an
+    unreadable image that makes the exit status 2; named on its own, it is read (and refused)."""
+    folder = copies_of_e(images, tmp_path / "frames", "e.png")
+    (folder / "._e.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o")) == 0
+    assert capsys.readouterr().err == ""
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert predict("--run", str(run), str(folder / "._e.png"), "--out", str(tmp_path / "o2")) == 2
+
+
 def test_a_folder_is_read_without_the_predictions_in_it(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -159,9 +159,10 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
 
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(
-                f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS
-            )
+            # not hidden files: macOS's ._1.png beside 1.png is metadata, not an image
+            kinds = EXTENSIONS + VIDEO_EXTENSIONS
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in kinds)
+            found = [f for f in found if not f.name.startswith(".")]
             if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
