@@ -91,18 +91,22 @@ def test_cli_writes_both_pictures(tmp_path: Path) -> None:
             assert im.size[0] > 300
 
 
+@pytest.mark.parametrize("regularised", [False, True])
 def test_the_initial_model_normalises_by_the_images_own_statistics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, regularised: bool
 ) -> None:
     """The "initial weights" column is what the first training step computes: BatchNorm with
     the image's own statistics, not the running statistics (0 and 1) a new model starts with,
     which leave its activations unnormalised (logits of sd ~300, a saturated probability map).
-    The trained model is drawn in eval mode, as it predicts."""
+    The trained model is drawn in eval mode, as it predicts. Only BatchNorm is in training mode:
+    a run with deep supervision (whose training-mode forward returns a tuple), dropped paths or
+    head dropout draws its initial model without them."""
     drawn: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
     monkeypatch.setattr(features, "draw", lambda _image, runs, _k, _out: drawn.update(runs) or [])
     run = tmp_path / "run"
     run.mkdir()
-    config = TrainConfig(input_size=64)
+    extra = {"deep_supervision": True, "drop_path": 0.5, "head_dropout": 0.5} if regularised else {}
+    config = TrainConfig(input_size=64, **extra)
     trained = build_model(config)
     with torch.no_grad():
         trained.encoder.bn1.running_mean.fill_(0.3)  # running statistics unlike any image's
@@ -112,8 +116,10 @@ def test_the_initial_model_normalises_by_the_images_own_statistics(
     assert main(["--run", str(run), str(tmp_path / "f.tif"), "--out", str(tmp_path / "out")]) == 0
     x = prepare(read_image(tmp_path / "f.tif"), 64)[None].float() / 255
     initial = build_model(config)  # the run's seed: the same initial weights
+    plain = build_model(TrainConfig(input_size=64))  # the initial weights, without auxiliary heads
+    plain.load_state_dict(initial.state_dict(), strict=False)
     with torch.no_grad():
-        want_initial = torch.sigmoid(initial.train()(x))[0, 0]
+        want_initial = torch.sigmoid(plain.train()(x))[0, 0]
         want_trained = torch.sigmoid(trained.eval()(x))[0, 0]
     torch.testing.assert_close(drawn["initial weights"][1], want_initial)
     torch.testing.assert_close(drawn["trained"][1], want_trained)

@@ -59,15 +59,20 @@ def stage_outputs(
     model: nn.Module, x: torch.Tensor, batch_statistics: bool = False
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every stage's output ``(C, h, w)`` for ``x (1, 3, S, S)``, and the probability map ``(S, S)``;
-    BatchNorm uses its running statistics, or ``batch_statistics``: those of ``x`` (training
-    mode, which also moves the model's running statistics: for a model used once)."""
+    BatchNorm uses its running statistics, or ``batch_statistics``: those of ``x`` (its training
+    mode, which also moves the running statistics: for a model used once). Everything else stays
+    in eval mode: no dropout or dropped paths, no deep-supervision outputs."""
     outputs: list[torch.Tensor] = []
     hooks = [
         m.register_forward_hook(lambda _m, _i, out: outputs.append(out[0].float()))
         for m in stage_modules(model)
     ]
     try:
-        prob = torch.sigmoid(model.train(batch_statistics)(x).float())[0, 0]
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(batch_statistics)
+        prob = torch.sigmoid(model(x).float())[0, 0]
     finally:
         for h in hooks:
             h.remove()
