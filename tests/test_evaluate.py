@@ -205,6 +205,12 @@ def test_runs_trained_on_different_data_need_data(
     assert evaluate(tmp_path / "runs") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trained on different data" in err and "pass --data" in err
+    # the same folder spelt another way (train.py --data DIR/, a/../DIR) is one dataset
+    for spelling in (f"{synthetic_root}/", f"{synthetic_root}/../{synthetic_root.name}"):
+        config = json.loads((tmp_path / "runs" / "b" / "config.json").read_text())
+        atomic_write_json({**config, "data": spelling}, tmp_path / "runs" / "b" / "config.json")
+        assert main(["--runs", str(tmp_path / "runs"), "--test-frames", "9-12", "--device", "cpu"]) == 0
+        assert "| a |" in capsys.readouterr().out
 
 
 def test_labels_name_validation_frames(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:

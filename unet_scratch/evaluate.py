@@ -19,6 +19,7 @@ Dice/Jaccard are the reference report's formulas on probabilities.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -116,20 +117,27 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
 
 
 def data_of_runs(run_dirs: list[Path]) -> str:
-    """The one dataset the runs were trained on (``--data`` of train.py)."""
-    by_data: dict[str, list[str]] = {}
+    """The one dataset the runs were trained on (``--data`` of train.py), as the first run spells
+    it; ``DIR`` and ``DIR/`` (or ``a/../DIR``, a link to it) are one dataset."""
+
+    def same(data: str) -> str:
+        if data == "synthetic":
+            return data
+        return str(Path(data).resolve()) if Path(data).exists() else os.path.normpath(data)
+
+    by_data: dict[str, tuple[str, list[str]]] = {}  # the folder -> (its first spelling, runs)
     for run_dir in run_dirs:
         data = read_config(run_dir).get("data")
         if data:
-            by_data.setdefault(data, []).append(run_dir.name)
+            by_data.setdefault(same(data), (data, []))[1].append(run_dir.name)
     if not by_data:
         return TrainConfig().data
     if len(by_data) > 1:
-        listed = "; ".join(f"{d}: {', '.join(names)}" for d, names in by_data.items())
+        listed = "; ".join(f"{d}: {', '.join(names)}" for d, names in by_data.values())
         raise UserError(
             f"these runs were trained on different data ({listed}): pass --data, or score them separately"
         )
-    return next(iter(by_data))
+    return next(iter(by_data.values()))[0]
 
 
 def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None:
