@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -456,6 +457,46 @@ def test_video_gives_an_overlay_video_and_a_csv(
     assert "8 video frames" in capsys.readouterr().out
 
 
+def test_frames_without_timestamps_are_timed_by_their_place_in_the_stream(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frame n of a 10 fps clip whose decoder gives no time is at n / 10 s, whatever batch it
+    is segmented in (it was the number of frames written before its batch: 0, 0, 0, 0.3, ...)."""
+    av = pytest.importorskip("av")
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip)  # 8 frames at 10 fps
+    real_open = av.open
+
+    class Untimed:  # a decoded frame whose container gave it no timestamp
+        time = None
+
+        def __init__(self, frame: object) -> None:
+            self.frame = frame
+
+        def to_ndarray(self, **kwargs: object) -> np.ndarray:
+            return self.frame.to_ndarray(**kwargs)
+
+    class Reader:
+        def __init__(self, container: object) -> None:
+            self.container = container
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.container, name)
+
+        def decode(self, *args: object) -> Iterator[Untimed]:
+            return (Untimed(f) for f in self.container.decode(*args))
+
+    def opened(path: object, *args: object, **kwargs: object) -> object:
+        container = real_open(path, *args, **kwargs)
+        return Reader(container) if path == str(clip) else container  # the input, not the output
+
+    monkeypatch.setattr(av, "open", opened)
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o"), "--batch-size", "3") == 0
+    with open(tmp_path / "o" / "clip_frames.csv") as f:
+        times = [float(r["time_s"]) for r in csv.DictReader(f)]
+    assert times == pytest.approx([n / 10 for n in range(8)])
+
+
 def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -625,6 +666,24 @@ def test_threshold_and_postprocess_decide_the_written_mask(
     overlay = np.asarray(Image.open(tmp_path / "o" / "f_overlay.png"))  # on a black frame: colour = mask
     assert np.array_equal(overlay.any(axis=2), expected)
     assert f"polyp {100 * expected.mean():.1f} % of the frame" in capsys.readouterr().out
+    # a video's frames the same way: its CSV and its overlay
+    av = pytest.importorskip("av")
+    clip = tmp_path / "black.mp4"
+    with av.open(str(clip), "w") as sink:
+        stream = sink.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 50, 40, "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((40, 50, 3), np.uint8), format="rgb24")
+        for packet in [p for _ in range(3) for p in stream.encode(black)] + list(stream.encode()):
+            sink.mux(packet)
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "v"), *flags) == 0
+    with open(tmp_path / "v" / "black_frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["polyp_area_pct"]) for r in rows] == [round(100 * expected.mean(), 3)] * 3
+    assert [float(r["max_prob"]) for r in rows] == [0.9] * 3
+    with av.open(str(tmp_path / "v" / "black_overlay.mp4")) as video:
+        first = next(video.decode(video.streams.video[0])).to_ndarray(format="rgb24").astype(float)
+    for region, box in (("large", (slice(7, 18), slice(7, 23))), ("small", (slice(31, 34), slice(41, 44)))):
+        assert (first[box].mean() > 40) == (region in regions), region  # lossy video: the inside
 
 
 def test_overlay_tints_the_mask_and_outlines_it() -> None:

@@ -330,9 +330,10 @@ def segment_video(
 
         try:
             batch, times = [], []
-            for frame in source.decode(stream):
+            for decoded, frame in enumerate(source.decode(stream)):
                 batch.append(frame.to_ndarray(format="rgb24"))
-                times.append(float(frame.time) if frame.time is not None else frames / float(rate))
+                # a frame without a timestamp: its place in the stream, not the frames written so far
+                times.append(float(frame.time) if frame.time is not None else decoded / float(rate))
                 if len(batch) == args.batch_size:
                     flush(batch, times)
                     batch, times = [], []
