@@ -253,6 +253,42 @@ def test_hidden_files_in_a_folder_are_not_inputs(
     assert predict("--run", str(run), str(folder / "._e.png"), "--out", str(tmp_path / "o2")) == 2
 
 
+def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checks before the model is read cover a video's outputs (``NAME_overlay.mp4``,
+    ``NAME_frames.csv``) as well as an image's, and every folder the inputs come from, not the
+    first one only."""
+    pytest.importorskip("av")
+    # an earlier video prediction alone in --out: it holds predictions
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "clip_overlay.mp4").write_bytes(b"earlier")
+    assert predict("--run", "not-read", str(images / "e.png"), "--out", str(out)) == 2
+    assert "already holds predictions (clip_overlay.mp4, ...)" in capsys.readouterr().err
+    # a video whose folder holds its CSV (say, annotations): never replaced, --overwrite or not
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "clip.mp4")
+    (clips / "clip_frames.csv").write_text("frame,annotation\n")
+    assert predict("--run", "not-read", str(clips / "clip.mp4"), "--out", str(clips), "--overwrite") == 2
+    assert "holds clip_frames.csv, which clip.mp4's prediction would replace" in capsys.readouterr().err
+    # two input folders, --out the second, which holds a ground truth beside its frame
+    a = copies_of_e(images, tmp_path / "a", "a.png")
+    b = copies_of_e(images, tmp_path / "b", "b.png", "b_mask.png")
+    assert predict("--run", "not-read", str(a), str(b), "--out", str(b), "--overwrite") == 2
+    assert "holds b_mask.png, which b.png's prediction would replace" in capsys.readouterr().err
+    assert (b / "b_mask.png").read_bytes() == (images / "e.png").read_bytes()
+
+
+def test_three_inputs_of_one_name_get_three_outputs() -> None:
+    files = [Path("x/A/1.png"), Path("y/A/1.png"), Path("z/A/1.png"), Path("A/1.png")]
+    assert output_names(files) == {
+        Path("x/A/1.png"): "A_1_png", Path("y/A/1.png"): "A_1_png_2",
+        Path("z/A/1.png"): "A_1_png_3", Path("A/1.png"): "A_1_png_4",
+    }  # fmt: skip
+
+
 def test_a_folder_is_read_without_the_predictions_in_it(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
