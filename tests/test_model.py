@@ -302,6 +302,35 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean() -> None:
     assert torch.equal(drop_path(x, 0.3, training=False), x) and torch.equal(drop_path(x, 0.0, True), x)
 
 
+def test_a_dropped_block_passes_its_input_on() -> None:
+    """Stochastic depth drops the residual *branch*: a dropped sample leaves an identity-shortcut
+    block as relu(x), a kept one as relu(branch / (1 - p) + x); the shortcut is never dropped."""
+    torch.manual_seed(0)
+    block = Bottleneck(64, 16, drop_prob=0.5).train()  # 64 -> 16 -> 64: the shortcut is x itself
+    x = torch.randn(16, 64, 4, 4)
+    with torch.no_grad():
+        inner = block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))
+        branch = block.bn3(block.conv3(inner))
+        torch.manual_seed(1)
+        out = block(x)
+    dropped = [torch.allclose(o, torch.relu(i)) for o, i in zip(out, x)]
+    kept = [torch.allclose(o, torch.relu(b / 0.5 + i), atol=1e-6) for o, b, i in zip(out, branch, x)]
+    assert all(d != k for d, k in zip(dropped, kept)) and 0 < sum(dropped) < len(x)
+
+
+def test_every_batchnorm_is_torchvisions() -> None:
+    """eps 1e-5 and momentum 0.1 (PyTorch's convention: running = 0.9 running + 0.1 batch), so
+    the running statistics evaluation uses follow the batches as torchvision's do."""
+    model = UNetResNet50()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 53 + 10 and all(m.eps == 1e-5 and m.momentum == 0.1 for m in norms)
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        model.train()(x)
+        stem = model.encoder.conv1(model.normalize(x))
+    torch.testing.assert_close(model.encoder.bn1.running_mean, 0.1 * stem.mean(dim=(0, 2, 3)))
+
+
 def test_drop_path_rule_and_unchanged_keys() -> None:
     m = UNetResNet50(drop_path=0.3, head_dropout=0.2)
     probs = [b.drop_prob for b in m.encoder.modules() if isinstance(b, Bottleneck)]
@@ -318,6 +347,7 @@ def test_drop_path_rule_and_unchanged_keys() -> None:
         m.train()
         torch.manual_seed(1)
         assert not torch.equal(m(x), plain.train()(x))
+    assert isinstance(m.dropout, torch.nn.Dropout2d)  # whole channels, not single pixels
 
 
 def test_decoder_without_skips_ignores_the_skip_features() -> None:
