@@ -131,3 +131,51 @@ def test_against_compares_each_recipe_with_itself_in_another_folder(
         assert ab.main([*argv, "--out", "e6", "--against", against]) == 2
         out, err = capsys.readouterr()
         assert out == "" and len(err.strip().splitlines()) == 1 and problem in err
+
+
+def test_each_fold_trains_on_the_rest_of_1_to_428_and_finished_runs_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every fold validates on its own sequences and trains on all the other frames of 1-428,
+    none of them twice and none left out; a run that finished is not trained again (a grid
+    restarted after a crash picks up where it stopped)."""
+    from unet_scratch.data import parse_frames
+
+    ab = load()
+    fake_run(tmp_path, "tuned-f2-s47", [0.5] * 6)  # finished (6 of 6 epochs)
+    fake_run(tmp_path, "tuned-f3-s47", [0.5] * 3)  # stopped after 3 of 6: trained again
+    passed: list[list[str]] = []
+    monkeypatch.setattr(ab, "train_main", lambda flags: passed.append(flags) or 0)
+    folds = ",".join(map(str, ab.FOLDS))
+    assert ab.main(["--data", "unused", "--recipes", "tuned", "--folds", folds, "--out", str(tmp_path),
+                    "--epochs", "6"]) == 0  # fmt: skip
+
+    def flag(flags: list[str], name: str) -> str:
+        return flags[len(flags) - 1 - flags[::-1].index(name) + 1]  # the last one given wins
+
+    trained = {flag(f, "--name"): f for f in passed}
+    assert sorted(trained) == sorted(f"tuned-f{k}-s47" for k in ab.FOLDS if k != 2)
+    for k, frames in ab.FOLDS.items():
+        if k == 2:
+            continue
+        flags = trained[f"tuned-f{k}-s47"]
+        val, train = parse_frames(flag(flags, "--val-frames")), parse_frames(flag(flags, "--train-frames"))
+        assert val == parse_frames(frames) and not set(val) & set(train)
+        assert sorted(val + train) == list(range(1, 429))
+
+
+def test_the_per_recipe_tables_and_a_partial_against_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ab = load()
+    fake_run(tmp_path / "a", "tuned-f1-s47", [0.1, 0.5, 0.2, 0.3, 0.4, 0.3])  # best 0.5 (epoch 2), last 0.3
+    fake_run(tmp_path / "a", "tuned-f2-s47", [0.6, 0.6, 0.6, 0.6, 0.6, 0.7])  # best 0.7 (epoch 6), last 0.7
+    fake_run(tmp_path / "b", "tuned-f2-s47", [0.4] * 6)  # only fold 2 there: still a folder to compare with
+    argv = ["--data", "unused", "--report-only", "--recipes", "tuned", "--folds", "1,2"]
+    argv += ["--out", str(tmp_path / "a")]
+    assert ab.main([*argv, "--against", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| tuned | 0.600 ± 0.141 | 0.500 (ep 2) | 0.700 (ep 6) |" in out  # best epoch, and which
+    assert "| tuned | 0.500 ± 0.283 | 0.300 | 0.700 |" in out  # last epoch: no epoch to name
+    assert "| tuned | 0.480 ± 0.198 | 0.340 | 0.620 |" in out  # mean of the last 5
+    assert "| best epoch | +0.300 | 1 of 1 | +0.300 |" in out  # fold 2: 0.7 - 0.4
