@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -702,6 +703,29 @@ def test_ensemble_scores_the_mean_of_the_members_probabilities(
     want = expected_scores(synthetic_root, 32, 2 * math.log(p / (1 - p)))
     assert row["temperature"] == [t, t]  # the members'; the report's own "temperature" is 2
     assert row["soft_dice"] == pytest.approx(np.mean(want["soft_dice"]), rel=1e-6)
+
+
+def test_every_member_of_an_ensemble_is_checked_not_the_first_only(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The frames' role, the training-frame warning and the data check look at each member: a
+    second member that trained on the scored frames makes them training frames, named; one
+    trained on other data is named in the row's error."""
+    runs = tmp_path / "runs"
+    make_run(runs, "dice-a", "dice", 32, 0.5, synthetic_root)  # trained on 1-6: 9-12 held out
+    make_run(runs, "dice-b", "dice", 32, 0.5, synthetic_root, train_frames="1-10")  # 9 and 10 its own
+    assert evaluate(runs, "--ensemble", "--json", str(tmp_path / "r.json")) == 0
+    (row,) = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert row["frames_role"] == "training"
+    assert row["warning"] == f"2 of the scored frames were training frames of {runs / 'dice-b'}"
+    capsys.readouterr()
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)
+    make_run(runs, "dice-c", "dice", 32, 0.5, other)  # another dataset, same frame numbers
+    shutil.rmtree(runs / "dice-b")  # out of the way: a, then c
+    report = str(tmp_path / "r.json")
+    assert evaluate(runs, "--data", str(synthetic_root), "--ensemble", "--json", report) == 2
+    (row,) = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert row["error"].startswith("runs/dice-c: trained on"), row["error"]
 
 
 def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
