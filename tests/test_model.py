@@ -203,6 +203,24 @@ def test_summary_prints_totals(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary_main(["--input-size", "100"]) == 2
 
 
+def test_summary_rows_add_up_and_name_their_skips(capsys: pytest.CaptureFixture[str]) -> None:
+    """The table's rows add up to the model (the stem's row holds conv1 and bn1: 9,408 + 128),
+    each decoder block names the encoder stage its skip comes from, and --skips none is the
+    model without them."""
+    stages = stage_table(UNetResNet50(), 64)
+    assert stages[0].parameters == 7 * 7 * 3 * 64 + 2 * 64
+    assert sum(s.parameters for s in stages) == 32_521_105
+    skips = [s.inputs[1][0] for s in stages if s.part == "decoder" and len(s.inputs) == 2]
+    assert skips == ["skip from layer3", "skip from layer2", "skip from layer1", "skip from stem"]
+    assert summary_main(["--input-size", "64"]) == 0
+    total_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("total "))
+    assert "32,521,105" in total_row
+    assert summary_main(["--input-size", "64", "--skips", "none"]) == 0
+    out = capsys.readouterr().out
+    decoder = UNetDecoder(skips=False)
+    assert "2048 (no skip)" in out and f"{sum(p.numel() for p in decoder.parameters()):,}" in out
+
+
 def test_summary_flops_concatenations_and_receptive_fields() -> None:
     stages = {s.name.split()[0]: s for s in stage_table(UNetResNet50(), 128)}
     block0 = stages["decoder.blocks.0"]
