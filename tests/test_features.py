@@ -62,6 +62,10 @@ def test_recorded_outputs_are_the_stages_own_values() -> None:
 
 
 def test_most_active_channels_by_mean() -> None:
+    spike = torch.zeros(2, 2, 2)
+    spike[0, 0, 0] = 3.0  # one bright pixel, mean 0.75
+    spike[1] = 1.0  # flat, mean 1: the more active channel
+    assert [c for c, _ in most_active(spike, 1)] == [1]
     feature = torch.zeros(5, 2, 2)
     feature[3] = torch.tensor([[0.0, 4.0], [4.0, 4.0]])  # mean 3: the most active
     feature[1] = torch.tensor([[1.0, 2.0], [3.0, 2.0]])  # mean 2
@@ -124,3 +128,36 @@ def test_the_initial_model_normalises_by_the_images_own_statistics(
     torch.testing.assert_close(drawn["initial weights"][1], want_initial)
     torch.testing.assert_close(drawn["trained"][1], want_trained)
     assert 0.05 < drawn["initial weights"][1].mean() < 0.95  # not saturated
+
+
+def test_the_pictures_show_each_model_in_its_own_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read back from the figures: the initial model's channels on the left, the trained one's on
+    the right (each its own most active), each row labelled with its stage's shape, and the mask
+    the trained model's (the initial one, whose probabilities are about 0.5, would tint others)."""
+    pytest.importorskip("matplotlib")
+    figures = []
+    monkeypatch.setattr(features, "save_figure", lambda fig, path, _flag, **_kw: figures.append(fig) or path)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(input_size=64)
+    torch.manual_seed(3)
+    trained = build_model(config)
+    with torch.no_grad():
+        trained.head.weight.zero_()
+        trained.head.bias.fill_(-1.0)  # p = 0.27 everywhere: no pixel of the mask
+    atomic_torch_save({"model": trained.state_dict(), "config": config.to_dict()}, run / "best.pt")
+    tifffile.imwrite(tmp_path / "f.tif", make_frame(3)[0], photometric="minisblack", planarconfig="contig")
+    assert main(["--run", str(run), str(tmp_path / "f.tif"), "--out", str(tmp_path), "--channels", "2"]) == 0
+    grid, prediction = figures
+    axes = np.array(grid.axes).reshape(len(STAGES), 4)
+    assert axes[0, 0].get_ylabel() == "stem\n64x32x32" and axes[9, 0].get_ylabel() == "decoder 4\n16x64x64"
+    x = prepare(read_image(tmp_path / "f.tif"), 64)[None].float() / 255
+    for side, (model, statistics) in enumerate(((build_model(config), True), (trained, False))):
+        outputs, _ = stage_outputs(model, x, batch_statistics=statistics)
+        for row, feature in enumerate(outputs):
+            want = [f"ch {c}" for c, _ in most_active(feature, 2)]
+            assert [axes[row, 2 * side + j].get_title() for j in range(2)] == want, (side, STAGES[row])
+    image = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(prediction.axes[-1].images[0].get_array(), image)  # the trained mask is empty
