@@ -692,6 +692,9 @@ def test_ensemble_scores_the_mean_of_the_members_probabilities(
         cells = [c.strip() for c in next(x for x in lines if row["name"] in x).strip("|").split("|")]
         assert cells[-2:] == ["2, 2", "1:00"]
     assert min(expected_scores(synthetic_root, 32, 1.0)["dice"]) > 0  # the dice masks are not empty
+    # one overlay picture per ensemble, named after its loss, not after its first run
+    assert evaluate(runs, "--ensemble", "--overlays", str(tmp_path / "ov"), "--n-overlays", "1") == 0
+    assert sorted(f.name for f in (tmp_path / "ov").iterdir()) == ["dice-ensemble.png", "focal-ensemble.png"]
 
     # --temperature applies to the mean, each member keeping its own before it (3.7 for focal):
     # the mean's logit times 2, as for one run, so no mask at 0.5 moves
