@@ -213,18 +213,23 @@ def test_a_large_image_is_read_quietly_and_one_past_pillows_limit_named(
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_an_image_with_an_exif_orientation_is_read_upright(tmp_path: Path, orientation: int) -> None:
+def test_an_image_with_an_exif_orientation_is_read_upright_when_asked(
+    tmp_path: Path, orientation: int
+) -> None:
     """Orientation 6 (a phone held upright, stored sideways) is shown turned 90 degrees
-    clockwise, 8 counter-clockwise, 3 upside down: read_image returns what viewers show, and
-    a mask of the same file the same way (the tag is on the file, so both turn alike)."""
+    clockwise, 8 counter-clockwise, 3 upside down: read_image(upright=True), what predict.py
+    reads, returns what viewers show; a dataset's frame is read as stored, so that a mask drawn
+    on its stored pixels (the tag is on the frame's file only) still fits it."""
     stored = make_frame(2, height=40, width=60)[0]
     exif = Image.Exif()
     exif[0x0112] = orientation  # the EXIF Orientation tag
     Image.fromarray(stored).save(tmp_path / "f.png", exif=exif)
     turns = {1: 0, 3: 2, 6: -1, 8: 1}[orientation]  # np.rot90: k > 0 counter-clockwise
-    np.testing.assert_array_equal(read_image(tmp_path / "f.png"), np.rot90(stored, k=turns))
-    Image.fromarray(stored[..., 0]).save(tmp_path / "m.png", exif=exif)
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), np.rot90(stored[..., 0], k=turns))
+    np.testing.assert_array_equal(read_image(tmp_path / "f.png", upright=True), np.rot90(stored, k=turns))
+    np.testing.assert_array_equal(read_image(tmp_path / "f.png"), stored)
+    Image.fromarray(stored[..., 0] > 127).save(tmp_path / "m.png")  # its mask, untagged
+    image, mask = load_pair(tmp_path / "f.png", tmp_path / "m.png", 32)
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)  # the pair still fits
 
 
 def test_polyp_dataset_reference_interface(synthetic_root: Path) -> None:

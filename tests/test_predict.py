@@ -240,6 +240,20 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
 
 
+def test_a_photo_stored_sideways_is_segmented_upright(run: Path, tmp_path: Path) -> None:
+    """EXIF orientation 6: stored 60 wide and 40 high, shown 40 wide and 60 high; the mask and
+    the overlay are the size viewers show, and the overlay is the upright photo."""
+    stored = make_frame(2, height=40, width=60)[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    assert predict("--run", str(run), str(tmp_path / "phone.png"), "--out", str(tmp_path / "o")) == 0
+    assert Image.open(tmp_path / "o" / "phone_mask.png").size == (40, 60)
+    overlay = np.asarray(Image.open(tmp_path / "o" / "phone_overlay.png")).astype(int)
+    upright = np.rot90(stored, k=-1).astype(int)  # 90 degrees clockwise
+    assert np.abs(overlay - upright).mean() < np.abs(overlay - np.rot90(stored, k=1).astype(int)).mean()
+
+
 def test_hidden_files_in_a_folder_are_not_inputs(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -35,8 +35,7 @@ IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
-# 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them); 3: EXIF orientation applied
-CACHE_VERSION = 3
+CACHE_VERSION = 2  # 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them)
 DATASET_URL = "https://polyp.grand-challenge.org/CVCClinicDB/"
 
 
@@ -168,8 +167,9 @@ def select_pairs(
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """Decode a file to a numpy array; TIFF via tifffile, the rest via Pillow."""
+def _read_array(path: Path, upright: bool = False) -> np.ndarray:
+    """Decode a file to a numpy array; TIFF via tifffile, the rest via Pillow (``upright``: with
+    its EXIF orientation applied, see :func:`read_image`)."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             return np.asarray(tifffile.imread(path))
@@ -178,9 +178,8 @@ def _read_array(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                # upright, as every viewer shows it: a phone's JPEG is often stored sideways with
-                # an EXIF orientation tag, and its mask must match what the user sees
-                im = ImageOps.exif_transpose(im)
+                if upright:
+                    im = ImageOps.exif_transpose(im)
                 if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
                     im = im.convert("RGBA" if "A" in im.mode else "RGB")
                 return np.asarray(im)
@@ -206,10 +205,15 @@ def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
     raise UserError(f"{path}: unsupported pixel type {a.dtype}: save it as 8- or 16-bit")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Any supported image -> ``(H, W, 3)`` RGB uint8 (grayscale repeated, alpha dropped)."""
+def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
+    """Any supported image -> ``(H, W, 3)`` RGB uint8 (grayscale repeated, alpha dropped).
+
+    ``upright``: turned by its EXIF orientation tag as every viewer shows it (a phone's JPEG is
+    often stored sideways with one), for an image of one's own (predict.py), whose mask must
+    match what its user sees. A dataset's frames are read as stored: the tag turns only the file
+    that carries it, so a mask drawn on a tagged frame's stored pixels would no longer fit it."""
     path = Path(path)
-    a = _to_uint8(_read_array(path), path)
+    a = _to_uint8(_read_array(path, upright), path)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # planar (C, H, W) TIFF
     if a.ndim == 2:

@@ -163,7 +163,7 @@ def draw_run(args: argparse.Namespace) -> int:
     check_folder(args.out, "--out")  # before the work, not after it
     trained, config, _ = load_run(args.run)
     initial = build_model(config)  # the run's seed: the weights its training started from
-    x = prepare(read_image(args.image), config.input_size)[None].float() / 255
+    x = prepare(read_image(args.image, upright=True), config.input_size)[None].float() / 255
     runs = {
         "initial weights": stage_outputs(initial, x, batch_statistics=True),  # as step 1 sees them
         "trained": stage_outputs(trained, x),

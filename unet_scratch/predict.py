@@ -264,7 +264,7 @@ def segment_images(
         images, kept, stop = [], [], False
         for f in chunk:
             try:
-                images.append(read_image(f))
+                images.append(read_image(f, upright=True))
                 kept.append(f)
             except UserError as e:
                 problems.append(str(e))
