@@ -1,8 +1,7 @@
 """Evaluate trained runs on the test frames: ``python evaluate.py`` (see ``--help``)."""
 
-import sys
-
+from unet_scratch.errors import exit_with
 from unet_scratch.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -1,8 +1,7 @@
 """Train the ResNet50-UNet: ``python train.py --loss jaccard`` (see ``--help``)."""
 
-import sys
-
+from unet_scratch.errors import exit_with
 from unet_scratch.train import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

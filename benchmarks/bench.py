@@ -424,7 +424,8 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
             "--batch-size",
             str(batch),
         ]
-        predict_main([*extra, str(clip), *flags])
+        if predict_main([*extra, str(clip), *flags]) == 130:  # Ctrl-C: no made-up frames/s, no next backend
+            raise KeyboardInterrupt
         fps = 200 / (time.perf_counter() - t)
         verdict = "keeps up with" if fps >= 25 else "does not keep up with"
         print(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from unet_scratch.evaluate import main as evaluate_main
 from unet_scratch.train import main as train_main
 
 from .test_evaluate import make_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -646,10 +650,16 @@ def test_paths_that_are_not_plain_writable_files_are_refused_or_written_through(
     files.check_file(tmp_path / "w" / "r.json", "--json")  # a writable folder below it passes
 
 
+def as_a_terminal() -> None:
+    """SIGINT at its default, as a terminal starts a command: a shell without job control (CI,
+    a background job) starts its children with SIGINT ignored, and Python then has no Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # a command's work, run by exit_status in a fresh interpreter, as each CLI's main runs it
 STOPPED = """
 import os, signal, sys
-from unet_scratch.errors import exit_status
+from unet_scratch.errors import exit_status, exit_with
 
 def work():
     if sys.argv[1] == "ctrl-c":
@@ -658,14 +668,35 @@ def work():
         print("line", i)
     return 0
 
-sys.exit(exit_status(work))
+exit_with(exit_status(work))
 """
 
 
-def test_ctrl_c_is_one_line_and_status_130() -> None:
-    done = subprocess.run([sys.executable, "-c", STOPPED, "ctrl-c"], capture_output=True, text=True)
-    assert done.returncode == 130
+def test_ctrl_c_is_one_line_and_ends_the_command_by_sigint() -> None:
+    """One line, no traceback, and the process ends killed by SIGINT (a shell shows 130), so a
+    script or a loop running the command stops too: an exit with status 130 would not stop it."""
+    command = [sys.executable, "-c", STOPPED, "ctrl-c"]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=as_a_terminal)
+    assert done.returncode == -signal.SIGINT
     assert done.stderr == "\ninterrupted: the files written so far are complete\n" and not done.stdout
+
+
+def test_ctrl_c_in_a_real_command(tmp_path: Path) -> None:
+    """``python -m unet_scratch.synthetic`` stopped by SIGINT while it writes frames: the same
+    line and the same end, through the command's own __main__."""
+    out = tmp_path / "frames"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unet_scratch.synthetic", str(out), "--count", "20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=as_a_terminal,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out / "Original").is_dir() or not any((out / "Original").iterdir()):  # at work
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT
+    assert err == "\ninterrupted: the files written so far are complete\n"
 
 
 def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:

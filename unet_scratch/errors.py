@@ -7,6 +7,7 @@ and the fix; only the CLIs catch it, print the line to stderr and exit with stat
 import argparse
 import difflib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -81,6 +82,22 @@ class ArgumentParser(argparse.ArgumentParser):
         return ""
 
 
+INTERRUPTED = 130  # the status of a command stopped by Ctrl-C: 128 + SIGINT
+
+
+def exit_with(status: int) -> NoReturn:
+    """``sys.exit(status)`` for a command's ``__main__``, except that a command stopped by Ctrl-C
+    (:data:`INTERRUPTED`) ends as shells expect of one: killed by SIGINT once its line is
+    printed, so that a script or loop running it stops too. A plain exit with 130 would let
+    ``for f in ...; do python predict.py ...; done`` go on to the next command."""
+    if status == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(status)
+
+
 def exit_status(run: Callable[[], int]) -> int:
     """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI
     edge). Ctrl-C is one line and status 130, and a reader that stops reading (``| head``) ends
@@ -93,7 +110,7 @@ def exit_status(run: Callable[[], int]) -> int:
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the files written so far are complete", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # Python would print a second error flushing stdout at exit: point it at /dev/null
         devnull = os.open(os.devnull, os.O_WRONLY)

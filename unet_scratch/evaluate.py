@@ -43,7 +43,7 @@ from .data import (
     select_pairs,
 )
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, MissingExtra, UserError, exit_status
+from .errors import ArgumentParser, MissingExtra, UserError, exit_status, exit_with
 from .files import atomic_write_json, check_file, check_folder
 from .inference import (
     FOCAL_TEMPERATURE,
@@ -567,4 +567,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

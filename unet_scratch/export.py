@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import atomic_write_bytes, check_file
 from .inference import TEMPERATURE_KEY, OnnxModel, checkpoint_path, load_runs
 from .runfolder import run_files
@@ -163,4 +163,4 @@ def export(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -21,7 +21,6 @@ own range. It writes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from torch import nn
 
 from .data import read_image
 from .engine import build_model
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_folder, save_figure
 from .inference import load_run, prepare
 
@@ -175,4 +174,4 @@ def draw_run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -52,7 +52,7 @@ from . import postprocess
 from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
 from .inference import (
     OnnxModel,
@@ -518,4 +518,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

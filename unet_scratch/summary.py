@@ -15,7 +15,6 @@ table and the picture follow.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_file, save_figure
 from .model import UNetResNet50
 
@@ -298,4 +297,4 @@ def summarize(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,7 +27,7 @@ import tifffile
 from PIL import Image
 
 from .data import IMAGE_DIR, MASK_DIR, VIDEO_EXTENSIONS
-from .errors import ArgumentParser, UserError, exit_status
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import atomic_write, check_folder
 
 HEIGHT, WIDTH = 288, 384  # the real frames' size
@@ -222,4 +221,4 @@ def write(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

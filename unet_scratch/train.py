@@ -37,7 +37,7 @@ from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES,
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
 from .engine import build_model, fit, pick_device
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
@@ -565,4 +565,4 @@ def train_runs(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
