@@ -279,6 +279,25 @@ def test_truncated_checkpoint_is_refused(
     assert "damaged or not a checkpoint" in err
 
 
+def test_a_checkpoint_that_cannot_be_opened_is_not_called_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No permission or a disk error: the file may be whole, so not 'retrain or restore it'."""
+    from unet_scratch import checkpoint
+    from unet_scratch.errors import UserError
+
+    (tmp_path / "best.pt").write_bytes(b"whatever")
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint.torch, "load", refused)
+    with pytest.raises(UserError) as e:
+        checkpoint.load_checkpoint(tmp_path / "best.pt")
+    want = f"cannot read {tmp_path / 'best.pt'} (Permission denied): check its permissions or the disk"
+    assert str(e.value) == want
+
+
 def test_a_text_file_named_best_pt_is_not_data_torch_save_wrote(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

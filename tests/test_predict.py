@@ -462,6 +462,16 @@ def test_a_checkpoint_file_is_a_model_too(
     assert predict("--run", str(run), "--run", str(run / "best.pt"), image, "--out", out) == 2
     assert f"{run / 'best.pt'} is given twice (also as {run})" in capsys.readouterr().err
     (tmp_path / "model.onnx").write_bytes(b"")
+    # arguments in the wrong order, or a run's other files: not "damaged, retrain it"
+    assert predict("--run", image, str(images / "d.bmp"), "--out", out) == 2
+    assert capsys.readouterr().err == f"error: {image} is an image or a video, not a model: --run takes a " \
+        "run folder or a checkpoint, and the inputs to segment come after it\n"
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    assert predict("--run", str(tmp_path / "r" / "config.json"), image, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'r' / 'config.json'} is a run's config, not its model: give the run " \
+        f"folder {tmp_path / 'r'}\n"
     onnx = tmp_path / "model.onnx"
     assert predict("--run", str(onnx), image, "--out", out) == 2
     err = capsys.readouterr().err

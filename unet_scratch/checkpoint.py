@@ -48,6 +48,8 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} does not exist: check the path or train first")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except OSError as e:  # no permission, a disk error: the file may be fine
+        raise UserError(f"cannot read {path} ({e.strerror or e}): check its permissions or the disk") from e
     except Exception as e:  # noqa: BLE001 - every failure becomes one line naming the file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
@@ -55,7 +57,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
                 f"{path} holds Python objects that safe (weights_only) loading refuses, so it "
                 "could run code: use a checkpoint written by train.py"
             ) from e
-        if not isinstance(e, RuntimeError):  # the unpickler's own: KeyError(101) for a text file
+        if isinstance(e, (pickle.UnpicklingError, KeyError, EOFError, ValueError)):  # KeyError(101): text
             reason = "not data that torch.save wrote"
         raise UserError(f"{path} is damaged or not a checkpoint ({reason}): retrain or restore it") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

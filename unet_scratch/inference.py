@@ -26,7 +26,7 @@ from torch import nn
 from . import postprocess
 from .checkpoint import load_checkpoint, load_model_state, model_weights
 from .config import TrainConfig
-from .data import resize_image
+from .data import EXTENSIONS, VIDEO_EXTENSIONS, resize_image
 from .errors import UserError
 from .report import first_given
 from .runfolder import is_run
@@ -75,6 +75,13 @@ def checkpoint_path(run: str | Path) -> Path:
                 f"{run} is a torch.export program: load it with torch.export.load, or give the run it "
                 "was exported from"
             )
+        if run.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS:  # the arguments in the wrong order
+            raise UserError(
+                f"{run} is an image or a video, not a model: --run takes a run folder or a checkpoint, "
+                "and the inputs to segment come after it"
+            )
+        if run.name in ("config.json", "metrics.csv"):
+            raise UserError(f"{run} is a run's {run.stem}, not its model: give the run folder {run.parent}")
         return run
     path = run / "best.pt"
     if not path.is_file():
