@@ -184,6 +184,10 @@ def test_predictions_are_not_written_into_a_datasets_frames_or_masks(
         assert sorted(f.name for f in (data / folder).iterdir()) == ["1.png"]
     assert predict("--run", "not-read", str(images / "e.png"), "--out", "") == 2
     assert capsys.readouterr().err == "error: --out is empty: give a folder\n"
+    (tmp_path / "link").symlink_to(data / "Original")  # the same folder through a link
+    assert predict("--run", "not-read", str(images / "e.png"), "--out", str(tmp_path / "link")) == 2
+    assert "which holds the data: choose another --out" in capsys.readouterr().err
+    assert sorted(f.name for f in (data / "Original").iterdir()) == ["1.png"]
 
 
 def test_overwriting_leaves_no_output_of_the_earlier_prediction_beside_the_new_one(
@@ -203,6 +207,11 @@ def test_overwriting_leaves_no_output_of_the_earlier_prediction_beside_the_new_o
     assert not np.asarray(Image.open(out / "e_mask.png")).any()  # P = 0.62 < 0.9: the new mask
     err = capsys.readouterr().err
     assert "note: removed e_prob.png: an earlier prediction's, which this one does not write" in err
+    # an input that cannot be read this time keeps its earlier predictions whole, its map too
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "d.bmp").write_bytes(b"not a bitmap any more")
+    assert predict("--run", str(run), str(tmp_path / "bad" / "d.bmp"), "--out", str(out), "--overwrite") == 2
+    assert (out / "d_prob.png").is_file() and "removed" not in capsys.readouterr().err
 
 
 def test_no_file_beside_the_inputs_is_ever_replaced(

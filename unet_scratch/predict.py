@@ -235,10 +235,16 @@ def problem_line(problem: str, strict: bool) -> str:
 
 
 def write_image_outputs(
-    out: Path, name: str, image: np.ndarray, prob: torch.Tensor, args: argparse.Namespace
+    out: Path,
+    name: str,
+    image: np.ndarray,
+    prob: torch.Tensor,
+    args: argparse.Namespace,
+    removed: list[Path] | None = None,
 ) -> float:
     """Write the mask, the overlay and optionally the 16-bit probability map; returns the polyp
-    area in % of the frame."""
+    area in % of the frame. With ``removed`` (a list: --overwrite away from the inputs), an
+    earlier probability map this run does not write is removed and listed there."""
     mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
     probabilities = args.probabilities
     save_png(Image.fromarray(mask.astype(np.uint8) * 255), out / f"{name}_mask.png", "--out")
@@ -246,6 +252,9 @@ def write_image_outputs(
     if probabilities:
         prob16 = (prob.numpy() * 65535).round().astype(np.uint16)
         save_png(Image.fromarray(prob16), out / f"{name}_prob.png", "--out")
+    elif removed is not None and (out / f"{name}_prob.png").is_file():
+        (out / f"{name}_prob.png").unlink()  # an earlier run's, which would disagree with the mask
+        removed.append(out / f"{name}_prob.png")
     return 100.0 * float(mask.mean())
 
 
@@ -255,9 +264,15 @@ def _chunks(items: list, n: int) -> Iterator[list]:
 
 
 def segment_images(
-    segmenter: Segmenter, files: list[Path], names: dict[Path, str], args: argparse.Namespace, say: callable
+    segmenter: Segmenter,
+    files: list[Path],
+    names: dict[Path, str],
+    args: argparse.Namespace,
+    say: callable,
+    removed: list[Path] | None = None,
 ) -> tuple[int, list[str]]:
-    """Segment the image files in batches; returns (images written, problem lines)."""
+    """Segment the image files in batches; returns (images written, problem lines).
+    ``removed``: see :func:`write_image_outputs`."""
     done, problems = 0, []
     bar = Progress(len(files), "predict")
     for chunk in _chunks(files, args.batch_size):
@@ -273,7 +288,7 @@ def segment_images(
                     stop = True
                     break
         for f, image, prob in zip(kept, images, segmenter.probabilities(images) if images else []):
-            area = write_image_outputs(Path(args.out), names[f], image, prob, args)
+            area = write_image_outputs(Path(args.out), names[f], image, prob, args, removed)
             done += 1
             height, width = image.shape[:2]
             renamed = f" -> {names[f]}_*.png" if names[f] != f.stem else ""  # another input shares its name
@@ -403,7 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision (PyTorch only)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     p.add_argument(
-        "--overwrite", action="store_true", help="write into a folder that already holds predictions"
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that already holds predictions; an input's earlier NAME_prob.png that "
+        "this run does not write is removed",
     )
     return p
 
@@ -417,8 +435,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     args.steps = mask_options(args)
-    # not into a dataset's frames or masks: its pairs would gain files that are neither
-    data = [Path(os.path.abspath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
+    # not into a dataset's frames or masks, however reached (a link): its pairs would gain files
+    data = [Path(os.path.realpath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
     out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
     files, problems, left_out = collect_inputs(args.inputs)
     names = output_names(files)
@@ -467,18 +485,17 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     images = [f for f in files if f.suffix.lower() in EXTENSIONS]
-    # an input's predictions are replaced, all of them; beside the inputs nothing is ever removed
-    if args.overwrite and not args.probabilities and not is_inputs_folder(out, files):
-        stale = [out / f"{names[f]}_prob.png" for f in images if (out / f"{names[f]}_prob.png").is_file()]
-        for path in stale:
-            path.unlink()
-        if stale:
-            say(
-                f"note: removed {_shown(stale)}: an earlier prediction's, which this one does not write "
-                "(--overwrite)",
-                err=True,
-            )
-    written, bad = segment_images(segmenter, images, names, args, say)
+    # an input's predictions are replaced, all of them, once its new ones are written (an input
+    # that fails keeps its old ones whole); beside the inputs nothing is ever removed
+    replace = args.overwrite and not args.probabilities and not is_inputs_folder(out, files)
+    removed: list[Path] | None = [] if replace else None
+    written, bad = segment_images(segmenter, images, names, args, say, removed)
+    if removed:
+        say(
+            f"note: removed {_shown(removed)}: an earlier prediction's, which this one does not write "
+            "(--overwrite)",
+            err=True,
+        )
     problems += bad
     frames = 0
     for video in (f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS):
