@@ -63,19 +63,19 @@ def test_evaluate_temperature_changes_the_soft_scores_only(
     assert row3["soft_dice"] > 1.02 * row1["soft_dice"]  # a real change, not a rounding
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_temperature_must_be_positive(
     runs: Path, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert evaluate_main(["--runs", str(runs), "--device", "cpu", "--temperature", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--temperature must be above 0" in err[0]
+    assert len(err) == 1 and "--temperature must be a number above 0" in err[0]
     image = tmp_path / "a.png"
     Image.fromarray(make_frame(1, height=64, width=64)[0]).save(image)
     run = str(runs / "all-polyp")
     assert predict_main(["--run", run, str(image), "--out", str(tmp_path / "o"), "--temperature", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--temperature must be above 0" in err[0]
+    assert len(err) == 1 and "--temperature must be a number above 0" in err[0]
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
