@@ -487,6 +487,7 @@ UNWRITABLE = [
     ("synthetic .avi clip", "synthetic", ["--count", "2"], "{dir}/c.avi", "end the name in .mp4"),
     ("synthetic frames", "synthetic", ["--count", "2"], "{file}/ds", "choose another OUT"),
     ("synthetic clip", "synthetic", ["--count", "2"], "{file}/c.mp4", "choose another OUT"),
+    ("synthetic empty", "synthetic", ["--count", "2"], "", "error: OUT is empty: give a folder"),
 ]
 
 # the first step of each command's work: reading frames, a checkpoint, drawing, generating

@@ -251,6 +251,11 @@ def test_a_checkpoint_file_exports_as_its_run(
     assert export_main(["--run", str(alone), "--format", "exported", "--out", str(alone)]) == 2
     assert f"--out {alone} would replace {alone}, which this command reads" in capsys.readouterr().err
     assert alone.read_bytes() == (run / "best.pt").read_bytes()
+    # what an output must not replace: the file read, and the run files beside it only in a run
+    from unet_scratch.runfolder import run_files
+
+    assert run_files([alone]) == [alone]  # tmp_path is no run: its best.pt may be written
+    assert run_files([run / "best.pt"])[:3] == [run / "best.pt", run / "config.json", run / "metrics.csv"]
 
 
 def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -291,15 +296,15 @@ class Constant(torch.nn.Module):
 
 @pytest.mark.parametrize("sign", [1, -1])
 def test_an_ensemble_of_sure_members_gives_finite_logits(sign: int) -> None:
-    """Members sure enough that sigmoid rounds to exactly 1 (or 0) in float32 (logits +-40 and
-    +-30): the logit of their mean probability is about +-30.7, not the -+inf of
-    logit(mean(sigmoid)), which an exported graph would hand to its caller's resize."""
-    ensemble = Ensemble([Constant(sign * 40.0), Constant(sign * 30.0)], [1.0, 1.0])
+    """Members sure enough that sigmoid rounds to exactly 1 (logits 120 and 110) or underflows to
+    0 (-120 and -110) in float32: the logit of their mean probability is about +-110.7, not the
+    +-inf of logit(mean(sigmoid)), which an exported graph would hand to its caller's resize."""
+    ensemble = Ensemble([Constant(sign * 120.0), Constant(sign * 110.0)], [1.0, 1.0])
     got = ensemble(torch.rand(2, 3, 8, 8))
     # logit(mean p) = log(mean p) - log(mean (1 - p)), each side exact in float64 through sigmoid(-z)
-    z = torch.tensor([40.0, 30.0], dtype=torch.float64) * sign
+    z = torch.tensor([120.0, 110.0], dtype=torch.float64) * sign
     want = torch.log(torch.sigmoid(z).mean()) - torch.log(torch.sigmoid(-z).mean())
-    assert torch.isfinite(got).all() and abs(want.item()) > 30
+    assert torch.isfinite(got).all() and abs(want.item()) > 110
     torch.testing.assert_close(got, torch.full_like(got, want.item()), rtol=1e-6, atol=1e-5)
 
 

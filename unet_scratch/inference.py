@@ -219,8 +219,9 @@ def add_mask_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
         "the probabilities more confident, T < 1 less (default: "
         f"{FOCAL_TEMPERATURE:g} for a run trained with the focal loss at alpha 0.75 and gamma 2, "
         "whose probabilities it calibrates; 1 for every other run; for an ONNX file, the one it "
-        "names, which the export records from its run(s), else 1); with several runs, T applies to "
-        "the mean of their probabilities, each run's own default being applied before the mean",
+        "names, which the export records from its run(s), else 1); for an ensemble (several --run of "
+        "predict.py, evaluate.py --ensemble), T applies to the mean of the runs' probabilities, each "
+        "run's own default being applied before the mean",
     )
     p.add_argument(
         "--postprocess",

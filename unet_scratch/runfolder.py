@@ -53,8 +53,10 @@ def run_files(runs: Sequence[str | Path]) -> list[Path]:
     a run folder's, or for a checkpoint file, the file and the run files beside it."""
     files = []
     for run in map(Path, runs):
-        if run.is_file():  # a checkpoint given itself: it, and the run it may be in
+        if run.is_file():  # a checkpoint given itself: it, and the files of the run it is in
             files.append(run)
+            if not is_run(run.parent):
+                continue
             run = run.parent
         files += [run / name for name in RUN_FILES]
     return files

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "out",
         help="output folder (Original/ and 'Ground Truth/' are created), or a .mp4 file: an H.264 clip "
-        "of the frames at 25 frames/s for predict.py (needs PyAV: pip install -e '.[video]')",
+        "of the frames at 25 frames/s for predict.py (needs PyAV: pip install av, the [video] extra)",
     )
     parser.add_argument("--count", type=int, default=612, help="frames 1..COUNT")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
@@ -208,7 +208,7 @@ def write(args: argparse.Namespace) -> int:
         raise UserError(f"OUT {out}: clips are written as .mp4 (H.264): end the name in .mp4")
     if out.suffix.lower() != ".mp4":
         write_dataset(
-            check_folder(out, "OUT"), range(1, args.count + 1), args.seed, compress=not args.uncompressed
+            check_folder(args.out, "OUT"), range(1, args.count + 1), args.seed, compress=not args.uncompressed
         )
         print(f"wrote {args.count} frames to {out}")
         return 0
