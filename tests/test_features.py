@@ -122,12 +122,17 @@ def test_the_initial_model_normalises_by_the_images_own_statistics(
     initial = build_model(config)  # the run's seed: the same initial weights
     plain = build_model(TrainConfig(input_size=64))  # the initial weights, without auxiliary heads
     plain.load_state_dict(initial.state_dict(), strict=False)
-    with torch.no_grad():
-        want_initial = torch.sigmoid(plain.train()(x))[0, 0]
+    with torch.no_grad():  # the statistics of the frame and its three flips
+        flips = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-2, -1)])
+        want_initial = torch.sigmoid(plain.train()(flips))[0, 0]
         want_trained = torch.sigmoid(trained.eval()(x))[0, 0]
     torch.testing.assert_close(drawn["initial weights"][1], want_initial)
     torch.testing.assert_close(drawn["trained"][1], want_trained)
     assert 0.05 < drawn["initial weights"][1].mean() < 0.95  # not saturated
+    # at 32 x 32, layer4 is 1 x 1: one frame alone would give BatchNorm one value per channel
+    small = build_model(TrainConfig(input_size=32))
+    outputs, prob = stage_outputs(small, x[..., :32, :32], batch_statistics=True)
+    assert outputs[4].shape == (2048, 1, 1) and prob.shape == (32, 32)
 
 
 def test_the_pictures_show_each_model_in_its_own_column(

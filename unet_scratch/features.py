@@ -58,9 +58,10 @@ def stage_outputs(
     model: nn.Module, x: torch.Tensor, batch_statistics: bool = False
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every stage's output ``(C, h, w)`` for ``x (1, 3, S, S)``, and the probability map ``(S, S)``;
-    BatchNorm uses its running statistics, or ``batch_statistics``: those of ``x`` (its training
-    mode, which also moves the running statistics: for a model used once). Everything else stays
-    in eval mode: no dropout or dropped paths, no deep-supervision outputs."""
+    BatchNorm uses its running statistics, or ``batch_statistics``: those of ``x`` and its three
+    flips, a batch of four (its training mode, which also moves the running statistics: for a
+    model used once); the outputs are ``x``'s. Everything else stays in eval mode: no dropout or
+    dropped paths, no deep-supervision outputs."""
     outputs: list[torch.Tensor] = []
     hooks = [
         m.register_forward_hook(lambda _m, _i, out: outputs.append(out[0].float()))
@@ -71,6 +72,8 @@ def stage_outputs(
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train(batch_statistics)
+        if batch_statistics:  # with its flips: at 32x32 the deepest map is 1x1, one value a channel
+            x = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-2, -1)])
         prob = torch.sigmoid(model(x).float())[0, 0]
     finally:
         for h in hooks:
