@@ -85,9 +85,12 @@ def export_onnx(
         )
         written = program.model.opset_imports.get("")
         if written != opset:  # the exporter writes 18 and later; older ones only by conversion
+            import onnx
+
+            newest = onnx.defs.onnx_opset_version()  # what the installed onnx knows
             raise UserError(
                 f"--opset {opset}: the exporter could not convert this model to opset {opset} (it "
-                f"stays at {written}): use --opset 18 or later"
+                f"stays at {written}): use an opset from 18 to {newest}"
             )
         program.model.metadata_props[TEMPERATURE_KEY] = repr(float(temperature))
         path = Path(tmp) / "model.onnx"
@@ -126,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or exported (torch.export)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt2)")
     p.add_argument(
-        "--opset", type=int, default=18, help="ONNX opset: 18 or later (older ones are refused when the "
-        "exporter cannot convert the model to them)"
+        "--opset", type=int, default=18, help="ONNX opset: from 18 to the newest the installed onnx "
+        "knows (others are refused when the exporter cannot convert the model to them)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
