@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet_scratch.data import describe_frames, parse_frames  # noqa: E402
+from unet_scratch.errors import INTERRUPTED, exit_with  # noqa: E402
 from unet_scratch.report import read_metrics  # noqa: E402
 from unet_scratch.train import main as train_main  # noqa: E402
 
@@ -190,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                          "--val-frames", FOLDS[fold], "--seed", str(seed), "--epochs", str(args.epochs),
                          "--out", args.out, "--name", name, "--overwrite", *extra]  # fmt: skip
                 print(f"### {name}", flush=True)
-                if train_main(flags) != 0:
+                status = train_main(flags)
+                if status == INTERRUPTED:  # Ctrl-C: the grid stops, and so does a loop running it
+                    return INTERRUPTED
+                if status != 0:
                     return 2
 
     runs = [(fold, seed) for fold in folds for seed in seeds]
@@ -234,4 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

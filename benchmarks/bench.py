@@ -424,8 +424,12 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
             "--batch-size",
             str(batch),
         ]
-        if predict_main([*extra, str(clip), *flags]) == 130:  # Ctrl-C: no made-up frames/s, no next backend
+        status = predict_main([*extra, str(clip), *flags])
+        if status == 130:  # Ctrl-C: no next backend
             raise KeyboardInterrupt
+        if status != 0:  # no frames/s of a run that failed
+            print(f"video, predict.py end to end ({label}): failed (status {status}), see above")
+            continue
         fps = 200 / (time.perf_counter() - t)
         verdict = "keeps up with" if fps >= 25 else "does not keep up with"
         print(

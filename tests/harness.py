@@ -27,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet_scratch import checkpoint  # noqa: E402
+from unet_scratch.errors import exit_with  # noqa: E402
 from unet_scratch.train import main  # noqa: E402
 
 
@@ -71,4 +72,4 @@ if __name__ == "__main__":
     if "--die-in-write" in hooks:
         name, epoch = hooks[hooks.index("--die-in-write") + 1].split("@")
         die_in_write(name, int(epoch))
-    sys.exit(main(train_args))
+    exit_with(main(train_args))

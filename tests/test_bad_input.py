@@ -24,8 +24,6 @@ from unet_scratch.train import main as train_main
 
 from .test_evaluate import make_run
 
-ROOT = Path(__file__).resolve().parents[1]
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--train-frames",
@@ -707,14 +705,19 @@ def test_ctrl_c_in_a_real_command(tmp_path: Path) -> None:
     out = tmp_path / "frames"
     proc = subprocess.Popen(
         [sys.executable, "-m", "unet_scratch.synthetic", str(out), "--count", "20000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=as_a_terminal,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=as_a_terminal,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not (out / "Original").is_dir() or not any((out / "Original").iterdir()):  # at work
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "Original").is_dir() or not any((out / "Original").iterdir()):  # at work
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never leave 20,000 frames being written behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGINT
     assert err == "\ninterrupted: the files written so far are complete\n"
 
@@ -729,3 +732,50 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
     err = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=60) == 141 and err == b""
+
+
+def test_ctrl_c_in_a_pipeline_whose_reader_dies_too(tmp_path: Path) -> None:
+    """``python train.py ... | tee log`` and Ctrl-C: the reader dies of the same SIGINT, so the
+    command's last flush of stdout meets a closed pipe; it still ends by SIGINT, without
+    "Exception ignored" and status 120."""
+    code = (
+        "import sys, time\n"
+        "from unet_scratch.errors import exit_status, exit_with\n"
+        "def work():\n"
+        "    print('a line still in the buffer')\n"
+        "    open(sys.argv[1], 'w').close()\n"
+        "    time.sleep(60)\n"
+        "    return 0\n"
+        "exit_with(exit_status(work))\n"
+    )
+    ready = tmp_path / "ready"
+    # stdout buffered, as Python has it on a pipe unless PYTHONUNBUFFERED is set
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=REPO, env=buffered, start_new_session=True, preexec_fn=as_a_terminal,
+    )  # fmt: skip
+
+    reader = subprocess.Popen(
+        ["cat"], stdin=writer.stdout, stdout=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=as_a_terminal,
+    )  # fmt: skip
+    writer.stdout.close()  # the reader holds the pipe's only read end
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.05)
+        # what a terminal sends the whole pipeline; the reader's end first, so that the writer's
+        # last flush surely meets a closed pipe
+        os.killpg(reader.pid, signal.SIGINT)
+        assert reader.wait(timeout=60) == -signal.SIGINT
+        os.killpg(writer.pid, signal.SIGINT)
+        err = writer.stderr.read().decode()
+        assert writer.wait(timeout=60) == -signal.SIGINT
+        assert err == "\ninterrupted: the files written so far are complete\n"
+    finally:
+        for proc in (writer, reader):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

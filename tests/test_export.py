@@ -254,8 +254,13 @@ def test_a_checkpoint_file_exports_as_its_run(
     # what an output must not replace: the file read, and the run files beside it only in a run
     from unet_scratch.runfolder import run_files
 
+    (tmp_path / "best.pt").write_bytes(b"an earlier download")  # a best.pt alone makes no run
     assert run_files([alone]) == [alone]  # tmp_path is no run: its best.pt may be written
-    assert run_files([run / "best.pt"])[:3] == [run / "best.pt", run / "config.json", run / "metrics.csv"]
+    ran = tmp_path / "ran"  # a run folder as train.py leaves it: config.json is written first
+    ran.mkdir()
+    (ran / "config.json").write_text("{}")
+    (ran / "best.pt").write_bytes(alone.read_bytes())
+    assert run_files([ran / "best.pt"])[:3] == [ran / "best.pt", ran / "config.json", ran / "metrics.csv"]
 
 
 def test_runs_exported_as_one_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

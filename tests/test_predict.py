@@ -472,6 +472,9 @@ def test_a_checkpoint_file_is_a_model_too(
     assert f"{run / 'best.pt'} is given twice (also as {run})" in capsys.readouterr().err
     (tmp_path / "model.onnx").write_bytes(b"")
     # arguments in the wrong order, or a run's other files: not "damaged, retrain it"
+    assert predict("--run", str(images), image, "--out", out) == 2
+    assert capsys.readouterr().err == f"error: {images} holds images, not a model: --run takes a " \
+        "run folder or a checkpoint, and the inputs to segment come after it\n"
     assert predict("--run", image, str(images / "d.bmp"), "--out", out) == 2
     assert capsys.readouterr().err == f"error: {image} is an image or a video, not a model: --run takes a " \
         "run folder or a checkpoint, and the inputs to segment come after it\n"

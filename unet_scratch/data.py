@@ -211,7 +211,8 @@ def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     ``upright``: turned by its EXIF orientation tag as every viewer shows it (a phone's JPEG is
     often stored sideways with one), for an image of one's own (predict.py), whose mask must
     match what its user sees. A dataset's frames are read as stored: the tag turns only the file
-    that carries it, so a mask drawn on a tagged frame's stored pixels would no longer fit it."""
+    that carries it, so a mask drawn on a tagged frame's stored pixels would no longer fit it.
+    TIFFs (read by tifffile) are always read as stored."""
     path = Path(path)
     a = _to_uint8(_read_array(path, upright), path)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):

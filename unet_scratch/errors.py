@@ -91,8 +91,11 @@ def exit_with(status: int) -> NoReturn:
     printed, so that a script or loop running it stops too. A plain exit with 130 would let
     ``for f in ...; do python predict.py ...; done`` go on to the next command."""
     if status == INTERRUPTED:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # `train.py | tee log`: the reader died of the same Ctrl-C
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     sys.exit(status)

@@ -88,6 +88,11 @@ def checkpoint_path(run: str | Path) -> Path:
         held = sorted(d.name for d in run.iterdir() if (d / "best.pt").is_file())
         if held:  # the folder train.py --out wrote the runs into
             raise UserError(f"{run} has no best.pt but holds runs: give one, e.g. {run / held[0]}")
+        if any(f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS for f in run.iterdir()):  # swapped
+            raise UserError(
+                f"{run} holds images, not a model: --run takes a run folder or a checkpoint, and the "
+                "inputs to segment come after it"
+            )
         raise UserError(f"{run} has no best.pt: train it first (python train.py), or pick another run")
     return path
 

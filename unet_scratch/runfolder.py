@@ -55,7 +55,7 @@ def run_files(runs: Sequence[str | Path]) -> list[Path]:
     for run in map(Path, runs):
         if run.is_file():  # a checkpoint given itself: it, and the files of the run it is in
             files.append(run)
-            if not is_run(run.parent):
+            if not (run.parent / "config.json").is_file():  # what train.py writes first in a run
                 continue
             run = run.parent
         files += [run / name for name in RUN_FILES]
