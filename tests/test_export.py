@@ -358,6 +358,11 @@ def test_a_file_onnx_runtime_cannot_load_gets_the_fix(
         err = capsys.readouterr().err
         assert err.startswith(f"error: {model} is not a model ONNX Runtime can load (") and fix in err, err
         assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    for flag in (["--device", "cuda"], ["--amp", "bf16"]):  # what ONNX Runtime does not do here
+        assert predict_main(["--onnx", str(tmp_path / "damaged.onnx"), str(image), *flag]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {' '.join(flag)} applies to --run (PyTorch): --onnx runs on ONNX " \
+            "Runtime's CPU provider in fp32; drop it, or give the run with --run\n"
     assert predict_main(["--onnx", str(run), str(image), "--out", str(tmp_path / "o")]) == 2  # a run folder
     assert capsys.readouterr().err == (
         f"error: {run} is a folder: --onnx takes an exported .onnx file; a run folder goes with --run\n"

@@ -484,6 +484,9 @@ def test_a_checkpoint_file_is_a_model_too(
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'r' / 'config.json'} is a run's config, not its model: give the run " \
         f"folder {tmp_path / 'r'}\n"
+    gone = tmp_path / "downloads" / "model.pt"  # a checkpoint, not a run folder, that is not there
+    assert predict("--run", str(gone), image, "--out", out) == 2
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {gone} does not exist: ")
     onnx = tmp_path / "model.onnx"
     assert predict("--run", str(onnx), image, "--out", out) == 2
     err = capsys.readouterr().err
@@ -527,6 +530,22 @@ def test_video_gives_an_overlay_video_and_a_csv(
         for r in rows
     )
     assert "8 video frames" in capsys.readouterr().out
+
+
+def test_probability_maps_are_for_images_and_a_video_says_so(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip)
+    maps = ["--run", str(run), "--probabilities", "--out"]
+    assert predict(*maps, str(tmp_path / "o"), str(clip), str(images / "e.png")) == 0
+    err = capsys.readouterr().err
+    assert "note: --probabilities writes maps for images; a video's CSV has each frame's largest" in err
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [
+        "clip_frames.csv", "clip_overlay.mp4", "e_mask.png", "e_overlay.png", "e_prob.png"
+    ]  # fmt: skip
+    assert predict(*maps, str(tmp_path / "p"), str(images / "e.png")) == 0
+    assert "note" not in capsys.readouterr().err  # images alone: nothing to say
 
 
 def test_frames_without_timestamps_are_timed_by_their_place_in_the_stream(

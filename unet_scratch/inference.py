@@ -66,7 +66,8 @@ def checkpoint_path(run: str | Path) -> Path:
         held = ", ".join(sorted(f.name for f in run.parent.glob("*.pt"))) or "no checkpoint yet"
         raise UserError(f"{run} does not exist: {run.parent} holds {held}")
     if not run.exists():
-        raise UserError(f"run folder {run} does not exist: {runs_near(run)}")
+        what = "checkpoint" if run.suffix.lower() in (".pt", ".pth") else "run folder"
+        raise UserError(f"{what} {run} does not exist: {runs_near(run)}")
     if not run.is_dir():
         if run.suffix.lower() == ".onnx":
             raise UserError(f"{run} is an exported ONNX model: give it as --onnx {run} (predict.py)")

@@ -414,8 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tta", action="store_true", help="average the probabilities of the 4 flip variants")
     p.add_argument("--batch-size", type=int, default=8, help="images (or video frames) per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (PyTorch only)")
-    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision (PyTorch only)")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (--run only; --onnx runs on the CPU)"
+    )
+    p.add_argument(
+        "--amp", default="auto", choices=AMP_MODES, help="mixed precision (--run only; --onnx runs in fp32)"
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     p.add_argument(
         "--overwrite",
@@ -434,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # asked for, and not to be had: ONNX Runtime runs here on its CPU provider, in fp32
+    if args.onnx and (args.device not in ("auto", "cpu") or args.amp not in ("auto", "off")):
+        given = f"--device {args.device}" if args.device not in ("auto", "cpu") else f"--amp {args.amp}"
+        raise UserError(
+            f"{given} applies to --run (PyTorch): --onnx runs on ONNX Runtime's CPU provider in fp32; "
+            "drop it, or give the run with --run"
+        )
     args.steps = mask_options(args)
     # not into a dataset's frames or masks, however reached (a link): its pairs would gain files
     data = [Path(os.path.realpath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
@@ -485,6 +496,12 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     images = [f for f in files if f.suffix.lower() in EXTENSIONS]
+    if args.probabilities and len(images) < len(files):
+        say(
+            "note: --probabilities writes maps for images; a video's CSV has each frame's largest "
+            "probability instead",
+            err=True,
+        )
     # an input's predictions are replaced, all of them, once its new ones are written (an input
     # that fails keeps its old ones whole); beside the inputs nothing is ever removed
     replace = args.overwrite and not args.probabilities and not is_inputs_folder(out, files)
