@@ -19,7 +19,7 @@ from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
 from unet_scratch.errors import UserError
 from unet_scratch.inference import runs_near
-from unet_scratch.predict import Segmenter, main, output_names
+from unet_scratch.predict import Segmenter, is_gray, main, output_names
 from unet_scratch.report import PRED_COLOUR, outline_overlay
 from unet_scratch.synthetic import make_frame, write_video
 
@@ -100,7 +100,9 @@ def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
         with Image.open(out / f"{stem}_prob.png") as prob:
             assert prob.mode == "I;16" and prob.size == (w, h)
             assert np.abs(np.asarray(prob).astype(np.int64) - round(P * 65535)).max() <= 1
-        assert f"{name}: {w}x{h}, polyp 100.0 % of the frame, max p 0.62\n" in captured.out  # not renamed
+        # not renamed; e.png alone is grayscale, which the line says
+        gray = "; grayscale: the model was trained on colour frames" if name == "e.png" else ""
+        assert f"{name}: {w}x{h}, polyp 100.0 % of the frame, max p 0.62{gray}\n" in captured.out
     assert not list(out.glob("z_broken*")) and not list(out.glob("notes*"))
     assert "5 images in" in captured.out and "1 input skipped" in captured.out
 
@@ -302,6 +304,15 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     assert predict("--run", "not-read", str(a), str(b), "--out", str(b), "--overwrite") == 2
     assert "holds b_mask.png, which b.png's prediction would replace" in capsys.readouterr().err
     assert (b / "b_mask.png").read_bytes() == (images / "e.png").read_bytes()
+
+
+def test_grayscale_is_three_equal_channels() -> None:
+    image = np.zeros((2, 3, 3), np.uint8)
+    assert is_gray(image)
+    image[..., 2] = 9  # red and green alike, blue not: a colour image
+    assert not is_gray(image)
+    image[..., 2], image[..., 0] = 0, 9  # green and blue alike, red not
+    assert not is_gray(image)
 
 
 def test_three_inputs_of_one_name_get_three_outputs() -> None:

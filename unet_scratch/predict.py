@@ -234,6 +234,11 @@ def problem_line(problem: str, strict: bool) -> str:
     return f"error: {problem} ({'stopped: --strict' if strict else 'skipped'})"
 
 
+def is_gray(image: np.ndarray) -> bool:
+    """Whether ``image (H, W, 3)`` has no colour: its three channels equal everywhere."""
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
 def write_image_outputs(
     out: Path,
     name: str,
@@ -293,7 +298,9 @@ def segment_images(
             height, width = image.shape[:2]
             renamed = f" -> {names[f]}_*.png" if names[f] != f.stem else ""  # another input shares its name
             peak = float(prob.max())
-            say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {peak:.2f}{renamed}")
+            # read as three equal channels: the model learnt from colour, where a polyp is redder
+            gray = "; grayscale: the model was trained on colour frames" if is_gray(image) else ""
+            say(f"{f}: {width}x{height}, polyp {area:.1f} % of the frame, max p {peak:.2f}{gray}{renamed}")
             bar.update(done + len(problems), done)
         if stop:
             break
