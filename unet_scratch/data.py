@@ -35,6 +35,7 @@ IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
+MEDIA_EXTENSIONS = EXTENSIONS + VIDEO_EXTENSIONS  # images and videos: what predict.py reads
 CACHE_VERSION = 2  # 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them)
 DATASET_URL = "https://polyp.grand-challenge.org/CVCClinicDB/"
 

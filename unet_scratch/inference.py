@@ -26,7 +26,7 @@ from torch import nn
 from . import postprocess
 from .checkpoint import load_checkpoint, load_model_state, model_weights
 from .config import TrainConfig
-from .data import EXTENSIONS, VIDEO_EXTENSIONS, resize_image
+from .data import MEDIA_EXTENSIONS, resize_image
 from .errors import UserError
 from .report import first_given
 from .runfolder import is_run
@@ -62,21 +62,22 @@ def checkpoint_path(run: str | Path) -> Path:
     a path that does not exist (the runs nearby, :func:`runs_near`), a folder without
     ``best.pt``, and an exported model, which is not a checkpoint."""
     run = Path(run)
+    suffix = run.suffix.lower()
     if not run.exists() and is_run(run.parent):  # a misspelt checkpoint: the ones there are
         held = ", ".join(sorted(f.name for f in run.parent.glob("*.pt"))) or "no checkpoint yet"
         raise UserError(f"{run} does not exist: {run.parent} holds {held}")
     if not run.exists():
-        what = "checkpoint" if run.suffix.lower() in (".pt", ".pth") else "run folder"
+        what = "checkpoint" if suffix in (".pt", ".pth") else "run folder"
         raise UserError(f"{what} {run} does not exist: {runs_near(run)}")
     if not run.is_dir():
-        if run.suffix.lower() == ".onnx":
+        if suffix == ".onnx":
             raise UserError(f"{run} is an exported ONNX model: give it as --onnx {run} (predict.py)")
-        if run.suffix.lower() == ".pt2":
+        if suffix == ".pt2":
             raise UserError(
                 f"{run} is a torch.export program: load it with torch.export.load, or give the run it "
                 "was exported from"
             )
-        if run.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS:  # the arguments in the wrong order
+        if suffix in MEDIA_EXTENSIONS:  # the arguments in the wrong order
             raise UserError(
                 f"{run} is an image or a video, not a model: --run takes a run folder or a checkpoint, "
                 "and the inputs to segment come after it"
@@ -89,7 +90,7 @@ def checkpoint_path(run: str | Path) -> Path:
         held = sorted(d.name for d in run.iterdir() if (d / "best.pt").is_file())
         if held:  # the folder train.py --out wrote the runs into
             raise UserError(f"{run} has no best.pt but holds runs: give one, e.g. {run / held[0]}")
-        if any(f.suffix.lower() in EXTENSIONS + VIDEO_EXTENSIONS for f in run.iterdir()):  # swapped
+        if any(f.suffix.lower() in MEDIA_EXTENSIONS for f in run.iterdir()):  # swapped
             raise UserError(
                 f"{run} holds images, not a model: --run takes a run folder or a checkpoint, and the "
                 "inputs to segment come after it"

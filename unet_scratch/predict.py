@@ -50,7 +50,7 @@ from PIL import Image
 
 from . import postprocess
 from .config import AMP_MODES
-from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, VIDEO_EXTENSIONS, read_image
+from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
@@ -160,9 +160,11 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
     for p in map(Path, paths):
         if p.is_dir():
             # not hidden files: macOS's ._1.png beside 1.png is metadata, not an image
-            kinds = EXTENSIONS + VIDEO_EXTENSIONS
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in kinds)
-            found = [f for f in found if not f.name.startswith(".")]
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS and not f.name.startswith(".")
+            )
             if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
@@ -174,8 +176,8 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
                     outputs.setdefault(key, f)
         elif not p.exists():
             problems.append(f"{p} does not exist: check the path")
-        elif p.suffix.lower() not in EXTENSIONS + VIDEO_EXTENSIONS:
-            problems.append(f"{p}: not an image or video ({', '.join(EXTENSIONS + VIDEO_EXTENSIONS)})")
+        elif p.suffix.lower() not in MEDIA_EXTENSIONS:
+            problems.append(f"{p}: not an image or video ({', '.join(MEDIA_EXTENSIONS)})")
         else:
             add(p)
     return files, problems, [f for key, f in outputs.items() if key not in seen]
