@@ -296,6 +296,10 @@ def train_one_epoch(
 # ----------------------------------------------------------------------------- prediction, validation
 
 
+# the four flip variants of a batch (B, C, H, W), as the dims to flip: none, left-right, up-down, both
+FLIPS = ((), (-1,), (-2,), (-1, -2))
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -314,7 +318,7 @@ def predict(
     weight = next(model.parameters(), None)  # an ONNX Runtime model (inference.py) has none
     device = weight.device if weight is not None else torch.device("cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    flips = [(), (-1,), (-2,), (-1, -2)] if tta else [()]
+    flips = FLIPS if tta else ((),)
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device).float().div_(255)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .data import read_image
-from .engine import build_model
+from .engine import FLIPS, build_model
 from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_folder, save_figure
 from .inference import load_run, prepare
@@ -73,7 +73,7 @@ def stage_outputs(
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train(batch_statistics)
         if batch_statistics:  # with its flips: at 32x32 the deepest map is 1x1, one value a channel
-            x = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-2, -1)])
+            x = torch.cat([x.flip(dims) if dims else x for dims in FLIPS])
         prob = torch.sigmoid(model(x).float())[0, 0]
     finally:
         for h in hooks:
