@@ -85,6 +85,12 @@ class ArgumentParser(argparse.ArgumentParser):
 INTERRUPTED = 130  # the status of a command stopped by Ctrl-C: 128 + SIGINT
 
 
+def _to_devnull(stream: object) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: its reader is gone, and the flush Python
+    does at exit would otherwise print a second error."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def exit_with(status: int) -> NoReturn:
     """``sys.exit(status)`` for a command's ``__main__``, except that a command stopped by Ctrl-C
     (:data:`INTERRUPTED`) ends as shells expect of one: killed by SIGINT once its line is
@@ -95,7 +101,7 @@ def exit_with(status: int) -> NoReturn:
             try:
                 stream.flush()
             except (OSError, ValueError):  # `train.py | tee log`: the reader died of the same Ctrl-C
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+                _to_devnull(stream)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     sys.exit(status)
@@ -115,7 +121,5 @@ def exit_status(run: Callable[[], int]) -> int:
         print("\ninterrupted: the files written so far are complete", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
-        # Python would print a second error flushing stdout at exit: point it at /dev/null
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _to_devnull(sys.stdout)
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it

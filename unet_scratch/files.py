@@ -56,14 +56,19 @@ def _keep_out(folder: Path, named: Path, flag: str, keep_out: Iterable[str | Pat
             )
 
 
+def _given(path: str | Path, flag: str, what: str) -> Path:
+    """``path`` as a Path; an empty one is refused rather than read as ``Path("")``, which is "."."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: give {what}")
+    return Path(path)
+
+
 def check_folder(path: str | Path, flag: str, keep_out: Iterable[str | Path] = ()) -> Path:
     """Raise :class:`UserError` unless ``path`` is a folder or can be made one (``flag``: the
     option that named it, for the fix), and none of the folders ``keep_out``. Makes nothing:
     call it before the work, so that a bad output path stops a command at its start rather
     than after minutes of it."""
-    if not str(path).strip():  # Path("") is "."
-        raise UserError(f"{flag} is empty: give a folder")
-    path = Path(path)
+    path = _given(path, flag, "a folder")
     _check_parents(path, path, flag)
     _keep_out(path, path, flag, keep_out)
     return path
@@ -82,9 +87,7 @@ def check_file(
     would replace a frame, ``.../999.tif`` add one without a mask), and none of ``inputs``, the
     files the command reads (through a link too: ``--json runs/dice/best.pt`` would replace the
     trained model); ``figure``: also a suffix matplotlib can draw. Writes nothing."""
-    if not str(path).strip():  # Path("") is "."
-        raise UserError(f"{flag} is empty: give a file name")
-    path = Path(path)
+    path = _given(path, flag, "a file name")
     _check_parents(path.parent, path, flag)  # first: then the folder holding path can be looked into
     _keep_out(path.parent, path, flag, keep_out)
     if path.is_dir():
