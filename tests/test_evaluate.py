@@ -772,6 +772,9 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     assert main([str(runs / "a" / "best.pt"), "--test-frames", "9-12"]) == 2  # a checkpoint: its folder
     assert capsys.readouterr().err == f"error: {runs / 'a' / 'best.pt'} is a file: give the run's folder " \
         f"({runs / 'a'}), not its checkpoint\n"
+    assert main(["--runs", str(runs / "a" / "best.pt"), "--test-frames", "9-12"]) == 2  # not "does not exist"
+    assert capsys.readouterr().err == f"error: {runs / 'a' / 'best.pt'} is a file: give the run's folder " \
+        f"({runs / 'a'}), not its checkpoint\n"
     (tmp_path / "model.onnx").write_bytes(b"")  # a file beside no run: no run folder to offer
     assert main([str(tmp_path / "model.onnx"), "--test-frames", "9-12"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'model.onnx'} is a file, not a run folder: " \

@@ -101,6 +101,8 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
             check_run_folder(Path(p))
         return each_once([Path(p) for p in paths])
     root = Path(runs_root)
+    if root.exists():  # a checkpoint or another file: named as such, with its run's folder
+        check_run_folder(root)
     if not root.is_dir():
         raise UserError(f"--runs {root} does not exist: train first (python train.py) or pass --runs DIR")
     if is_run(root):
