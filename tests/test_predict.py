@@ -265,6 +265,18 @@ def test_a_photo_stored_sideways_is_segmented_upright(run: Path, tmp_path: Path)
     assert np.abs(overlay - upright).mean() < np.abs(overlay - np.rot90(stored, k=1).astype(int)).mean()
 
 
+def test_a_webp_image_is_read_like_its_png(run: Path, tmp_path: Path) -> None:
+    """WebP, the format browsers save, is an input: a lossless WebP gets the mask its PNG gets."""
+    rgb = make_frame(3, height=90, width=120)[0]
+    folder = tmp_path / "web"
+    folder.mkdir()
+    Image.fromarray(rgb).save(folder / "a.png")
+    Image.fromarray(rgb).save(folder / "b.webp", lossless=True)
+    assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o")) == 0  # picked from a folder
+    mask_png = np.asarray(Image.open(tmp_path / "o" / "a_mask.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "b_mask.png")), mask_png)
+
+
 def test_hidden_files_in_a_folder_are_not_inputs(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,7 +2,7 @@
 
 Layout::
 
-    ROOT/Original/N.tif        RGB frame (tif, png, jpg or bmp), N = integer frame number
+    ROOT/Original/N.tif        RGB frame (tif, png, jpg, bmp or webp), N = integer frame number
     ROOT/Ground Truth/N.tif    its mask, same N
 
 The published frames are RGB TIFFs tagged MinIsBlack with 3 samples per pixel, which Pillow
@@ -33,7 +33,7 @@ from .errors import UserError
 
 IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
-EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # what predict.py reads as video (PyAV)
 MEDIA_EXTENSIONS = EXTENSIONS + VIDEO_EXTENSIONS  # images and videos: what predict.py reads
 CACHE_VERSION = 2  # 2: 16-bit pixels rounded to the nearest 8-bit level (1 truncated them)

@@ -151,7 +151,7 @@ def draw(
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m unet_scratch.features", description=__doc__.splitlines()[0])
-    p.add_argument("image", help="an image file (.tif, .png, .jpg, .bmp)")
+    p.add_argument("image", help="an image file (.tif, .png, .jpg, .bmp, .webp)")
     p.add_argument(
         "--run", required=True, help="a run folder (its best.pt is the trained model) or a checkpoint file"
     )

@@ -6,7 +6,7 @@
     python predict.py --run runs-s47/combined --run runs-s48/combined frames/     # an ensemble
 
 Every image (``.tif``/``.tiff`` including the MinIsBlack-tagged RGB TIFFs of CVC-ClinicDB,
-``.png``, ``.jpg``, ``.bmp``; any size, any name) is prepared exactly as in training (bicubic
+``.png``, ``.jpg``, ``.bmp``, ``.webp``; any size, any name) is prepared exactly as in training (bicubic
 resize to the run's input size; the run's input normalisation is inside the model), and the
 model's probabilities are resized back to the image's own height and width before thresholding
 (inference.py). For ``NAME.ext`` it writes:
@@ -482,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "nothing to segment: every input was skipped (named above)"
             if problems
-            else "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.mp4"
+            else "no image or video files to segment: name files or folders of .tif/.png/.jpg/.bmp/.webp/.mp4"
         )
     segmenter = Segmenter(
         args.run, args.onnx, args.device, args.amp, args.tta, args.batch_size, args.temperature
