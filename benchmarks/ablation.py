@@ -78,6 +78,7 @@ RECIPES = {
     "sgd02": ["--preset", "tuned", "--optimizer", "sgd", "--lr", "0.02"],
     "sgd10": ["--preset", "tuned", "--optimizer", "sgd", "--lr", "0.1"],
     "fp32": ["--preset", "tuned", "--amp", "off"],
+    "beta2-099": ["--preset", "tuned", "--adam-beta2", "0.99"],
 }  # fmt: skip
 
 

@@ -38,13 +38,15 @@ def test_settings_reach_model_loss_and_optimiser() -> None:
     assert isinstance(loss_for(TrainConfig(deep_supervision=True)), DeepSupervisionLoss)
     assert isinstance(loss_for(TrainConfig(loss="dice")), DiceLoss)
     for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
-        opt = build_optimizer(
-            torch.nn.Linear(2, 2), TrainConfig(optimizer=name, lr=3e-3, weight_decay=0.05), CPU
-        )
+        beta2 = 0.999 if name == "sgd" else 0.95
+        config = TrainConfig(optimizer=name, lr=3e-3, weight_decay=0.05, adam_beta2=beta2)
+        opt = build_optimizer(torch.nn.Linear(2, 2), config, CPU)
         assert type(opt) is cls and opt.param_groups[0]["lr"] == 3e-3
         assert opt.param_groups[0]["weight_decay"] == 0.05
         if name == "sgd":
             assert opt.param_groups[0]["momentum"] == 0.9  # README: sgd (momentum 0.9)
+        else:
+            assert opt.param_groups[0]["betas"] == (0.9, 0.95)
 
 
 def test_loss_settings_reach_every_term() -> None:

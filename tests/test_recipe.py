@@ -167,6 +167,8 @@ def test_focal_alpha_per_loss() -> None:
         ({"head_prior": -0.1}, "--head-prior"),
         ({"lr": 0.0}, "--lr"),
         ({"weight_decay": -1e-4}, "--weight-decay"),
+        ({"adam_beta2": 1.0}, "--adam-beta2"),
+        ({"optimizer": "sgd", "adam_beta2": 0.99}, "--adam-beta2"),
         ({"checkpoint_every": 0}, "--checkpoint-every"),
         ({"focal_alpha": -0.1}, "--focal-alpha"),
         ({"smooth": -1.0}, "--smooth"),
@@ -210,6 +212,8 @@ def test_reference_preset_is_the_reports_recipe() -> None:
         "constant",
         0.0,
     )
+    assert c.adam_beta2 == 0.999  # torch's default, which the report's Adam used
+    assert configs_from_args(parse_args(["--adam-beta2", "0.95"]))[0].adam_beta2 == 0.95
     assert (c.augment, c.ema, c.loss_reduction, c.smooth) == ("flips", 0.0, "batch", 1.0)
     assert (c.focal_alpha, c.combined_focal_alpha, c.focal_gamma) == (0.2, 0.2, 2.0)
     assert (c.epochs, c.batch_size, c.input_size, c.seed) == (20, 8, 128, 47)

@@ -32,7 +32,7 @@ KEEP = ("all", "best")
 # epoch on frames 364-428 after training on 1-363
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {
-        "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant",
+        "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "adam_beta2": 0.999, "schedule": "constant",
         "warmup_epochs": 0.0, "augment": "flips", "grad_clip": 0.0, "ema": 0.0,
         "zero_init_residual": False, "normalization": "none", "loss_reduction": "batch", "smooth": 1.0,
         "skips": "all", "drop_path": 0.0, "head_dropout": 0.0, "deep_supervision": False,
@@ -67,6 +67,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    # Adam's decay of its squared-gradient average: it remembers about 1 / (1 - beta2) steps
+    adam_beta2: float = 0.999
     schedule: str = "cosine"  # linear warm-up, then cosine decay to 0; or "constant"
     warmup_epochs: float = 1.0
     augment: str = "flips,rot90,affine,color"  # comma list of augment.AUGMENTATIONS, or "none"
@@ -121,6 +123,11 @@ class TrainConfig:
                 f"process may use, got {self.threads}",
             ),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.adam_beta2 < 1, f"--adam-beta2 must be in [0, 1), got {self.adam_beta2}"),
+            (
+                self.optimizer != "sgd" or self.adam_beta2 == TrainConfig.adam_beta2,
+                "--adam-beta2 applies to --optimizer adam and adamw, not sgd",
+            ),
             (self.smooth >= 0, f"--smooth must be >= 0, got {self.smooth}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),

@@ -138,7 +138,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     # fused=True updates all parameters in one kernel instead of a loop of small ops
     fused = device.type in ("cuda", "cpu")
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    betas = (0.9, config.adam_beta2)
+    return cls(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay, fused=fused)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument(
+        "--adam-beta2",
+        type=float,
+        default=d.adam_beta2,
+        help="Adam/AdamW decay of the squared-gradient average (remembers ~1/(1 - B) steps)",
+    )
+    p.add_argument(
         "--schedule",
         default=d.schedule,
         choices=SCHEDULES,
