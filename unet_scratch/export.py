@@ -27,7 +27,8 @@ are tempered inside.
   ``[export]`` extra (onnx, onnxscript; onnxruntime to check it). After writing, the file is run
   by ONNX Runtime on a random batch and compared with PyTorch: the largest difference is printed.
 - ``exported``: a ``torch.export`` program (``torch.export.load(FILE).module()`` gives a module
-  that needs only torch, not this package).
+  that needs only torch, not this package; traced in inference mode, it is called as it is:
+  torch refuses ``.eval()`` and ``.train()`` on it).
 """
 
 from __future__ import annotations
