@@ -46,11 +46,17 @@ def runs_near(missing: Path) -> str:
 def check_run_folder(run_dir: Path) -> None:
     """Raise :class:`UserError` unless ``run_dir`` is a folder: one that does not exist (a symlink
     loop too) names the runs nearby (:func:`runs_near`); a file such as ``runs/dice/best.pt``
-    names its run's folder, where the config and history live, when it is in one."""
+    names its run's folder, where the config and history live, when it is in one, and a
+    checkpoint on its own how to make it one."""
     if not run_dir.exists():
         raise UserError(f"run folder {run_dir} does not exist: {runs_near(run_dir)}")
     if not run_dir.is_dir() and is_run(run_dir.parent):
         raise UserError(f"{run_dir} is a file: give the run's folder ({run_dir.parent}), not its checkpoint")
+    if not run_dir.is_dir() and run_dir.suffix.lower() in (".pt", ".pth"):  # a checkpoint handed on alone
+        raise UserError(
+            f"{run_dir} is a checkpoint, not a run folder: put it in a folder of its own as best.pt "
+            f"(mkdir NAME && cp {run_dir} NAME/best.pt) and give NAME"
+        )
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run folder: give a folder train.py wrote (with best.pt)")
 
