@@ -407,6 +407,14 @@ def test_encoder_weights_from_a_torchvision_file(
     "edit, expected",
     [
         (lambda s: s.pop("layer4.2.bn3.running_var"), "1 missing (layer4.2.bn3.running_var)"),
+        (  # three: all named
+            lambda s: [s.pop(f"layer4.2.bn3.{k}") for k in ("weight", "bias", "running_mean")],
+            "3 missing (layer4.2.bn3.weight, layer4.2.bn3.bias, layer4.2.bn3.running_mean):",
+        ),
+        (  # more than three: the first three named, then ", ..." (errors.listed)
+            lambda s: [s.pop(f"layer4.2.bn3.{k}") for k in ("weight", "bias", "running_mean", "running_var")],
+            "4 missing (layer4.2.bn3.weight, layer4.2.bn3.bias, layer4.2.bn3.running_mean, ...)",
+        ),
         (
             lambda s: s.update({"layer5.0.conv1.weight": torch.zeros(1)}),
             "1 unexpected (layer5.0.conv1.weight)",
@@ -416,7 +424,7 @@ def test_encoder_weights_from_a_torchvision_file(
             "conv1.weight (64, 1, 7, 7) vs (64, 3, 7, 7)",
         ),
     ],
-    ids=["missing", "unexpected", "shape"],
+    ids=["missing", "three-missing", "four-missing", "unexpected", "shape"],
 )
 def test_encoder_weights_that_do_not_fit_are_listed(
     tmp_path: Path,

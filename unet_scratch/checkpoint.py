@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, listed
 from .files import atomic_write
 
 CHECKPOINT_FORMAT = 1
@@ -85,9 +85,7 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
         if items:
-            problems.append(
-                f"{len(items)} {label} ({', '.join(items[:3])}{' ...' if len(items) > 3 else ''})"
-            )
+            problems.append(f"{len(items)} {label} ({listed(items)})")
     if problems:
         raise UserError(
             f"{source} does not fit this model: {'; '.join(problems)}: it was saved from another "

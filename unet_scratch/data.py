@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .checkpoint import atomic_torch_save
-from .errors import UserError
+from .errors import UserError, listed
 
 IMAGE_DIR = "Original"
 MASK_DIR = "Ground Truth"
@@ -132,7 +132,7 @@ def find_pairs(root: str | Path) -> dict[int, tuple[Path, Path]]:
             )
         files, skipped = _numbered_files(root / sub)
         if skipped:
-            shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+            shown = listed(skipped)
             warnings.warn(
                 f"{root / sub}: ignoring {len(skipped)} file(s) not named N.ext "
                 f"(N an integer, ext one of {'/'.join(EXTENSIONS)}): {shown}",

@@ -9,12 +9,19 @@ import difflib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 
 class UserError(Exception):
     """A user-fixable problem; ``str(e)`` is the whole message."""
+
+
+def listed(items: Sequence[object], most: int = 3) -> str:
+    """The first ``most`` of ``items`` for a one-line message, joined by commas, and ", ..." after
+    them where there are more: ``a, b, c, ...`` (every message that names "some of" uses it)."""
+    shown = ", ".join(map(str, items[:most]))
+    return f"{shown}, ..." if len(items) > most else shown
 
 
 class MissingExtra(UserError):

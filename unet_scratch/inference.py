@@ -27,7 +27,7 @@ from . import postprocess
 from .checkpoint import load_checkpoint, load_model_state, model_weights
 from .config import TrainConfig
 from .data import MEDIA_EXTENSIONS, resize_image
-from .errors import UserError
+from .errors import UserError, listed
 from .report import first_given
 from .runfolder import is_run
 
@@ -39,8 +39,7 @@ def runs_near(missing: Path) -> str:
     found = sorted({f.parent for pattern in ("*/best.pt", "*/*/best.pt") for f in base.glob(pattern)})
     if not found:
         return "train it first (python train.py), or check the path"
-    shown = ", ".join(shlex.quote(str(f)) for f in found[:3]) + (", ..." if len(found) > 3 else "")
-    return f"check the path; runs in {base}: {shown}"
+    return f"check the path; runs in {base}: {listed([shlex.quote(str(f)) for f in found])}"
 
 
 def check_run_folder(run_dir: Path) -> None:

@@ -52,7 +52,7 @@ from . import postprocess
 from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, UserError, exit_status, exit_with
+from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
 from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
 from .inference import (
     OnnxModel,
@@ -127,7 +127,7 @@ class Segmenter:
 
 
 def _shown(files: list[Path]) -> str:
-    return ", ".join(f.name for f in files[:2]) + (", ..." if len(files) > 2 else "")
+    return listed([f.name for f in files], most=2)
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
