@@ -24,6 +24,8 @@ from unet_scratch import checkpoint
 from unet_scratch.checkpoint import load_checkpoint
 from unet_scratch.train import main
 
+from .test_bad_input import as_a_terminal
+
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("KILL_TRIALS", "1"))
 EPOCHS = 2
@@ -156,11 +158,10 @@ def test_failed_write_keeps_the_previous_checkpoint(
 def test_ctrl_c_ends_train_by_sigint_and_keeps_last(tmp_path: Path, synthetic_root: Path) -> None:
     cmd = train_process(*flags(synthetic_root, tmp_path, "c"))
     cmd[cmd.index("--epochs") + 1] = "1000"
-    # a terminal delivers Ctrl-C to a process whose SIGINT is at its default; a non-interactive
-    # shell starts background jobs with SIGINT ignored, so restore the default as a terminal has it
+    # a terminal delivers Ctrl-C to a process whose SIGINT is at its default (as_a_terminal)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=as_a_terminal,
     )  # fmt: skip
     try:
         deadline = time.time() + 120
