@@ -775,11 +775,11 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     assert main(["--runs", str(runs / "a" / "best.pt"), "--test-frames", "9-12"]) == 2  # not "does not exist"
     assert capsys.readouterr().err == f"error: {runs / 'a' / 'best.pt'} is a file: give the run's folder " \
         f"({runs / 'a'}), not its checkpoint\n"
-    lone = tmp_path / "handed-on.pt"  # a checkpoint beside no run: how to make it one, which works
+    lone = tmp_path / "handed on.pt"  # a checkpoint beside no run: how to make it one, which works
     lone.write_bytes((runs / "a" / "best.pt").read_bytes())
     assert main([str(lone), "--test-frames", "9-12"]) == 2
-    assert capsys.readouterr().err == f"error: {lone} is a checkpoint, not a run folder: put it in a folder " \
-        f"of its own as best.pt (mkdir NAME && cp {lone} NAME/best.pt) and give NAME\n"
+    assert capsys.readouterr().err == f"error: {lone} is a checkpoint, not a run folder: put it in a " \
+        f"folder of its own as best.pt (mkdir NAME && cp '{lone}' NAME/best.pt) and give NAME with --data\n"
     (tmp_path / "NAME").mkdir()
     shutil.copy(lone, tmp_path / "NAME" / "best.pt")
     assert main([str(tmp_path / "NAME"), "--data", str(synthetic_root), "--test-frames", "9-12"]) == 0

@@ -266,7 +266,8 @@ def test_a_photo_stored_sideways_is_segmented_upright(run: Path, tmp_path: Path)
 
 
 def test_a_webp_image_is_read_like_its_png(run: Path, tmp_path: Path) -> None:
-    """WebP, the format browsers save, is an input: a lossless WebP gets the mask its PNG gets."""
+    """WebP, the format browsers save, is an input: a lossless WebP gets the mask and the overlay
+    its PNG gets (this run's mask is the same everywhere; the overlay carries the pixels read)."""
     rgb = make_frame(3, height=90, width=120)[0]
     folder = tmp_path / "web"
     folder.mkdir()
@@ -275,6 +276,8 @@ def test_a_webp_image_is_read_like_its_png(run: Path, tmp_path: Path) -> None:
     assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o")) == 0  # picked from a folder
     mask_png = np.asarray(Image.open(tmp_path / "o" / "a_mask.png"))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "b_mask.png")), mask_png)
+    overlay_png = np.asarray(Image.open(tmp_path / "o" / "a_overlay.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "b_overlay.png")), overlay_png)
 
 
 def test_hidden_files_in_a_folder_are_not_inputs(
@@ -302,7 +305,13 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     out.mkdir()
     (out / "clip_overlay.mp4").write_bytes(b"earlier")
     assert predict("--run", "not-read", str(images / "e.png"), "--out", str(out)) == 2
-    assert "already holds predictions (clip_overlay.mp4, ...)" in capsys.readouterr().err
+    assert "already holds predictions (clip_overlay.mp4):" in capsys.readouterr().err
+    (out / "a_mask.png").write_bytes(b"earlier")  # three: the first two by name
+    (out / "b_mask.png").write_bytes(b"earlier")
+    assert predict("--run", "not-read", str(images / "e.png"), "--out", str(out)) == 2
+    assert "already holds predictions (a_mask.png, b_mask.png, ...):" in capsys.readouterr().err
+    for f in ("a_mask.png", "b_mask.png"):
+        (out / f).unlink()
     # a video whose folder holds its CSV (say, annotations): never replaced, --overwrite or not
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -213,7 +213,8 @@ def test_reference_preset_is_the_reports_recipe() -> None:
         0.0,
     )
     assert c.adam_beta2 == 0.999  # torch's default, which the report's Adam used
-    assert configs_from_args(parse_args(["--adam-beta2", "0.95"]))[0].adam_beta2 == 0.95
+    given = configs_from_args(parse_args(["--preset", "reference", "--adam-beta2", "0.95"]))[0]
+    assert (given.adam_beta2, given.optimizer) == (0.95, "adam")  # the flag given wins over the preset
     assert (c.augment, c.ema, c.loss_reduction, c.smooth) == ("flips", 0.0, "batch", 1.0)
     assert (c.focal_alpha, c.combined_focal_alpha, c.focal_gamma) == (0.2, 0.2, 2.0)
     assert (c.epochs, c.batch_size, c.input_size, c.seed) == (20, 8, 128, 47)

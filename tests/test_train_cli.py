@@ -175,13 +175,18 @@ def test_resume_with_other_settings_is_refused(
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
     run = tmp_path / "runs" / "dice"
-    # --force takes the changed settings: epoch 2 is trained at the new learning rate
+    # --force takes the changed settings: epoch 2 is trained at the new learning rate, weight
+    # decay and beta2, not at those the optimiser state was saved with
     forced = ["--epochs", "2", "--lr", "0.01", "--resume", "--force", "--keep", "all"]
+    forced += ["--weight-decay", "0.02", "--adam-beta2", "0.95"]
     assert train(tmp_path, synthetic_root, *forced) == 0
     assert len(read_csv(run / "metrics.csv")) == 2
-    assert torch.load(run / "last.pt", weights_only=True)["config"]["lr"] == 0.01
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["config"]["lr"] == 0.01
+    group = last["optimizer"]["param_groups"][0]
+    assert (group["weight_decay"], tuple(group["betas"])) == (0.02, (0.9, 0.95))
     capsys.readouterr()
-    finished = ["--epochs", "2", "--lr", "0.01", "--resume"]  # a finished run: said so
+    finished = [*forced[:5], *forced[6:]]  # the same flags, no --force: a finished run, said so
     assert train(tmp_path, synthetic_root, *finished) == 0
     assert "already trained 2 epochs (--epochs 2): nothing left to train" in capsys.readouterr().out
     assert len(read_csv(run / "metrics.csv")) == 2  # not trained

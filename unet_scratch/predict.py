@@ -462,10 +462,10 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     if out.is_dir() and not args.overwrite:
-        held = [f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES)]
+        held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
         if held:
             raise UserError(
-                f"{out} already holds predictions ({held[0]}, ...): --overwrite, or another --out"
+                f"{out} already holds predictions ({listed(held, most=2)}): --overwrite, or another --out"
             )
     if not files and len(problems) == 1 and not left_out:  # the one input named: its problem is all
         raise UserError(f"{problems[0]}; nothing to segment")

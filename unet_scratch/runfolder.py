@@ -143,6 +143,12 @@ class RunFolder:
                 f"{path}: its optimiser state does not fit --optimizer {self.config.optimizer} ({e}); "
                 "resume with the run's own settings"
             ) from e
+        # load_state_dict puts back the saved weight decay and betas; a resume with --force trains
+        # with the settings given, as the config records them (the lr is set at every step anyway)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = self.config.weight_decay
+            if "betas" in group:
+                group["betas"] = (group["betas"][0], self.config.adam_beta2)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
