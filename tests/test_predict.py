@@ -682,6 +682,31 @@ def test_a_synthetic_clip_from_the_command_line(
     assert err.count("\n") == 1 and "needs PyAV: pip install" in err and not (tmp_path / "w.mp4").exists()
 
 
+def test_an_odd_sized_video_gets_an_overlay_every_player_plays(run: Path, tmp_path: Path) -> None:
+    """H.264 4:2:0 needs even sizes, and players refuse 4:4:4: a 63x47 video's overlay is 4:2:0 at
+    64x48, its last column and row repeated, every frame there."""
+    av = pytest.importorskip("av")
+    clip = tmp_path / "odd.mkv"
+    with av.open(str(clip), "w") as sink:
+        stream = sink.add_stream("ffv1", rate=25)  # lossless, any size
+        stream.width, stream.height, stream.pix_fmt = 63, 47, "yuv444p"
+        for n in range(4):
+            frame = av.VideoFrame.from_ndarray(make_frame(n + 1, height=47, width=63)[0], format="rgb24")
+            for packet in stream.encode(frame):
+                sink.mux(packet)
+        for packet in stream.encode():
+            sink.mux(packet)
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o")) == 0
+    with av.open(str(tmp_path / "o" / "odd_overlay.mp4")) as video:
+        out = video.streams.video[0]
+        assert (out.codec_context.pix_fmt, out.width, out.height) == ("yuv420p", 64, 48)
+        frames = [f.to_ndarray(format="rgb24").astype(int) for f in video.decode(out)]
+    assert len(frames) == 4
+    # the repeated edge: the padded column and row match their neighbours (up to lossy coding)
+    last = frames[-1]
+    assert np.abs(last[:, 63] - last[:, 62]).mean() < 8 and np.abs(last[47] - last[46]).mean() < 8
+
+
 def test_a_truncated_video_is_said_to_be_and_an_audio_file_named(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -337,9 +337,11 @@ def segment_video(
         nonlocal frames
         sink = av.open(f, "w", format="mp4")
         encoder = sink.add_stream("libx264", rate=rate)
-        encoder.width, encoder.height = width, height
-        # 4:2:0 needs even sizes
-        encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        # 4:2:0, the chroma layout every player plays (browsers and QuickTime refuse H.264 4:4:4),
+        # needs even sizes: an odd frame gets its last row or column repeated
+        encoder.width, encoder.height = width + width % 2, height + height % 2
+        encoder.pix_fmt = "yuv420p"
+        pad = ((0, height % 2), (0, width % 2), (0, 0))
         encoder.options = {"preset": "veryfast"}  # a live overlay: speed over file size
 
         def flush(batch: list[np.ndarray], times: list[float]) -> None:
@@ -347,7 +349,8 @@ def segment_video(
             for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
                 mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
                 rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
-                frame = av.VideoFrame.from_ndarray(outline_overlay(image, mask), format="rgb24")
+                overlay = np.pad(outline_overlay(image, mask), pad, mode="edge")
+                frame = av.VideoFrame.from_ndarray(overlay, format="rgb24")
                 for packet in encoder.encode(frame):
                     sink.mux(packet)
                 frames += 1
