@@ -66,6 +66,7 @@ RECIPES = {
     "focal-positives": ["--preset", "tuned", "--focal-normalize", "positives"],
     "focal-alpha09": ["--preset", "tuned", "--focal-alpha", "0.9"],
     "lr5e-4": ["--preset", "tuned", "--lr", "5e-4"],
+    "lr2e-3": ["--preset", "tuned", "--lr", "2e-3"],
     "light-aug": ["--preset", "tuned", "--augment", "flips,rot90"],
     "no-skips": ["--preset", "tuned", "--skips", "none"],
     "zero-init": ["--preset", "tuned", "--zero-init-residual"],
