@@ -63,6 +63,7 @@ from unet_scratch.engine import (  # noqa: E402
     train_one_epoch,
     train_step,
 )
+from unet_scratch.errors import INTERRUPTED  # noqa: E402
 from unet_scratch.export import export_onnx  # noqa: E402
 from unet_scratch.losses import DiceLoss  # noqa: E402
 
@@ -425,7 +426,7 @@ def deployment_in(args: argparse.Namespace, tmp: Path) -> None:
             str(batch),
         ]
         status = predict_main([*extra, str(clip), *flags])
-        if status == 130:  # Ctrl-C: no next backend
+        if status == INTERRUPTED:  # Ctrl-C: no next backend
             raise KeyboardInterrupt
         if status != 0:  # no frames/s of a run that failed
             print(f"video, predict.py end to end ({label}): failed (status {status}), see above")
