@@ -341,6 +341,7 @@ def segment_video(
         # needs even sizes: an odd frame gets its last row or column repeated
         encoder.width, encoder.height = width + width % 2, height + height % 2
         encoder.pix_fmt = "yuv420p"
+        odd = height % 2 or width % 2
         pad = ((0, height % 2), (0, width % 2), (0, 0))
         encoder.options = {"preset": "veryfast"}  # a live overlay: speed over file size
 
@@ -349,7 +350,9 @@ def segment_video(
             for image, t, prob in zip(batch, times, segmenter.probabilities(batch)):
                 mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
                 rows.append([frames, f"{t:.3f}", f"{100.0 * mask.mean():.3f}", f"{float(prob.max()):.4f}"])
-                overlay = np.pad(outline_overlay(image, mask), pad, mode="edge")
+                overlay = outline_overlay(image, mask)
+                if odd:  # a copy of the frame, only where one is needed
+                    overlay = np.pad(overlay, pad, mode="edge")
                 frame = av.VideoFrame.from_ndarray(overlay, format="rgb24")
                 for packet in encoder.encode(frame):
                     sink.mux(packet)
