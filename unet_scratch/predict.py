@@ -256,12 +256,13 @@ def write_image_outputs(
     probabilities = args.probabilities
     save_png(Image.fromarray(mask.astype(np.uint8) * 255), out / f"{name}_mask.png", "--out")
     save_png(Image.fromarray(outline_overlay(image, mask)), out / f"{name}_overlay.png", "--out")
+    prob_png = out / f"{name}_prob.png"
     if probabilities:
         prob16 = (prob.numpy() * 65535).round().astype(np.uint16)
-        save_png(Image.fromarray(prob16), out / f"{name}_prob.png", "--out")
-    elif removed is not None and (out / f"{name}_prob.png").is_file():
-        (out / f"{name}_prob.png").unlink()  # an earlier run's, which would disagree with the mask
-        removed.append(out / f"{name}_prob.png")
+        save_png(Image.fromarray(prob16), prob_png, "--out")
+    elif removed is not None and prob_png.is_file():
+        prob_png.unlink()  # an earlier run's, which would disagree with the mask
+        removed.append(prob_png)
     return 100.0 * float(mask.mean())
 
 
