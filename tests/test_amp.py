@@ -80,7 +80,7 @@ def test_grad_scaler_skips_a_step_whose_gradients_overflow() -> None:
 
 
 def test_bf16_run_through_fit_validation_and_predict(
-    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[tuple[bool, torch.dtype]] = []  # (training mode, head output dtype)
     real_build = engine.build_model
@@ -95,6 +95,7 @@ def test_bf16_run_through_fit_validation_and_predict(
              "7-8", "--input-size", "32", "--batch-size", "3", "--epochs", "1", "--amp", "bf16",
              "--device", "cpu", "--keep", "best"]  # fmt: skip
     assert main(flags) == 0
+    assert "1 epoch, cpu bf16 autocast, " in capsys.readouterr().out  # the run's first line says so
     assert json.loads((tmp_path / "dice" / "config.json").read_text())["run"]["amp"] == "bfloat16"
     assert (True, torch.bfloat16) in seen and (False, torch.bfloat16) in seen  # training and validation
     assert all(dtype == torch.bfloat16 for _, dtype in seen)

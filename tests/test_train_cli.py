@@ -268,7 +268,7 @@ def test_diverging_run_stops_with_epoch_and_step(
 
 
 def test_compile_trains_the_same_and_saves_plain_keys(
-    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # torch.compile with the "eager" backend traces the model with TorchDynamo but runs the
     # same kernels, so the losses match the uncompiled run; inductor's code generation takes
@@ -285,6 +285,7 @@ def test_compile_trains_the_same_and_saves_plain_keys(
     assert train(tmp_path, synthetic_root, *flags, "--compile", "--name", "compiled") == 0
     assert calls == ["UNetResNet50"]
     assert train(tmp_path, synthetic_root, *flags, "--name", "plain") == 0
+    assert capsys.readouterr().out.count("1 epoch, cpu fp32, ") == 2  # --amp off, named in the first line
     compiled, plain = (tmp_path / "runs" / n / "best.pt" for n in ("compiled", "plain"))
     assert list(weights(compiled)) == list(weights(plain))  # no "_orig_mod." prefixes
     loss = [float(read_csv(p.parent / "metrics.csv")[0]["train_loss"]) for p in (compiled, plain)]

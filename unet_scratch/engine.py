@@ -89,6 +89,13 @@ def amp_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
     return torch.float16
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a run computes, for its first line: ``"fp32"``, ``"bf16 autocast"``, ``"fp16 autocast"``."""
+    if dtype is None:
+        return "fp32"
+    return f"{'bf16' if dtype == torch.bfloat16 else 'fp16'} autocast"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """The one AMP context of the loop (a no-op when ``dtype`` is None)."""
     if dtype is None:

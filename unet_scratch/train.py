@@ -35,8 +35,8 @@ from .checkpoint import (
 )
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
-from .distributed import DistContext, barrier, check_batch, init_from_env, main_first, shutdown
-from .engine import build_model, fit, pick_device
+from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
+from .engine import amp_dtype, build_model, fit, pick_device, precision_name
 from .errors import ArgumentParser, UserError, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
@@ -538,10 +538,13 @@ def train_runs(
         **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
     threads = torch.get_num_threads()  # --threads, else torch's own count
+    device = device_for(ctx, pick_device(first.device))
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
+        # the device and precision: `--amp auto` decides by the CPU, and the arithmetic differs
+        precision = precision_name(amp_dtype(device, config.amp))
         say(
             f"== {config.loss}: {run_dir} ({len(train_frames)} train, {len(val_frames)} val frames, "
-            f"{counted(config.epochs, 'epoch')}, {cpu_threads(threads)}"
+            f"{counted(config.epochs, 'epoch')}, {device} {precision}, {cpu_threads(threads)}"
             + (f", {ctx.world} processes)" if ctx.enabled else ")")
         )
         if ctx.is_main:
