@@ -9,14 +9,16 @@
 Prints, for batch 8 at 128x128 unless told otherwise:
   - median seconds per training step and images/s through ``engine.train_step``: fp32 (NCHW,
     no autocast, per-tensor Adam), the default fast path (autocast + channels_last + fused
-    AdamW), on CPUs with bf16 fp32 tensors with oneDNN's bf16 convolution math, and with
-    ``--compile`` the fast path under torch.compile;
+    AdamW), on CPUs with bf16 the ``--amp off`` path (the fast path in fp32) and fp32 tensors
+    with oneDNN's bf16 convolution math, and with ``--compile`` the fast path under
+    torch.compile;
   - the wall time of one full epoch through the real code path (``train_one_epoch`` on
     device-resident uint8 data with the default augmentations and weight average, then
     validation), 363 train + 65 val frames;
   - inference images/s at batch 1 and batch 32 (``engine.predict``), compiled too with
     ``--compile``;
-  - achieved FLOP/s of a training step against a measured matmul peak;
+  - achieved FLOP/s of a training step against a measured matmul peak (on CPUs with bf16, the
+    fp32 peak too, and the fast path's step time against the ``--amp off`` path's);
   - ``--profile``: the step's operators by self time; ``--conv-layers``: each distinct
     convolution's forward, input gradient and weight gradient timed apart; ``--data``: the
     time to decode and resize the 363 training frames, which a per-epoch DataLoader pipeline pays every epoch;
@@ -501,7 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = [Variant(fast, amp)]
     if not args.skip_fp32:
         variants.insert(0, Variant("fp32 (NCHW, no autocast, Adam)", None, False, False))
+    off = "--amp off path (fp32, channels_last, fused AdamW)"
     if device.type == "cpu" and amp == torch.bfloat16:
+        # what `train.py --amp off` runs: --amp auto chooses bf16 on any CPU with native bf16,
+        # and on some of them (an Intel Xeon without AMX) that is not faster than fp32
+        variants.append(Variant(off, None))
         # the alternative to autocast: fp32 tensors everywhere, oneDNN rounds conv inputs to bf16
         label = "fp32 + oneDNN bf16 conv math (no autocast), CL, fused"
         variants.append(Variant(label, None, conv_bf16=True))
@@ -550,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
             f"matmul peak ({str(amp).replace('torch.', '')}): {peak / 1e12:.2f} TFLOP/s; "
             f"fast-path training step reaches {100 * flops / t / peak:.1f} % of it"
         )
+        if ("unet-scratch", off) in results:
+            fp32_peak = matmul_peak(device, torch.float32)
+            print(
+                f"matmul peak (float32): {fp32_peak / 1e12:.2f} TFLOP/s; the fast path's step takes "
+                f"{t / results[('unet-scratch', off)][0]:.2f}x the time of the --amp off path's"
+            )
 
     inference = [(name, make, False) for name, make in models]
     if args.compile:
