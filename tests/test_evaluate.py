@@ -66,16 +66,17 @@ def make_run(
         {"epoch": 1, "train_loss": 0.9, "val_dice": 0.1, "val_iou": 0.05, "elapsed_seconds": 12.0},
         {"epoch": 2, "train_loss": 0.8, "val_dice": 0.2, "val_iou": 0.1, "elapsed_seconds": 30.0},
     ]
+    first = int(train_frames.split("-")[0])
+    check = {"frame": first, "sha256": frame_fingerprint(data, first)}
     state = {
         "format": 1,
         "model": model.state_dict(),
         "config": config.to_dict(),
         "epoch": 2,
         "history": history,
+        "data_check": check,
     }
     atomic_torch_save(state, run / "best.pt")
-    first = int(train_frames.split("-")[0])
-    check = {"frame": first, "sha256": frame_fingerprint(data, first)}
     atomic_write_json({**config.to_dict(), "run": {"data_check": check}}, run / "config.json")
     (run / "metrics.csv").write_text(
         "epoch,train_loss,val_dice,val_iou,elapsed_seconds\n1,0.9,0.1,0.05,12.0\n2,0.8,0.2,0.1,30.0\n"
@@ -195,6 +196,26 @@ def test_a_run_is_not_scored_on_other_data(
     assert evaluate(runs, "--data", str(other), "--allow-other-data") == 0  # the user insists
     # the run's own data, found in its config.json, needs no --data and passes the check
     assert evaluate(runs) == 0 and evaluate(runs, "--data", str(synthetic_root)) == 0
+
+
+def test_a_lone_checkpoint_is_checked_against_the_data_it_names(
+    runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a best.pt copied out of its run, into a folder of its own (what evaluate.py tells a user
+    # with a lone checkpoint to do): no config.json, so the checkpoint tells the data and loss
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(runs / "all-polyp" / "best.pt", lone / "best.pt")
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)
+    assert evaluate(lone, "--data", str(other)) == 2
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| dice | lone |" in line)
+    assert f"trained on {synthetic_root}, not {other} (frame 1 differs)" in row
+    assert evaluate(lone) == 0  # no --data: the data its config names, which passes the check
+    assert "| dice | lone |" in capsys.readouterr().out
+    old = torch.load(lone / "best.pt", weights_only=True)
+    del old["data_check"]  # a checkpoint from before they carried the fingerprint: scored unchecked
+    torch.save(old, lone / "best.pt")
+    assert evaluate(lone, "--data", str(other)) == 0
 
 
 def test_runs_trained_on_different_data_need_data(
@@ -779,7 +800,8 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     lone.write_bytes((runs / "a" / "best.pt").read_bytes())
     assert main([str(lone), "--test-frames", "9-12"]) == 2
     assert capsys.readouterr().err == f"error: {lone} is a checkpoint, not a run folder: put it in a " \
-        f"folder of its own as best.pt (mkdir NAME && cp '{lone}' NAME/best.pt) and give NAME with --data\n"
+        f"folder of its own as best.pt (mkdir NAME && cp '{lone}' NAME/best.pt) and give NAME, " \
+        "with --data DIR if its data lies elsewhere here\n"
     (tmp_path / "NAME").mkdir()
     shutil.copy(lone, tmp_path / "NAME" / "best.pt")
     assert main([str(tmp_path / "NAME"), "--data", str(synthetic_root), "--test-frames", "9-12"]) == 0

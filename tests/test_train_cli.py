@@ -16,6 +16,7 @@ from unet_scratch.data import frame_fingerprint, load_frames
 from unet_scratch.inference import load_run
 from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores, soft_dice
 from unet_scratch.runfolder import state_sha256
+from unet_scratch.synthetic import write_dataset
 from unet_scratch.train import configs_from_args, cpu_threads, main, parse_args
 
 # --keep best: no 520 MB last.pt at the end of a run (2 of a tiny run's 4.5 s); a test that
@@ -141,7 +142,11 @@ def test_resume_equals_uninterrupted(
 
     monkeypatch.setattr(engine, "train_one_epoch", interrupt_epoch_2)
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed") == 130
-    assert torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)["epoch"] == 1
+    last = torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    if recipe == "reference":  # as a last.pt written before checkpoints held the data's fingerprint
+        del last["data_check"]
+        torch.save(last, tmp_path / "runs/resumed/last.pt")
     monkeypatch.setattr(engine, "train_one_epoch", real)
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed", "--resume") == 0
 
@@ -158,6 +163,11 @@ def test_resume_equals_uninterrupted(
     assert best_a["epoch"] == best_b["epoch"] and all(
         torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"]
     )
+    # the checkpoints carry the fingerprint of the first training frame, also those written
+    # after a resume (from last.pt, or from config.json where last.pt lacks it)
+    assert b["epoch"] == 2  # written by the resumed session
+    fingerprint = {"frame": 1, "sha256": frame_fingerprint(synthetic_root, 1)}
+    assert [c["data_check"] for c in (a, b, best_a, best_b)] == [fingerprint] * 4
     rows = read_csv(tmp_path / "runs/resumed/metrics.csv")
     straight = read_csv(tmp_path / "runs/straight/metrics.csv")
     for key in ("train_loss", "val_dice", "lr"):
@@ -175,6 +185,12 @@ def test_resume_with_other_settings_is_refused(
     assert train(tmp_path, synthetic_root, "--epochs", "1") == 2  # would clobber the run
     assert "already holds a run" in capsys.readouterr().err
     run = tmp_path / "runs" / "dice"
+    # --data may name the data's new place, not other data (the first training frame's pixels)
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)
+    assert train(tmp_path, other, "--epochs", "1", "--resume") == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --resume: frame 1 of {other} differs from the one {run} trained on: " \
+        "give the run's own --data, or add --force\n"  # fmt: skip
     # --force takes the changed settings: epoch 2 is trained at the new learning rate, weight
     # decay and beta2, not at those the optimiser state was saved with
     forced = ["--epochs", "2", "--lr", "0.01", "--resume", "--force", "--keep", "all"]

@@ -4,7 +4,9 @@ A checkpoint is a dict of tensors and plain Python values only (runfolder.py wri
 
     best.pt (~130 MB): {"format": 1, "model": state_dict (the weight average when there is one),
         "config": TrainConfig dict, "epoch": int (completed epochs), "metrics": {this epoch's row},
-        "best": {"epoch", "val_iou", "val_dice"}, "history": [a row per epoch], "init_sha256": str}
+        "best": {"epoch", "val_iou", "val_dice"}, "history": [a row per epoch], "init_sha256": str,
+        "data_check": {"frame": int, "sha256": str} (a fingerprint of the first training frame's
+        pixels, for evaluate.py's data check; absent from older checkpoints)}
     last.pt (~520 MB): the same, with "model" the trained weights, plus "ema" (the average's
         state_dict), "optimizer" (its state_dict) and "scaler" (the fp16 gradient scaler's, or {})
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import postprocess
+from .checkpoint import load_checkpoint
 from .config import AMP_MODES, TrainConfig
 from .data import (
     IMAGE_DIR,
@@ -118,9 +119,27 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     return each_once(runs)
 
 
-def data_of_runs(run_dirs: list[Path]) -> str:
-    """The one dataset the runs were trained on (``--data`` of train.py), as the first run spells
-    it; ``DIR`` and ``DIR/`` (or ``a/../DIR``, a link to it) are one dataset."""
+def run_info(run_dir: Path) -> dict[str, Any]:
+    """What a run folder says about its run: its ``config.json``; without a readable one (a
+    ``best.pt`` copied out of its run into a folder of its own), the config and the data
+    fingerprint the checkpoint carries; ``{}`` when neither can be read (scoring says why)."""
+    info = read_config(run_dir)
+    if info or not (run_dir / "best.pt").is_file():
+        return info
+    try:
+        ckpt = load_checkpoint(run_dir / "best.pt", mmap=True)  # maps the weights, reads the rest
+    except UserError:
+        return {}
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        return {}
+    return {**config, "run": {"data_check": ckpt["data_check"]}} if ckpt.get("data_check") else config
+
+
+def data_of_runs(configs: dict[Path, dict[str, Any]]) -> str:
+    """The one dataset the runs were trained on (``--data`` of train.py, from ``configs``: each
+    run folder's :func:`run_info`, in order), as the first run spells it; ``DIR`` and ``DIR/``
+    (or ``a/../DIR``, a link to it) are one dataset."""
 
     def same(data: str) -> str:
         if data == "synthetic":
@@ -128,8 +147,8 @@ def data_of_runs(run_dirs: list[Path]) -> str:
         return str(Path(data).resolve()) if Path(data).exists() else os.path.normpath(data)
 
     by_data: dict[str, tuple[str, list[str]]] = {}  # the folder -> (its first spelling, runs)
-    for run_dir in run_dirs:
-        data = read_config(run_dir).get("data")
+    for run_dir, config in configs.items():
+        data = config.get("data")
         if data:
             by_data.setdefault(same(data), (data, []))[1].append(run_dir.name)
     if not by_data:
@@ -208,7 +227,7 @@ def name_runs_apart(
     rows: list[dict[str, Any]], groups: list[list[Path]], configs: dict[Path, dict[str, Any]]
 ) -> None:
     """Give each single run's row (``rows[i]`` scores ``groups[i]``; ``configs``: each run's
-    config.json) a name no other row of its loss shares: the same recipe in two folders
+    :func:`run_info`) a name no other row of its loss shares: the same recipe in two folders
     (``exp/dice/tuned-f1-s47`` at 20 epochs and ``exp/e40/dice/tuned-f1-s47`` at 40) gets its
     epoch count, then its path (:func:`qualifiers`). An ensemble's row already names its members."""
     singles = [(row, group[0]) for row, group in zip(rows, groups) if len(group) == 1]
@@ -223,7 +242,7 @@ def overlay_files(groups: list[list[Path]], configs: dict[Path, dict[str, Any]],
     written over another: the run's folder name (``dice.png`` for ``runs/dice``) or
     ``LOSS-ensemble.png``; ``LOSS-NAME.png`` where two rows share that name (``exp/dice/tuned-f1-s47``
     and ``exp/jaccard/tuned-f1-s47``), then ``-2``, ``-3`` where they still do. The JSON report
-    gives each row's file (``configs``: each run's config.json)."""
+    gives each row's file (``configs``: each run's :func:`run_info`)."""
     losses = [configs[g[0]].get("loss", g[0].name) for g in groups]
     stems = [g[0].name if len(g) == 1 else f"{loss}-ensemble" for g, loss in zip(groups, losses)]
     shared = {s for s in stems if stems.count(s) > 1}
@@ -434,7 +453,8 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     run_dirs = find_runs(args.run_dirs, args.runs)
-    data = args.data or data_of_runs(run_dirs)
+    configs = {r: run_info(r) for r in run_dirs}  # each config.json read once
+    data = args.data or data_of_runs(configs)
     given_runs = bool(args.run_dirs) or is_run(Path(args.runs))
     runs_root = run_dirs[0].parent if given_runs else Path(args.runs)  # where train.py cached frames
     cache_dir = Path(args.cache_dir) if args.cache_dir else runs_root / ".cache"
@@ -473,7 +493,6 @@ def run(args: argparse.Namespace) -> int:
                 loaded[size] = load_frames(root, frames, size, cache_dir, "--test-frames")
         return loaded[size]
 
-    configs = {r: read_config(r) for r in run_dirs}  # each config.json read once
     groups = [[r] for r in run_dirs]
     if args.ensemble:  # one model per loss: its runs' probabilities averaged
         by_loss: dict[str, list[Path]] = {}

@@ -54,7 +54,8 @@ def check_run_folder(run_dir: Path) -> None:
     if not run_dir.is_dir() and run_dir.suffix.lower() in (".pt", ".pth"):  # a checkpoint handed on alone
         raise UserError(
             f"{run_dir} is a checkpoint, not a run folder: put it in a folder of its own as best.pt "
-            f"(mkdir NAME && cp {shlex.quote(str(run_dir))} NAME/best.pt) and give NAME with --data"
+            f"(mkdir NAME && cp {shlex.quote(str(run_dir))} NAME/best.pt) and give NAME, "
+            "with --data DIR if its data lies elsewhere here"
         )
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run folder: give a folder train.py wrote (with best.pt)")

@@ -6,7 +6,9 @@ A run folder ``runs/<name>/`` holds:
   (the initial weights' fingerprint, device, precision, CPU thread count, data, frame counts);
 - ``metrics.csv``: one row per epoch (rewritten from the history kept in ``last.pt``);
 - ``best.pt``: the model to use: the epoch with the best validation IoU, or the last epoch
-  when there is no validation split (the weight average when ``--ema`` is on);
+  when there is no validation split (the weight average when ``--ema`` is on); with it the
+  config and the fingerprint of the first training frame, so that a ``best.pt`` copied out of
+  its folder still tells evaluate.py which data it was trained on;
 - ``last.pt``: what ``--resume`` needs: the trained weights, their average, the optimiser and
   gradient-scaler state and the history.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -104,6 +107,7 @@ class RunFolder:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "val_iou": -1.0}
         self.init_sha = ""
+        self.data_check: dict[str, Any] | None = None  # {"frame", "sha256"} of the training data
         self.elapsed = 0.0  # training seconds over every session of the run
         self.session_start = time.perf_counter()
         self.first_epoch = 1  # of this session (for the ETA)
@@ -118,6 +122,7 @@ class RunFolder:
         returns the first epoch, 1."""
         self._clean_stale()
         self.init_sha = state_sha256(model)
+        self.data_check = facts.get("data_check")
         if self.ctx.is_main:
             run = {"init_sha256": self.init_sha, **facts}
             atomic_write_json({**self.config.to_dict(), "run": run}, self.path / "config.json")
@@ -155,10 +160,18 @@ class RunFolder:
             load_model_state(ema.module, ckpt["ema"], path)
         self.history, self.best = ckpt["history"], ckpt["best"]
         self.init_sha = ckpt.get("init_sha256", "")
+        self.data_check = ckpt.get("data_check") or self._recorded_data_check()
         self.elapsed = self.history[-1]["elapsed_seconds"] if self.history else 0.0
         self.first_epoch = ckpt["epoch"] + 1
         self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
         return self.first_epoch
+
+    def _recorded_data_check(self) -> dict[str, Any] | None:
+        """config.json's data fingerprint: for a ``last.pt`` written before checkpoints held it."""
+        try:
+            return json.loads((self.path / "config.json").read_text())["run"]["data_check"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def end_epoch(
         self,
@@ -208,6 +221,7 @@ class RunFolder:
                 "best": self.best,
                 "history": self.history,
                 "init_sha256": self.init_sha,
+                **({"data_check": self.data_check} if self.data_check else {}),
             }
             # best.pt first: if we die between the two writes, last.pt still says "redo this epoch".
             # With validation a better epoch cannot be recovered later, so it is written at once.

@@ -537,6 +537,13 @@ def train_runs(
         **({"encoder_weights_sha256": encoder_sha} if encoder_state is not None else {}),
         **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
+    for run_dir, resume in zip(run_dirs, resumes):  # --data may move (RESUME_FREE), not change
+        kept = read_config(run_dir).get("run", {}).get("data_check") if resume else None
+        if kept and kept != extra["data_check"] and not args.force:
+            raise UserError(
+                f"--resume: frame {kept['frame']} of {root} differs from the one {run_dir} trained on: "
+                "give the run's own --data, or add --force"
+            )
     threads = torch.get_num_threads()  # --threads, else torch's own count
     device = device_for(ctx, pick_device(first.device))
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
