@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from .distributed import DistContext
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_json
 from .progress import format_duration
+from .report import read_config
 
 # what a run folder consists of (above): an output of evaluate.py or export must not replace them
 RUN_FILES = ("config.json", "metrics.csv", "best.pt", "last.pt")
@@ -160,18 +160,12 @@ class RunFolder:
             load_model_state(ema.module, ckpt["ema"], path)
         self.history, self.best = ckpt["history"], ckpt["best"]
         self.init_sha = ckpt.get("init_sha256", "")
-        self.data_check = ckpt.get("data_check") or self._recorded_data_check()
+        # config.json's copy, for a last.pt written before checkpoints held the fingerprint
+        self.data_check = ckpt.get("data_check") or read_config(self.path).get("run", {}).get("data_check")
         self.elapsed = self.history[-1]["elapsed_seconds"] if self.history else 0.0
         self.first_epoch = ckpt["epoch"] + 1
         self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
         return self.first_epoch
-
-    def _recorded_data_check(self) -> dict[str, Any] | None:
-        """config.json's data fingerprint: for a ``last.pt`` written before checkpoints held it."""
-        try:
-            return json.loads((self.path / "config.json").read_text())["run"]["data_check"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
     def end_epoch(
         self,
