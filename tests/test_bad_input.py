@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from unet_scratch.checkpoint import atomic_torch_save
+from unet_scratch.errors import exit_status
 from unet_scratch.evaluate import main as evaluate_main
 from unet_scratch.train import main as train_main
 
@@ -732,6 +733,26 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
     err = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=60) == 141 and err == b""
+
+
+def test_a_broken_pipe_leaves_an_in_process_callers_stdout_alone(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A caller of ``main()`` in its own process (a test, a notebook) gets status 141 back for a
+    reader gone, and keeps its stdout: pointing it at /dev/null is for the process's own exit
+    (``exit_with``), not for ``exit_status``. train.py, with its own handler, does the same."""
+
+    def gone() -> int:
+        raise BrokenPipeError
+
+    monkeypatch.setattr("unet_scratch.train.run", lambda args: gone())
+    before = os.fstat(1)
+    assert exit_status(gone) == 141
+    assert train_main(["--data", "unused"]) == 141
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    print("still here")
+    assert capfd.readouterr().out == "still here\n"
 
 
 def test_ctrl_c_in_a_pipeline_whose_reader_dies_too(tmp_path: Path) -> None:

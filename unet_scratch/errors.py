@@ -90,6 +90,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 INTERRUPTED = 130  # the status of a command stopped by Ctrl-C: 128 + SIGINT
+BROKEN_PIPE = 141  # of one whose reader stopped reading (`| head`): 128 + SIGPIPE, as a shell reports
 
 
 def _to_devnull(stream: object) -> None:
@@ -103,6 +104,11 @@ def exit_with(status: int) -> NoReturn:
     (:data:`INTERRUPTED`) ends as shells expect of one: killed by SIGINT once its line is
     printed, so that a script or loop running it stops too. A plain exit with 130 would let
     ``for f in ...; do python predict.py ...; done`` go on to the next command."""
+    if status == BROKEN_PIPE:
+        # the reader is gone: the flush Python does at exit would print "Exception ignored ...".
+        # Here, at the process's own exit, not in exit_status: a caller of main() in the same
+        # process (a test, a notebook) keeps its stdout
+        _to_devnull(sys.stdout)
     if status == INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -128,5 +134,4 @@ def exit_status(run: Callable[[], int]) -> int:
         print("\ninterrupted: the files written so far are complete", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
-        _to_devnull(sys.stdout)
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
+        return BROKEN_PIPE

@@ -37,7 +37,7 @@ from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES,
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
 from .engine import amp_dtype, build_model, fit, pick_device, precision_name
-from .errors import ArgumentParser, UserError, exit_with
+from .errors import BROKEN_PIPE, INTERRUPTED, ArgumentParser, UserError, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
@@ -430,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                 "\ninterrupted: last.pt holds the last completed epoch; continue with --resume",
                 file=sys.stderr,
             )
-        return 130
+        return INTERRUPTED
+    except BrokenPipeError:  # `train.py | head`: quietly, as exit_status ends the other commands
+        return BROKEN_PIPE
 
 
 def run(args: argparse.Namespace) -> int:
