@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import builtins
 import csv
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -14,10 +17,10 @@ import tifffile
 import torch
 from PIL import Image
 
+from unet_scratch import files
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import build_model
-from unet_scratch.errors import UserError
 from unet_scratch.inference import runs_near
 from unet_scratch.predict import Segmenter, is_gray, main, output_names
 from unet_scratch.report import PRED_COLOUR, outline_overlay
@@ -153,6 +156,65 @@ def test_strict_stops_at_the_first_bad_file(
         flags = ["--out", str(out), "--strict", "--batch-size", batch]
         assert predict("--run", str(run), str(images), *flags) == 2  # z_broken.png comes last
         assert sorted(f.name for f in out.glob("*_mask.png")) == [f"{n}_mask.png" for n in "abcde"]
+
+
+def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
+    run: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An image's mask, overlay and probability map are written as one: a disk that fills while
+    the overlay is written leaves the earlier mask as well as the earlier overlay (the same
+    files, not rewritten), not a new mask beside an old overlay, and no temp file."""
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
+    before = {f.name: f.stat().st_ino for f in out.iterdir()}  # a rename gives a file a new inode
+    real_open = builtins.open
+
+    def overlay_fails(path: Path, *args: object, **kwargs: object) -> IO:  # the overlay's temp file
+        if "_overlay.png." in Path(path).name:
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", overlay_fails, raising=False)  # found before the builtin
+    again = ("--out", str(out), "--overwrite", "--probabilities")
+    assert predict("--run", str(run), str(images / "e.png"), *again) == 2
+    assert {f.name: f.stat().st_ino for f in out.iterdir()} == before
+    assert capsys.readouterr().err.endswith(
+        f"error: cannot write {out / 'e_overlay.png'} (No space left on device): free disk space or "
+        "write elsewhere (--out); the previous e_mask.png, e_overlay.png are kept\n"
+    )
+
+
+def test_temp_files_a_killed_prediction_left_are_removed(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prediction killed while writing (kill -9, a power cut) leaves hidden temp files, a video's
+    as large as its frames: the next prediction into the folder removes them, and only those:
+    not the temp file of a prediction still writing there, not other hidden files."""
+    out = tmp_path / "o"
+    out.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # a process id that no process has now
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [out / f".clip_overlay.mp4.{gone.pid}.tmp", out / f".e_mask.png.{gone.pid}.tmp"]
+        kept = [
+            out / f".b_overlay.png.{alive.pid}.tmp",  # another prediction's, still being written
+            out / f".notes.txt.{gone.pid}.tmp",  # not a prediction's
+            out / ".e_mask.png.tmp",  # not of a write this project makes
+        ]
+        for f in stale + kept:
+            f.write_bytes(b"half")
+        assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
+        assert [f for f in stale + kept if f.exists()] == kept
+        err = capsys.readouterr().err
+        assert f"note: removed 2 temp files that a prediction killed while writing left in {out} (" in err
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_existing_predictions_are_not_overwritten(
@@ -304,11 +366,18 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     out = tmp_path / "o"
     out.mkdir()
     (out / "clip_overlay.mp4").write_bytes(b"earlier")
-    assert predict("--run", "not-read", str(images / "e.png"), "--out", str(out)) == 2
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     assert "already holds predictions (clip_overlay.mp4):" in capsys.readouterr().err
+    # a misspelt --run or --onnx is named first: the user is not sent to --overwrite only to
+    # learn next that the model's path is wrong
+    assert predict("--run", f"{run}-typo", str(images / "e.png"), "--out", str(out)) == 2
+    assert capsys.readouterr().err.startswith(f"error: run folder {run}-typo does not exist: ")
+    assert predict("--onnx", f"{run}.onnx", str(images / "e.png"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {run}.onnx does not exist: export one with python -m unet_scratch.export\n"
     (out / "a_mask.png").write_bytes(b"earlier")  # three: the first two by name
     (out / "b_mask.png").write_bytes(b"earlier")
-    assert predict("--run", "not-read", str(images / "e.png"), "--out", str(out)) == 2
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     assert "already holds predictions (a_mask.png, b_mask.png, ...):" in capsys.readouterr().err
     for f in ("a_mask.png", "b_mask.png"):
         (out / f).unlink()
@@ -621,7 +690,7 @@ def test_frames_without_timestamps_are_timed_by_their_place_in_the_stream(
 
 
 def test_an_interrupted_video_leaves_the_previous_overlay_whole(
-    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Ctrl-C in the middle of a clip: no half-written overlay video and no temp file beside the
     previous one, which stays as it was (the overlay is encoded into a temp file renamed at the end)."""
@@ -650,16 +719,19 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     # must not land beside the old CSV either
     monkeypatch.setattr(predict_module, "outline_overlay", real_overlay)
     write_clip(clip, frames=4)
-    real_write = predict_module.atomic_write_bytes
+    real_open = builtins.open
 
-    def csv_fails(data: bytes, path: Path, *args: object) -> None:
-        if Path(path).name.endswith("_frames.csv"):
-            raise UserError(f"cannot write {path} (No space left on device)")
-        real_write(data, path, *args)
+    def csv_fails(path: Path, *args: object, **kwargs: object) -> IO:  # the CSV's temp file
+        if "_frames.csv." in Path(path).name:
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "atomic_write_bytes", csv_fails)
+    monkeypatch.setattr(files, "open", csv_fails, raising=False)  # found before the builtin
     assert predict("--run", str(run), str(clip), "--out", str(out), "--overwrite") == 2
     assert contents(out) == before
+    err = capsys.readouterr().err
+    assert err.endswith("(No space left on device): free disk space or write elsewhere (--out); "
+                        "the previous clip_overlay.mp4, clip_frames.csv are kept (skipped)\n")
 
 
 def test_a_synthetic_clip_from_the_command_line(

@@ -2,7 +2,8 @@
 
 The files a run, a table, a prediction or a picture leaves (checkpoints, config.json,
 metrics.csv, masks, overlays, pictures, exports, JSON reports) go through :func:`atomic_write`:
-a reader sees the old file or the new one, never half of one, even after a kill -9. A path that
+a reader sees the old file or the new one, never half of one, even after a kill -9; files that
+belong together (a mask and its overlay) go through :func:`atomic_write_all`, all or none. A path that
 cannot be written (one of its folders is a file, the path is a folder, a folder is not
 writable, the disk is full) is a :class:`UserError` naming the path and the fix, not a
 traceback. Needs no torch itself, so the table and picture code can use it.
@@ -14,7 +15,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -116,35 +117,77 @@ def make_folder(path: str | Path, flag: str) -> Path:
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], flag: str = "--out") -> None:
-    """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
+def _temp_beside(path: Path) -> Path:
+    """Where :func:`atomic_write_all` writes ``path`` first: beside it (a rename across disks is
+    not atomic), hidden, named by this process; the name cut short stays under the 255-byte
+    limit of most file systems."""
+    return path.with_name(f".{path.name[:200]}.{os.getpid()}.tmp")
 
-    A write that fails (a full disk, no permission) raises :class:`UserError` naming the file and
-    leaves the old file as it was; so does a path that cannot be a file (``flag``: the option that
-    chose the path, for the fix).
+
+def atomic_write_all(
+    writes: Sequence[tuple[str | Path, Callable[[IO[bytes]], Any]]], flag: str = "--out"
+) -> None:
+    """Write several files as one: each ``write(f)`` of ``writes`` (``(path, write)`` pairs, in
+    order) into a temp file beside its path, fsync, and only once every one is written, rename
+    them all into place. So a mask is never new beside an old overlay, or a video beside an old
+    CSV: a write that fails (a full disk, no permission) raises :class:`UserError` naming the file
+    and leaves all of them as they were; so does a path that cannot be a file (``flag``: the
+    option that chose the paths, for the fix). A kill -9 leaves the temp files (see
+    :func:`stale_temps`) and the old files whole.
     """
-    path = check_file(path, flag)
-    if path.is_symlink():  # write the file the link points to; the rename would replace the link
-        path = path.resolve()
-    # beside the file (a rename across disks is not atomic); the name cut short stays under the
-    # 255-byte limit of most file systems
-    tmp = path.with_name(f".{path.name[:200]}.{os.getpid()}.tmp")
+    paths = []
+    for given, _ in writes:
+        path = check_file(given, flag)
+        # write the file a link points to; the rename would replace the link
+        paths.append(path.resolve() if path.is_symlink() else path)
+    temps = [_temp_beside(path) for path in paths]
+    path, renaming = paths[0], False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, no permission, ...: the previous file is still whole
-        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        for path, tmp, (_, write) in zip(paths, temps, writes):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        renaming = True
+        for path, tmp in zip(paths, temps):
+            os.replace(tmp, path)
+    except OSError as e:  # disk full, no permission, ...: before the renames, the old files are whole
+        kept = [p.name for p in paths if p.exists()] if not renaming else []
+        held = f"; the previous {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} kept" if kept else ""
         raise UserError(
-            f"cannot write {path} ({e.strerror or e}): free disk space or write elsewhere ({flag}){kept}"
+            f"cannot write {path} ({e.strerror or e}): free disk space or write elsewhere ({flag}){held}"
         ) from e
     finally:
-        # the temp file may never have been made; failing to remove it must not hide the error above
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            # a temp file may never have been made; failing to remove one must not hide the error above
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], flag: str = "--out") -> None:
+    """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``: a
+    reader sees the old file or the new one, never half of one (:func:`atomic_write_all`)."""
+    atomic_write_all([(path, write)], flag)
+
+
+def stale_temps(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The temp files in ``folder`` that a write of a file ending in one of ``suffixes`` left when
+    its process was killed (kill -9, a power cut: ``.12_mask.png.4711.tmp``, of
+    :func:`atomic_write_all`), for the caller to remove: only those whose process no longer runs
+    on this machine, so that another command writing into the same folder keeps its own."""
+    found = []
+    for tmp in folder.glob(".*.tmp"):
+        name, _, pid = tmp.name[1:-4].rpartition(".")
+        if not (pid.isdigit() and name.lower().endswith(tuple(suffixes))):
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: nothing is sent, only whether the process exists
+        except ProcessLookupError:
+            found.append(tmp)
+        except (PermissionError, OverflowError):  # another user's running process; not a pid
+            pass
+    return sorted(found)
 
 
 def atomic_write_bytes(data: bytes, path: str | Path, flag: str = "--out") -> None:

@@ -61,6 +61,19 @@ def check_run_folder(run_dir: Path) -> None:
         raise UserError(f"{run_dir} is a file, not a run folder: give a folder train.py wrote (with best.pt)")
 
 
+def onnx_path(path: str | Path) -> Path:
+    """The file an ``--onnx`` names, or a :class:`UserError` with the fix: a folder (a run folder
+    goes with ``--run``), a path that does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"{path} is a folder: --onnx takes an exported .onnx file; a run folder goes with --run"
+        )
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: export one with python -m unet_scratch.export")
+    return path
+
+
 def checkpoint_path(run: str | Path) -> Path:
     """The checkpoint a ``--run`` of predict.py or export names: a run folder's ``best.pt``, or
     a checkpoint file itself (``best.pt``, ``last.pt``, or a copy under another name: the config
@@ -293,13 +306,7 @@ class OnnxModel(nn.Module):
             raise UserError(
                 "--onnx needs ONNX Runtime: pip install onnxruntime (part of the [export] extra)"
             ) from e
-        path = Path(path)
-        if path.is_dir():
-            raise UserError(
-                f"{path} is a folder: --onnx takes an exported .onnx file; a run folder goes with --run"
-            )
-        if not path.is_file():
-            raise UserError(f"{path} does not exist: export one with python -m unet_scratch.export")
+        path = onnx_path(path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -28,12 +28,15 @@ A folder is read without the files in it named like predictions (``*_mask.png``,
 prediction or ground truth beside the frames; a note says how many). A file that cannot be read
 is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
-holds predictions is not overwritten without ``--overwrite``.
+holds predictions is not overwritten without ``--overwrite``. An input's files are written as
+one (files.atomic_write_all): a full disk leaves its earlier predictions all as they were; the
+hidden temp files of a prediction killed half-way are removed by the next one into the folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -41,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -53,13 +57,14 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, predict
 from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
-from .files import atomic_write, atomic_write_bytes, check_folder, make_folder, save_png
+from .files import atomic_write_all, check_folder, make_folder, stale_temps
 from .inference import (
     OnnxModel,
     add_mask_options,
     checkpoint_path,
     load_runs,
     mask_options,
+    onnx_path,
     prepare,
     temper,
     to_size,
@@ -253,14 +258,17 @@ def write_image_outputs(
     area in % of the frame. With ``removed`` (a list: --overwrite away from the inputs), an
     earlier probability map this run does not write is removed and listed there."""
     mask = postprocess.apply((prob > args.threshold).numpy(), args.steps)
-    probabilities = args.probabilities
-    save_png(Image.fromarray(mask.astype(np.uint8) * 255), out / f"{name}_mask.png", "--out")
-    save_png(Image.fromarray(outline_overlay(image, mask)), out / f"{name}_overlay.png", "--out")
+    pictures = {
+        "_mask.png": Image.fromarray(mask.astype(np.uint8) * 255),
+        "_overlay.png": Image.fromarray(outline_overlay(image, mask)),
+    }
+    if args.probabilities:
+        pictures["_prob.png"] = Image.fromarray((prob.numpy() * 65535).round().astype(np.uint16))
+    # written as one: a full disk leaves this image's earlier files all as they were, never a
+    # new mask beside an old overlay
+    atomic_write_all([(out / f"{name}{end}", partial(p.save, format="PNG")) for end, p in pictures.items()])
     prob_png = out / f"{name}_prob.png"
-    if probabilities:
-        prob16 = (prob.numpy() * 65535).round().astype(np.uint16)
-        save_png(Image.fromarray(prob16), prob_png, "--out")
-    elif removed is not None and prob_png.is_file():
+    if not args.probabilities and removed is not None and prob_png.is_file():
         prob_png.unlink()  # an earlier run's, which would disagree with the mask
         removed.append(prob_png)
     return 100.0 * float(mask.mean())
@@ -376,16 +384,19 @@ def segment_video(
             raise UserError(f"{path}: decoding failed after {frames} frames ({e})") from e
         finally:
             sink.close()
-        # the CSV before the video is renamed into place: a CSV that cannot be written leaves the
-        # previous video and CSV as they were, not a new video beside the old CSV
-        text = io.StringIO(newline="")
+
+    def write_csv(f: IO[bytes]) -> None:  # after write(), which filled ``rows``
+        text = io.TextIOWrapper(f, newline="")
         writer = csv.writer(text)
         writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
         writer.writerows(rows)
-        atomic_write_bytes(text.getvalue().encode(), out / f"{name}_frames.csv")
+        text.flush()
+        text.detach()  # ``f`` stays open for atomic_write_all's fsync
 
     try:
-        atomic_write(out / f"{name}_overlay.mp4", write)
+        # both renamed into place once both are written: a CSV that cannot be written leaves the
+        # previous video and CSV as they were, not a new video beside the old CSV
+        atomic_write_all([(out / f"{name}_overlay.mp4", write), (out / f"{name}_frames.csv", write_csv)])
     finally:
         source.close()
     say(
@@ -468,6 +479,12 @@ def run(args: argparse.Namespace) -> int:
     files, problems, left_out = collect_inputs(args.inputs)
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
+    # the model's path before what the output folder holds: "already holds predictions" is not to
+    # send the user to --overwrite only to learn next that --run was misspelt
+    for given in args.run or []:
+        checkpoint_path(given)
+    if args.onnx:
+        onnx_path(args.onnx)
     if out.is_dir() and not args.overwrite:
         held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
         if held:
@@ -496,6 +513,19 @@ def run(args: argparse.Namespace) -> int:
     )
     made = [f for f in [out, *out.parents] if not f.exists()]  # deepest first, as rmdir needs them
     make_folder(out, "--out")
+    removed_temps = []
+    # hidden, and a half-written video is as large as the frames it holds: what a prediction
+    # killed half-way (kill -9, a power cut) left here is removed, not left to pile up
+    for tmp in stale_temps(out, OUTPUT_SUFFIXES):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed_temps.append(tmp)
+    if removed_temps:
+        print(
+            f"note: removed {counted(len(removed_temps), 'temp file')} that a prediction killed while "
+            f"writing left in {out} ({_shown(removed_temps)})",
+            file=sys.stderr,
+        )
     if left_out:  # once the model is read: an error before it stays one line
         print(
             f"note: left out {counted(len(left_out), 'file')} named like predictions ({_shown(left_out)}); "
