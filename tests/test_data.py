@@ -107,6 +107,45 @@ def test_conversions_rgba_gray_16bit_png(tmp_path: Path) -> None:
     assert np.array_equal(read_mask(tmp_path / "mask.png"), colour_mask[..., 0])
 
 
+def write_12bit_tiff(path: Path, values: np.ndarray) -> None:
+    """A grayscale TIFF with 12 bits per sample, packed as the TIFF standard packs them (each row
+    from its own byte, most significant bit first), written by hand: tifffile writes such files
+    only with the imagecodecs package."""
+    import struct
+
+    height, width = values.shape
+    bits = np.unpackbits(values.astype(">u2").view(np.uint8).reshape(height, width, 2), axis=2)
+    rows = bits[:, :, 4:].reshape(height, width * 12)  # the low 12 of each sample's 16 bits
+    strip = np.packbits(rows, axis=1).tobytes()  # each row padded to a whole byte
+    tags = [  # (tag, type 3 = SHORT / 4 = LONG, value), in the order of their numbers
+        (256, 3, width), (257, 3, height), (258, 3, 12), (259, 3, 1), (262, 3, 1),
+        (273, 4, 8 + 2 + 12 * 9 + 4), (277, 3, 1), (278, 3, height), (279, 4, len(strip)),
+    ]  # fmt: skip
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        one = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)  # left-aligned
+        ifd += struct.pack("<HHI", tag, kind, 1) + one
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + strip)
+
+
+def test_a_12_bit_tiff_is_scaled_by_its_own_largest_value(tmp_path: Path) -> None:
+    """A 12-bit TIFF holds 0-4095: 4095 is white (255), not 4095 / 257 = 16, which would feed the
+    model a nearly black frame. Decoding the packed samples needs imagecodecs; without it the
+    file is named with that fix."""
+    levels = np.array([[0, 8, 9, 2047, 2048, 4086, 4095]], np.uint16)  # v * 255 / 4095, to the nearest
+    write_12bit_tiff(tmp_path / "deep12.tif", np.repeat(levels, 3, axis=0))
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        fix = r"deep12\.tif needs the imagecodecs package .*: pip install imagecodecs"
+        with pytest.raises(UserError, match=fix):
+            read_image(tmp_path / "deep12.tif")
+        pytest.skip("imagecodecs is not installed: the 12-bit samples cannot be decoded here")
+    assert tifffile.imread(tmp_path / "deep12.tif").tolist() == np.repeat(levels, 3, axis=0).tolist()
+    assert read_image(tmp_path / "deep12.tif")[0, :, 0].tolist() == [0, 0, 1, 127, 128, 254, 255]
+    assert read_mask(tmp_path / "deep12.tif")[0].tolist() == [0, 0, 1, 127, 128, 254, 255]
+
+
 def test_find_pairs_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist.*--data synthetic"):
         find_pairs(tmp_path / "nope")

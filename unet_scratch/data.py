@@ -168,12 +168,14 @@ def select_pairs(
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_array(path: Path, upright: bool = False) -> np.ndarray:
-    """Decode a file to a numpy array; TIFF via tifffile, the rest via Pillow (``upright``: with
-    its EXIF orientation applied, see :func:`read_image`)."""
+def _read_array(path: Path, upright: bool = False) -> tuple[np.ndarray, int]:
+    """Decode a file to a numpy array and the bits per sample it was stored with (a 12-bit TIFF
+    comes back as uint16 holding 0-4095); TIFF via tifffile, the rest via Pillow (``upright``:
+    with its EXIF orientation applied, see :func:`read_image`)."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                return np.asarray(tif.asarray()), int(tif.pages[0].bitspersample)
         # Pillow warns past 89 Mpx (a whole-slide scan, a panorama): a large image is still an
         # image, read without its two-line warning; past twice that it refuses, below
         with warnings.catch_warnings():
@@ -183,23 +185,32 @@ def _read_array(path: Path, upright: bool = False) -> np.ndarray:
                     im = ImageOps.exif_transpose(im)
                 if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
                     im = im.convert("RGBA" if "A" in im.mode else "RGB")
-                return np.asarray(im)
+                a = np.asarray(im)
+                return a, 8 * a.dtype.itemsize
     except Image.DecompressionBombError as e:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
         raise UserError(f"{path} has more pixels than Pillow decodes ({limit:.0f} Mpx): downscale it") from e
     except Exception as e:  # any decoder failure (truncated, not an image, bad codec data)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "imagecodecs" in reason:  # a TIFF packed or compressed in a way tifffile needs it for
+            raise UserError(
+                f"{path} needs the imagecodecs package to be decoded ({reason}): pip install imagecodecs, "
+                "or save it as an 8- or 16-bit uncompressed TIFF or a PNG"
+            ) from e
         raise UserError(f"{path} cannot be read as an image ({reason}): replace the file") from e
 
 
-def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
-    """Scale 16-bit, float or bool arrays to uint8."""
+def _to_uint8(a: np.ndarray, path: Path, bits: int = 16) -> np.ndarray:
+    """Scale 16-bit, float or bool arrays to uint8; a uint16 array stored with ``bits`` < 16 bits
+    per sample (a 10- or 12-bit TIFF) by its own largest value, 2**bits - 1, not by 65535, which
+    would leave a 12-bit frame nearly black."""
     if a.dtype == np.uint8:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
-    if a.dtype == np.uint16:  # v * 255 / 65535 rounded to the nearest level (v / 257, half up)
-        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if a.dtype == np.uint16:  # v * 255 / top rounded to the nearest level, half up (v / 257 at 16 bits)
+        top = 2 ** min(max(bits, 9), 16) - 1
+        return ((np.minimum(a, top).astype(np.uint32) * 255 + top // 2) // top).astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
         scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
         return np.clip(a * scale, 0, 255).round().astype(np.uint8)
@@ -215,7 +226,8 @@ def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     that carries it, so a mask drawn on a tagged frame's stored pixels would no longer fit it.
     TIFFs (read by tifffile) are always read as stored."""
     path = Path(path)
-    a = _to_uint8(_read_array(path, upright), path)
+    a, bits = _read_array(path, upright)
+    a = _to_uint8(a, path, bits)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # planar (C, H, W) TIFF
     if a.ndim == 2:
@@ -230,7 +242,8 @@ def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """Any supported mask -> ``(H, W)`` uint8 gray (colour masks via ITU-R 601 luma)."""
     path = Path(path)
-    a = _to_uint8(_read_array(path), path)
+    a, bits = _read_array(path)
+    a = _to_uint8(a, path, bits)
     if a.ndim == 3:
         if a.shape[2] == 4:
             a = a[..., :3]
