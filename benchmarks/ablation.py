@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet_scratch.data import describe_frames, parse_frames  # noqa: E402
-from unet_scratch.errors import INTERRUPTED, exit_with  # noqa: E402
+from unet_scratch.errors import BROKEN_PIPE, INTERRUPTED, exit_with  # noqa: E402
 from unet_scratch.report import read_metrics  # noqa: E402
 from unet_scratch.train import main as train_main  # noqa: E402
 
@@ -194,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--out", args.out, "--name", name, "--overwrite", *extra]  # fmt: skip
                 print(f"### {name}", flush=True)
                 status = train_main(flags)
-                if status == INTERRUPTED:  # Ctrl-C: the grid stops, and so does a loop running it
-                    return INTERRUPTED
+                # Ctrl-C: the grid stops, and so does a loop running it; `| head`: quietly
+                if status in (INTERRUPTED, BROKEN_PIPE):
+                    return status
                 if status != 0:
                     return 2
 

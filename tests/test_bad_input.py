@@ -610,6 +610,27 @@ def test_a_write_reaches_the_disk_before_it_replaces_the_file(
     assert (tmp_path / "f.json").read_bytes() == b"new"
 
 
+def test_files_written_as_one_keep_apart_under_long_names_and_never_twice(tmp_path: Path) -> None:
+    """atomic_write_all writes each file into a temp file of its own: two names alike in their
+    first 200 bytes (a long input name's _mask.png and _overlay.png) still get two, each lands
+    with its own bytes and no temp file is left; a path given twice (or a link to another of
+    the same group) is refused before anything is written."""
+    from unet_scratch.errors import UserError
+    from unet_scratch.files import atomic_write_all
+
+    # names of 219 and 240 bytes: cut short by bytes, a temp name stays under the 255-byte limit
+    for stem in ("b" * 210, "é" * 115):
+        mask, overlay = tmp_path / f"{stem}_mask.png", tmp_path / f"{stem}_overlay.png"
+        atomic_write_all([(mask, lambda f: f.write(b"mask")), (overlay, lambda f: f.write(b"overlay"))])
+        assert mask.read_bytes() == b"mask" and overlay.read_bytes() == b"overlay"
+    assert len(list(tmp_path.iterdir())) == 4  # and no temp file
+    (tmp_path / "link.png").symlink_to(mask)
+    for twice in (mask, tmp_path / "link.png"):
+        with pytest.raises(UserError, match="would be written twice at once"):
+            atomic_write_all([(mask, lambda f: f.write(b"new")), (twice, lambda f: f.write(b"other"))])
+    assert mask.read_bytes() == b"mask"
+
+
 def test_a_failed_write_is_reported_not_its_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A temp file that cannot be removed after a failed write must not hide why the write failed."""
     from unet_scratch.errors import UserError
@@ -735,24 +756,38 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
     assert proc.wait(timeout=60) == 141 and err == b""
 
 
-def test_a_broken_pipe_leaves_an_in_process_callers_stdout_alone(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+def test_a_broken_pipe_is_the_readers_only_and_leaves_an_in_process_callers_stdout_alone(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A caller of ``main()`` in its own process (a test, a notebook) gets status 141 back for a
-    reader gone, and keeps its stdout: pointing it at /dev/null is for the process's own exit
-    (``exit_with``), not for ``exit_status``. train.py, with its own handler, does the same."""
+    """A BrokenPipeError ends a command quietly with status 141 only where the reader of its
+    output has gone (``| head``); while the output is still read it is another pipe's (a socket,
+    a worker) and a real error, raised. A caller of ``main()`` in its own process (a test, a
+    notebook) keeps its stdout: pointing it at /dev/null is for the process's own exit
+    (``exit_with``). train.py, with its own handler, does the same."""
 
     def gone() -> int:
         raise BrokenPipeError
 
     monkeypatch.setattr("unet_scratch.train.run", lambda args: gone())
-    before = os.fstat(1)
-    assert exit_status(gone) == 141
-    assert train_main(["--data", "unused"]) == 141
-    after = os.fstat(1)
+    with pytest.raises(BrokenPipeError):  # stdout: pytest's capture file, read
+        exit_status(gone)
+    with pytest.raises(BrokenPipeError):
+        train_main(["--data", "unused"])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(write_end, 1)
+        before = os.fstat(1)
+        assert exit_status(gone) == 141
+        assert train_main(["--data", "unused"]) == 141
+        after = os.fstat(1)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
-    print("still here")
-    assert capfd.readouterr().out == "still here\n"
 
 
 def test_ctrl_c_in_a_pipeline_whose_reader_dies_too(tmp_path: Path) -> None:

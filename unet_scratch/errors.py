@@ -7,6 +7,7 @@ and the fix; only the CLIs catch it, print the line to stderr and exit with stat
 import argparse
 import difflib
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -99,6 +100,20 @@ def _to_devnull(stream: object) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+def reader_gone() -> bool:
+    """Whether the reader of this process's stdout or stderr (file descriptors 1 and 2) has gone
+    (``| head`` has read its lines): a pipe whose read end is closed polls as an error. A
+    BrokenPipeError with both still read is another pipe's (a socket, a worker process): a real
+    error, not the end of the output. True where poll() cannot tell (Windows)."""
+    try:
+        poller = select.poll()
+        for fd in (1, 2):
+            poller.register(fd, select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(); a closed descriptor
+        return True
+
+
 def exit_with(status: int) -> NoReturn:
     """``sys.exit(status)`` for a command's ``__main__``, except that a command stopped by Ctrl-C
     (:data:`INTERRUPTED`) ends as shells expect of one: killed by SIGINT once its line is
@@ -134,4 +149,6 @@ def exit_status(run: Callable[[], int]) -> int:
         print("\ninterrupted: the files written so far are complete", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
+        if not reader_gone():
+            raise
         return BROKEN_PIPE

@@ -3,7 +3,8 @@
 The files a run, a table, a prediction or a picture leaves (checkpoints, config.json,
 metrics.csv, masks, overlays, pictures, exports, JSON reports) go through :func:`atomic_write`:
 a reader sees the old file or the new one, never half of one, even after a kill -9; files that
-belong together (a mask and its overlay) go through :func:`atomic_write_all`, all or none. A path that
+belong together (a mask and its overlay) go through :func:`atomic_write_all`: a failed write
+leaves all of them as they were. A path that
 cannot be written (one of its folders is a file, the path is a folder, a folder is not
 writable, the disk is full) is a :class:`UserError` naming the path and the fix, not a
 traceback. Needs no torch itself, so the table and picture code can use it.
@@ -15,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -119,9 +121,14 @@ def make_folder(path: str | Path, flag: str) -> Path:
 
 def _temp_beside(path: Path) -> Path:
     """Where :func:`atomic_write_all` writes ``path`` first: beside it (a rename across disks is
-    not atomic), hidden, named by this process; the name cut short stays under the 255-byte
-    limit of most file systems."""
-    return path.with_name(f".{path.name[:200]}.{os.getpid()}.tmp")
+    not atomic), hidden, named by this process. A long name is cut to its first and last 100
+    bytes, under the 255-byte limit of most file systems with the rest: its end is kept, so that
+    ``NAME_mask.png`` and ``NAME_overlay.png`` of one long NAME still get two temp files."""
+    name = path.name
+    if len(name.encode()) > 200:
+        raw = name.encode()
+        name = raw[:100].decode(errors="ignore") + raw[-100:].decode(errors="ignore")
+    return path.with_name(f".{name}.{os.getpid()}.tmp")
 
 
 def atomic_write_all(
@@ -129,17 +136,22 @@ def atomic_write_all(
 ) -> None:
     """Write several files as one: each ``write(f)`` of ``writes`` (``(path, write)`` pairs, in
     order) into a temp file beside its path, fsync, and only once every one is written, rename
-    them all into place. So a mask is never new beside an old overlay, or a video beside an old
-    CSV: a write that fails (a full disk, no permission) raises :class:`UserError` naming the file
-    and leaves all of them as they were; so does a path that cannot be a file (``flag``: the
-    option that chose the paths, for the fix). A kill -9 leaves the temp files (see
-    :func:`stale_temps`) and the old files whole.
+    them all into place. So a write that fails (a full disk, no permission) does not leave a new
+    mask beside an old overlay, or a video beside an old CSV: it raises :class:`UserError` naming
+    the file and leaves all of them as they were; so does a path that cannot be a file (``flag``:
+    the option that chose the paths, for the fix). Each file on its own is always whole, old or
+    new; the renames follow one another, so a kill in the instant between two of them can still
+    leave a group half renamed. A kill -9 while writing leaves the temp files (see
+    :func:`stale_temps`).
     """
-    paths = []
+    paths: list[Path] = []
     for given, _ in writes:
         path = check_file(given, flag)
         # write the file a link points to; the rename would replace the link
-        paths.append(path.resolve() if path.is_symlink() else path)
+        path = path.resolve() if path.is_symlink() else path
+        if path in paths:  # the second write would replace the first one's temp file
+            raise UserError(f"{given} would be written twice at once (a link to another output?): remove it")
+        paths.append(path)
     temps = [_temp_beside(path) for path in paths]
     path, renaming = paths[0], False
     try:
@@ -171,22 +183,30 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], flag: str 
     atomic_write_all([(path, write)], flag)
 
 
-def stale_temps(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+def stale_temps(folder: Path, suffixes: Iterable[str], idle: float = 60.0) -> list[Path]:
     """The temp files in ``folder`` that a write of a file ending in one of ``suffixes`` left when
     its process was killed (kill -9, a power cut: ``.12_mask.png.4711.tmp``, of
     :func:`atomic_write_all`), for the caller to remove: only those whose process no longer runs
-    on this machine, so that another command writing into the same folder keeps its own."""
+    on this machine and that nothing has written for ``idle`` seconds, so that another command
+    writing into the same folder keeps its own, also from another machine sharing the folder
+    (whose process ids mean nothing here: a video being encoded is written every few frames).
+    None on systems without POSIX process ids (Windows)."""
+    if os.name != "posix":
+        return []
     found = []
+    now = time.time()
     for tmp in folder.glob(".*.tmp"):
         name, _, pid = tmp.name[1:-4].rpartition(".")
         if not (pid.isdigit() and name.lower().endswith(tuple(suffixes))):
             continue
         try:
+            if now - tmp.stat().st_mtime < idle:
+                continue
             os.kill(int(pid), 0)  # signal 0: nothing is sent, only whether the process exists
         except ProcessLookupError:
             found.append(tmp)
-        except (PermissionError, OverflowError):  # another user's running process; not a pid
-            pass
+        except (PermissionError, OverflowError, FileNotFoundError):  # another user's process; not
+            pass  # a pid; renamed or removed since the listing
     return sorted(found)
 
 

@@ -30,7 +30,7 @@ is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
 holds predictions is not overwritten without ``--overwrite``. An input's files are written as
 one (files.atomic_write_all): a full disk leaves its earlier predictions all as they were; the
-hidden temp files of a prediction killed half-way are removed by the next one into the folder.
+hidden temp files of a prediction killed half-way are removed by the next one that writes there.
 """
 
 from __future__ import annotations
@@ -386,7 +386,7 @@ def segment_video(
             sink.close()
 
     def write_csv(f: IO[bytes]) -> None:  # after write(), which filled ``rows``
-        text = io.TextIOWrapper(f, newline="")
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
         writer = csv.writer(text)
         writer.writerow(["frame", "time_s", "polyp_area_pct", "max_prob"])
         writer.writerows(rows)

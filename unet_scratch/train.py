@@ -37,7 +37,7 @@ from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES,
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
 from .engine import amp_dtype, build_model, fit, pick_device, precision_name
-from .errors import BROKEN_PIPE, INTERRUPTED, ArgumentParser, UserError, exit_with
+from .errors import BROKEN_PIPE, INTERRUPTED, ArgumentParser, UserError, exit_with, reader_gone
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
@@ -432,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         return INTERRUPTED
     except BrokenPipeError:  # `train.py | head`: quietly, as exit_status ends the other commands
+        if not reader_gone():
+            raise
         return BROKEN_PIPE
 
 
