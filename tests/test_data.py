@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,20 +132,35 @@ def write_12bit_tiff(path: Path, values: np.ndarray) -> None:
 
 def test_a_12_bit_tiff_is_scaled_by_its_own_largest_value(tmp_path: Path) -> None:
     """A 12-bit TIFF holds 0-4095: 4095 is white (255), not 4095 / 257 = 16, which would feed the
-    model a nearly black frame. Decoding the packed samples needs imagecodecs; without it the
-    file is named with that fix."""
+    model a nearly black frame. tifffile decodes the packed samples with imagecodecs ([tiff])."""
+    pytest.importorskip("imagecodecs")
     levels = np.array([[0, 8, 9, 2047, 2048, 4086, 4095]], np.uint16)  # v * 255 / 4095, to the nearest
     write_12bit_tiff(tmp_path / "deep12.tif", np.repeat(levels, 3, axis=0))
-    try:
-        import imagecodecs  # noqa: F401
-    except ImportError:
-        fix = r"deep12\.tif needs the imagecodecs package .*: pip install imagecodecs"
-        with pytest.raises(UserError, match=fix):
-            read_image(tmp_path / "deep12.tif")
-        pytest.skip("imagecodecs is not installed: the 12-bit samples cannot be decoded here")
     assert tifffile.imread(tmp_path / "deep12.tif").tolist() == np.repeat(levels, 3, axis=0).tolist()
     assert read_image(tmp_path / "deep12.tif")[0, :, 0].tolist() == [0, 0, 1, 127, 128, 254, 255]
     assert read_mask(tmp_path / "deep12.tif")[0].tolist() == [0, 0, 1, 127, 128, 254, 255]
+
+
+def test_a_tiff_that_needs_imagecodecs_names_the_install(tmp_path: Path) -> None:
+    """Without imagecodecs (blocked here in a process of its own), a TIFF whose samples tifffile
+    cannot decode by itself is named with the install, not "replace the file"."""
+    write_12bit_tiff(tmp_path / "deep12.tif", np.zeros((2, 3), np.uint16))
+    code = (
+        "import sys\n"
+        "sys.modules['imagecodecs'] = None  # import imagecodecs raises ImportError\n"
+        "from unet_scratch.data import read_image\n"
+        "try:\n"
+        "    read_image(sys.argv[1])\n"
+        "except Exception as e:\n"
+        "    print(e)\n"
+    )
+    command = [sys.executable, "-c", code, str(tmp_path / "deep12.tif")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.stdout == (
+        f"{tmp_path / 'deep12.tif'} needs the imagecodecs package to be decoded (packints_decode of 12-bit "
+        "integers requires the 'imagecodecs' package): pip install imagecodecs (the [tiff] extra), or save "
+        "it as an 8- or 16-bit uncompressed TIFF or a PNG\n"
+    )
 
 
 def test_find_pairs_errors_name_the_file(tmp_path: Path) -> None:

@@ -194,8 +194,8 @@ def _read_array(path: Path, upright: bool = False) -> tuple[np.ndarray, int]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "imagecodecs" in reason:  # a TIFF packed or compressed in a way tifffile needs it for
             raise UserError(
-                f"{path} needs the imagecodecs package to be decoded ({reason}): pip install imagecodecs, "
-                "or save it as an 8- or 16-bit uncompressed TIFF or a PNG"
+                f"{path} needs the imagecodecs package to be decoded ({reason}): pip install imagecodecs "
+                "(the [tiff] extra), or save it as an 8- or 16-bit uncompressed TIFF or a PNG"
             ) from e
         raise UserError(f"{path} cannot be read as an image ({reason}): replace the file") from e
 
