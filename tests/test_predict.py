@@ -789,8 +789,9 @@ def test_a_truncated_video_is_said_to_be_and_an_audio_file_named(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An AVI cut short decodes fewer frames than its header declares: those are written, and a
-    warning says so (Matroska declares none, so nothing can be said there). A file with only
-    sound in it is one line, not "tuple index out of range"."""
+    warning says so (Matroska declares none, so nothing can be said there); an MP4 that shows
+    fewer frames than it stores is no such file. A file with only sound in it is one line, not
+    "tuple index out of range"."""
     av = pytest.importorskip("av")
     clip = tmp_path / "clip.avi"
     with av.open(str(clip), "w") as sink:
@@ -815,6 +816,23 @@ def test_a_truncated_video_is_said_to_be_and_an_audio_file_named(
     )
     assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "whole")) == 0
     assert capsys.readouterr().err == ""  # all 15: no warning
+    # an MP4 whose edit list skips its first 2 of 12 frames (a clip cut without re-encoding): its
+    # header counts 12, its duration and every player 10, and so does the decoder: no warning
+    write_clip(tmp_path / "whole.mp4", frames=12)
+    with av.open(str(tmp_path / "whole.mp4")) as source, av.open(str(tmp_path / "cut.mp4"), "w") as sink:
+        stream = source.streams.video[0]
+        copy = sink.add_stream_from_template(stream)
+        skip = round(2 / (stream.time_base * stream.average_rate))  # two frames, in the stream's ticks
+        for packet in source.demux(stream):
+            if packet.dts is not None:  # not the demuxer's empty packet at the end
+                packet.pts, packet.dts, packet.stream = packet.pts - skip, packet.dts - skip, copy
+                sink.mux(packet)
+    with av.open(str(tmp_path / "cut.mp4")) as check:
+        assert check.streams.video[0].frames == 12
+    assert predict("--run", str(run), str(tmp_path / "cut.mp4"), "--out", str(tmp_path / "m")) == 0
+    with open(tmp_path / "m" / "cut_frames.csv") as f:
+        assert len(list(csv.DictReader(f))) == 10
+    assert capsys.readouterr().err == ""
     sound = tmp_path / "sound.mp4"
     with av.open(str(sound), "w") as sink:
         stream = sink.add_stream("aac", rate=8000)

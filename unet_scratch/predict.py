@@ -340,6 +340,12 @@ def segment_video(
     stream = source.streams.video[0]
     rate = stream.average_rate or 25
     width, height = stream.codec_context.width, stream.codec_context.height
+    declared = stream.frames  # a count the container declares (AVI, MP4; 0 in Matroska)
+    if declared and stream.duration and "mp4" in source.format.name:  # "mov,mp4,m4a,...": MP4, MOV
+        # an MP4 whose edit list starts it a few frames in (a clip cut without re-encoding) stores
+        # more frames than it shows, and players show what its duration spans: so does decoding.
+        # (An AVI's duration counts only the frames its index still finds: not for AVI.)
+        declared = min(declared, round(float(stream.duration * stream.time_base * rate)))
     rows, frames = [], 0
 
     def write(f: IO[bytes]) -> None:  # into atomic_write's temp file: no half video is left behind
@@ -403,9 +409,9 @@ def segment_video(
         f"{path}: {frames} frames {width}x{height} at {float(rate):.2f} fps "
         f"-> {name}_overlay.mp4, {name}_frames.csv"
     )
-    if 0 < frames < stream.frames:  # a count the container declares (AVI, MP4; 0 in Matroska)
+    if 0 < frames < declared:
         say(
-            f"warning: {path}: {frames} of the {stream.frames} frames its header declares could be "
+            f"warning: {path}: {frames} of the {declared} frames its header declares could be "
             "decoded: the file may be truncated (the frames decoded are written)",
             err=True,
         )
