@@ -256,6 +256,18 @@ def test_runs_one_level_up_are_pointed_to(
     assert f"{runs} holds runs: python evaluate.py --runs {runs}" in err
 
 
+def test_a_folder_of_runs_given_as_a_run_is_pointed_to_runs(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``evaluate.py runs/`` (the folder of runs where a run goes): not "no best.pt (not trained
+    past epoch 1?)" about runs that trained well, but --runs and the runs themselves."""
+    assert main([str(runs), "--test-frames", "9-12", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {runs} holds runs, it is not one: python evaluate.py --runs {runs} scores them all, "
+        f"or name them ({runs / 'all-polyp'}, {runs / 'crashed'}, ...)\n"
+    )
+
+
 def test_no_runs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--runs", str(tmp_path / "none")]) == 2
     assert "train first" in capsys.readouterr().err

@@ -98,8 +98,14 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     """The run folders given, or every sub-folder of ``runs_root`` that is a run (or
     ``runs_root`` itself when it is one); each folder once (:func:`each_once`)."""
     if paths:
-        for p in paths:
-            check_run_folder(Path(p))
+        for p in map(Path, paths):
+            check_run_folder(p)
+            held = [] if is_run(p) else [d for d in sorted(p.iterdir()) if is_run(d)]
+            if held:  # `evaluate.py runs/`: the folder of runs, not a run without its best.pt
+                raise UserError(
+                    f"{p} holds runs, it is not one: python evaluate.py --runs {p} scores them all, "
+                    f"or name them ({', '.join(str(d) for d in held[:2])}{', ...' if len(held) > 2 else ''})"
+                )
         return each_once([Path(p) for p in paths])
     root = Path(runs_root)
     if root.exists():  # a checkpoint or another file: named as such, with its run's folder
