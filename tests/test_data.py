@@ -247,6 +247,9 @@ def test_bad_files_give_user_errors(tmp_path: Path) -> None:
     tifffile.imwrite(root / "Ground Truth" / "2.tif", np.zeros((10, 10), np.uint8))
     with pytest.raises(UserError, match=r"2\.tif is 10x10 but its image"):
         load_frames(root, [2], 32)
+    (tmp_path / "frame.png").mkdir()  # a folder where an image goes (features.py IMAGE)
+    with pytest.raises(UserError, match=r"frame\.png is a folder, not an image: give an image file$"):
+        read_image(tmp_path / "frame.png")
 
 
 def test_a_large_image_is_read_quietly_and_one_past_pillows_limit_named(

@@ -172,6 +172,8 @@ def _read_array(path: Path, upright: bool = False) -> tuple[np.ndarray, int]:
     """Decode a file to a numpy array and the bits per sample it was stored with (a 12-bit TIFF
     comes back as uint16 holding 0-4095); TIFF via tifffile, the rest via Pillow (``upright``:
     with its EXIF orientation applied, see :func:`read_image`)."""
+    if path.is_dir():  # not "[Errno 21] Is a directory: replace the file"
+        raise UserError(f"{path} is a folder, not an image: give an image file")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
