@@ -22,7 +22,7 @@ from PIL import Image
 from unet_scratch import files
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
-from unet_scratch.engine import build_model
+from unet_scratch.engine import amp_dtype, build_model, precision_name
 from unet_scratch.inference import runs_near
 from unet_scratch.predict import Segmenter, is_gray, main, output_names
 from unet_scratch.report import PRED_COLOUR, outline_overlay
@@ -231,7 +231,10 @@ def test_existing_predictions_are_not_overwritten(
     before = (out / "e_mask.png").stat().st_mtime_ns
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already holds predictions" in err and "--overwrite" in err
+    assert err == (
+        f"error: {out} already holds predictions of these inputs (e_mask.png, e_overlay.png): --overwrite "
+        "replaces them; or another --out\n"
+    )
     assert (out / "e_mask.png").stat().st_mtime_ns == before
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
 
@@ -373,7 +376,10 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     out.mkdir()
     (out / "clip_overlay.mp4").write_bytes(b"earlier")
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
-    assert "already holds predictions (clip_overlay.mp4):" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: {out} already holds other predictions (clip_overlay.mp4): --overwrite writes these beside "
+        "them, replacing none; or another --out\n"
+    )
     # a misspelt --run or --onnx is named first: the user is not sent to --overwrite only to
     # learn next that the model's path is wrong
     assert predict("--run", f"{run}-typo", str(images / "e.png"), "--out", str(out)) == 2
@@ -384,7 +390,14 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     (out / "a_mask.png").write_bytes(b"earlier")  # three: the first two by name
     (out / "b_mask.png").write_bytes(b"earlier")
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
-    assert "already holds predictions (a_mask.png, b_mask.png, ...):" in capsys.readouterr().err
+    assert "already holds other predictions (a_mask.png, b_mask.png, ...):" in capsys.readouterr().err
+    (out / "e_prob.png").write_bytes(b"earlier")  # e.png's: removed by --overwrite without --probabilities
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} already holds predictions of these inputs (e_prob.png): --overwrite replaces them; "
+        "or another --out\n"
+    )
+    (out / "e_prob.png").unlink()
     for f in ("a_mask.png", "b_mask.png"):
         (out / f).unlink()
     # a video whose folder holds its CSV (say, annotations): never replaced, --overwrite or not
@@ -453,6 +466,30 @@ def test_a_folder_is_read_without_the_predictions_in_it(
     assert capsys.readouterr().err == (
         "error: nothing to segment: the files found are named like predictions (e_Overlay.PNG, e_mask.png): "
         "name one on its own to segment it\n"
+    )
+
+
+def test_sub_folders_are_not_read_and_a_note_says_so(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder is read one level deep: the frames in a sub-folder of it are not segmented, and a
+    note names the sub-folder, not a silence; a folder holding only sub-folders is an error that
+    names them, not "no image files" alone."""
+    clip = copies_of_e(images, tmp_path / "clip", "a.png")
+    copies_of_e(images, clip / "frames", "b.png")
+    (clip / ".cache").mkdir()  # hidden: not worth a note
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(clip), "--out", str(out)) == 0
+    assert capsys.readouterr().err == (
+        f"note: left out 1 sub-folder of the folders given ({clip / 'frames'}/): folders are not read "
+        "recursively; name one to segment it\n"
+    )
+    assert sorted(f.name for f in out.iterdir()) == ["a_mask.png", "a_overlay.png"]
+    (clip / "a.png").unlink()
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o2")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {clip}: no image or video files in this folder: sub-folders are not read, name one "
+        f"({clip / 'frames'}/); nothing to segment\n"
     )
 
 
@@ -543,6 +580,27 @@ def test_a_misspelt_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "typed, expected",
+    [
+        (["--runn", "runs/dice"], "unrecognized arguments: --runn; did you mean --run?"),
+        (["--onx=m.onnx"], "unrecognized arguments: --onx; did you mean --onnx?"),
+        ([], "one of the arguments --run --onnx is required"),  # no typo: what is missing
+        (["--thresh", "0.4"], "one of the arguments --run --onnx is required"),  # --threshold
+    ],
+)
+def test_a_misspelt_required_flag_is_named_not_called_missing(
+    typed: list[str], expected: str, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--runn RUN``: argparse would say that one of --run and --onnx is required, hiding the
+    typo; the typo is named, with the flag it resembles. An abbreviation argparse accepts
+    (``--thresh``) is no typo."""
+    with pytest.raises(SystemExit) as stop:
+        main([*typed, str(images / "e.png")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"predict.py: error: {expected} (see --help)\n"
+
+
 def test_the_runs_nearby_can_be_pasted_into_a_shell(tmp_path: Path) -> None:
     (tmp_path / "my run").mkdir()
     (tmp_path / "my run" / "best.pt").write_bytes(b"")
@@ -570,6 +628,13 @@ def test_a_checkpoint_file_is_a_model_too(
     assert predict("--run", str(alone), str(images / "e.png"), "--out", str(tmp_path / "last")) == 0
     out = capsys.readouterr().out
     assert f"model: {run / 'best.pt'} (dice loss" in out and f"model: {alone} (dice loss" in out
+    # the device and precision as train.py names them: --amp auto is bf16 on a CPU that has it
+    precision = precision_name(amp_dtype(torch.device("cpu"), "auto"))
+    assert f"64x64, cpu {precision}); threshold" in out
+    for amp, named in (("off", "fp32"), ("bf16", "bf16 autocast")):
+        out_folder = str(tmp_path / amp)
+        assert predict("--run", str(run), str(images / "e.png"), "--out", out_folder, "--amp", amp) == 0
+        assert f"64x64, cpu {named}); threshold" in capsys.readouterr().out
     masks = {k: np.asarray(Image.open(tmp_path / k / "e_mask.png")) for k in ("folder", "file", "last")}
     assert (masks["folder"] == 255).all() and (masks["file"] == 255).all()  # P = 0.62 everywhere
     assert (masks["last"] == 255).all()  # the average's +0.5, not the live weights' -0.5

@@ -62,14 +62,25 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)  # for error(): the flags typed
         parsed, extra = super().parse_known_args(args, namespace)
         for name, value in vars(parsed).items():
             setattr(parsed, name, _expand_home(value))
         return parsed, extra
 
     def error(self, message: str) -> NoReturn:
+        unknown = self._unknown_flags()
+        if unknown and "required" in message:  # `--runn x`: the required --run reads as missing,
+            message = f"unrecognized arguments: {' '.join(unknown)}"  # but the typo is what to fix
         print(f"{self.prog}: error: {message}{self._closest_flag(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+    def _unknown_flags(self) -> list[str]:
+        """The ``--flags`` typed that are none of this parser's, nor the start of one (argparse
+        takes ``--thresh`` for ``--threshold``)."""
+        flags = [a.split("=", 1)[0] for a in getattr(self, "_given", []) if a.startswith("--") and a != "--"]
+        known = [f for f in self._option_string_actions if f.startswith("--")]
+        return [f for f in flags if not any(k.startswith(f) for k in known)]
 
     def _closest_flag(self, message: str) -> str:
         """``; did you mean --input-size?`` for an unknown ``--input_size`` or ``--ouput``, else ""."""

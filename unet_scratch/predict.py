@@ -55,7 +55,7 @@ from PIL import Image
 from . import postprocess
 from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
-from .engine import amp_dtype, pick_device, predict
+from .engine import amp_dtype, pick_device, precision_name, predict
 from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
 from .files import atomic_write_all, check_folder, make_folder, stale_temps
 from .inference import (
@@ -95,7 +95,7 @@ class Segmenter:
         if onnx:
             self.model: torch.nn.Module = OnnxModel(onnx)
             self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
-            self.source = f"{onnx} (ONNX Runtime)"
+            self.source = f"{onnx} (ONNX Runtime, cpu fp32)"
             if temperature is None:  # the run's, as the export recorded it (read and checked once)
                 temperature = self.model.temperature
                 # None: exported elsewhere, or before the export recorded it; 1 below
@@ -114,7 +114,8 @@ class Segmenter:
                 what = f"ensemble of {len(runs)} ({', '.join(files)}; {losses} loss"
             self.model = model.to(self.device, memory_format=torch.channels_last)
             self.size, self.amp = configs[0].input_size, amp_dtype(self.device, amp)
-            self.source = f"{what}, {self.size}x{self.size}, {self.device})"
+            # the precision as train.py's first line names it: --amp auto decides by the device
+            self.source = f"{what}, {self.size}x{self.size}, {self.device} {precision_name(self.amp)})"
         if temperature is None:
             temperature = 1.0
         self.tta, self.batch_size, self.temperature = tta, batch_size, temperature
@@ -135,15 +136,22 @@ def _shown(files: list[Path]) -> str:
     return listed([f.name for f in files], most=2)
 
 
-def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]:
+def _folders(folders: list[Path]) -> str:
+    return listed([f"{f}/" for f in folders], most=2)
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path], list[Path]]:
     """The image and video files named or found in the folders named (sorted, not recursive),
     each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
-    is none (missing, not an image, a folder without images); and the files left out of folders
+    is none (missing, not an image, a folder without images); the files left out of folders
     because their names are those of predictions (``12_mask.png``, ``12_overlay.png``: an earlier
     prediction into that folder, or ground truth beside the frames), which would otherwise be
-    segmented as frames. A file named on its own is always segmented."""
+    segmented as frames; and the sub-folders of the folders named, which are not read (for a
+    note: a video's frames in ``clip/frames/`` are not segmented unless named). A file named on
+    its own is always segmented."""
     files: list[Path] = []
     problems: list[str] = []
+    subfolders: list[Path] = []
     outputs: dict[tuple[int, int], Path] = {}  # the left-out files, each once
     seen: set[tuple[int, int]] = set()  # (device, inode) of every file in ``files``
 
@@ -170,10 +178,15 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
                 for f in p.iterdir()
                 if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS and not f.name.startswith(".")
             )
+            inside = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
             if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
+                if inside and not hint:
+                    hint = f": sub-folders are not read, name one ({_folders(inside)})"
                 problems.append(f"{p}: no image or video files in this folder{hint}")
+            else:
+                subfolders += inside
             for f in found:
                 if not f.name.lower().endswith(OUTPUT_SUFFIXES):
                     add(f)
@@ -185,7 +198,7 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path]]
             problems.append(f"{p}: not an image or video ({', '.join(MEDIA_EXTENSIONS)})")
         else:
             add(p)
-    return files, problems, [f for key, f in outputs.items() if key not in seen]
+    return files, problems, [f for key, f in outputs.items() if key not in seen], subfolders
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -217,6 +230,13 @@ def is_inputs_folder(out: Path, files: list[Path]) -> bool:
     return here is not None and any(os.path.samestat(here, d.stat()) for d in {f.parent for f in files})
 
 
+def targets(f: Path, name: str, out: Path, probabilities: bool) -> list[Path]:
+    """The files the prediction of input ``f`` (outputs named ``name``) writes into ``out``."""
+    video = f.suffix.lower() in VIDEO_EXTENSIONS
+    suffixes = VIDEO_OUTPUTS if video else IMAGE_OUTPUTS if probabilities else IMAGE_OUTPUTS[:2]
+    return [out / f"{name}{suffix}" for suffix in suffixes]
+
+
 def check_outputs(files: list[Path], names: dict[Path, str], out: Path, probabilities: bool) -> None:
     """Raise :class:`UserError` when ``out`` is a folder the inputs are read from and an output
     would replace a file there: a ground-truth ``12_mask.png`` beside ``12.png``, or an input.
@@ -225,9 +245,7 @@ def check_outputs(files: list[Path], names: dict[Path, str], out: Path, probabil
     if not is_inputs_folder(out, files):
         return
     for f in files:
-        video = f.suffix.lower() in VIDEO_EXTENSIONS
-        suffixes = VIDEO_OUTPUTS if video else IMAGE_OUTPUTS if probabilities else IMAGE_OUTPUTS[:2]
-        for target in (out / f"{names[f]}{suffix}" for suffix in suffixes):
+        for target in targets(f, names[f], out, probabilities):
             if target.exists():
                 raise UserError(
                     f"--out {out} is the inputs' folder and holds {target.name}, which {f.name}'s prediction "
@@ -482,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
     # not into a dataset's frames or masks, however reached (a link): its pairs would gain files
     data = [Path(os.path.realpath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
     out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
-    files, problems, left_out = collect_inputs(args.inputs)
+    files, problems, left_out, subfolders = collect_inputs(args.inputs)
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     # the model's path before what the output folder holds: "already holds predictions" is not to
@@ -493,9 +511,18 @@ def run(args: argparse.Namespace) -> int:
         onnx_path(args.onnx)
     if out.is_dir() and not args.overwrite:
         held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
+        # which are these inputs' (replaced by --overwrite, a probability map too: removed when this
+        # run writes none) and which other inputs' (left as they are)
+        mine = [t.name for f in files for t in targets(f, names[f], out, True) if t.exists()]
+        if mine:
+            raise UserError(
+                f"{out} already holds predictions of these inputs ({listed(mine, most=2)}): --overwrite "
+                "replaces them; or another --out"
+            )
         if held:
             raise UserError(
-                f"{out} already holds predictions ({listed(held, most=2)}): --overwrite, or another --out"
+                f"{out} already holds other predictions ({listed(held, most=2)}): --overwrite writes these "
+                "beside them, replacing none; or another --out"
             )
     if not files and len(problems) == 1 and not left_out:  # the one input named: its problem is all
         raise UserError(f"{problems[0]}; nothing to segment")
@@ -530,6 +557,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"note: removed {counted(len(removed_temps), 'temp file')} that a prediction killed while "
             f"writing left in {out} ({_shown(removed_temps)})",
+            file=sys.stderr,
+        )
+    if subfolders:
+        print(
+            f"note: left out {counted(len(subfolders), 'sub-folder')} of the folders given "
+            f"({_folders(subfolders)}): folders are not read recursively; name one to segment it",
             file=sys.stderr,
         )
     if left_out:  # once the model is read: an error before it stays one line
