@@ -447,7 +447,7 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
             "validation",
         )
     if "training" in roles:
-        return f"{what}, some of them training frames: these are not test scores", "training-frame"
+        return f"{what}, training frames among them: these are not test scores", "training-frame"
     if roles & {"validation", "partly-validation"}:
         return (
             f"{what}, some of them validation frames: they selected the epoch or the recipe, so these "
