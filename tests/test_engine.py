@@ -229,24 +229,6 @@ def test_resumed_run_keeps_counting_its_training_time(tmp_path: Path) -> None:
     assert again.history[-1]["elapsed_seconds"] == 8.0 and not math.isnan(again.history[-1]["train_loss"])
 
 
-def test_a_resume_says_whether_there_is_anything_left_to_train(tmp_path: Path) -> None:
-    """``--resume`` of a run stopped after epoch 2 of 3 says it resumes; of a finished run, that
-    there is nothing to do (not "resuming", then "done in 2 s")."""
-    model = torch.nn.Linear(1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    config, lines = TrainConfig(epochs=3), []
-    run = RunFolder(tmp_path, config, DistContext(), log=lines.append)
-    run.start(model, {})
-    for epoch in (1, 2, 3):
-        run.end_epoch(epoch, EpochResult(0.5, 1, 2, 1.0), {}, 1.0, model, opt, None, None)
-        if epoch >= 2:
-            lines.clear()
-            again = RunFolder(tmp_path, config, DistContext(), log=lines.append)
-            assert again.resume(model, opt, None, None) == epoch + 1
-            done = f"{tmp_path} is already trained, 3 of 3 epochs: nothing to do"
-            assert lines == [f"resuming {tmp_path} after epoch 2" if epoch == 2 else done]
-
-
 def test_a_resume_restores_the_gradient_scaler(tmp_path: Path) -> None:
     """fp16 training (CUDA) keeps a loss scale that grows and backs off as it trains; a resumed
     run must go on from it, not from the initial 65536 (overflowing steps skipped again)."""

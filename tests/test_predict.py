@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -232,8 +233,8 @@ def test_existing_predictions_are_not_overwritten(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"error: {out} already holds predictions of these inputs (e_mask.png, e_overlay.png): --overwrite "
-        "replaces them; or another --out\n"
+        f"error: {out} already holds predictions under these inputs' names (e_mask.png, e_overlay.png): "
+        "--overwrite replaces them; or another --out\n"
     )
     assert (out / "e_mask.png").stat().st_mtime_ns == before
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
@@ -307,6 +308,9 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
         assert err.startswith(refused.format(out)) and err.count("\n") == 1, err
         assert contents(folder) == before
     (folder / "e_mask.png").rename(folder / "e_prob.png")  # replaced only with --probabilities
+    # without --overwrite: named as another's prediction, which --overwrite leaves (not "replaces")
+    assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder)) == 2
+    assert capsys.readouterr().err.startswith(f"error: {folder} already holds other predictions (e_prob.png)")
     assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder), "--overwrite") == 0
     assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png", "e_prob.png"]
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
@@ -394,8 +398,8 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     (out / "e_prob.png").write_bytes(b"earlier")  # e.png's: removed by --overwrite without --probabilities
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     assert capsys.readouterr().err == (
-        f"error: {out} already holds predictions of these inputs (e_prob.png): --overwrite replaces them; "
-        "or another --out\n"
+        f"error: {out} already holds predictions under these inputs' names (e_prob.png): --overwrite "
+        "replaces them; or another --out\n"
     )
     (out / "e_prob.png").unlink()
     for f in ("a_mask.png", "b_mask.png"):
@@ -485,6 +489,12 @@ def test_sub_folders_are_not_read_and_a_note_says_so(
         "recursively; name one to segment it\n"
     )
     assert sorted(f.name for f in out.iterdir()) == ["a_mask.png", "a_overlay.png"]
+    # named too, or the output folder: not left out; the same folder twice: noted once
+    assert predict("--run", str(run), str(clip), f"{clip}/frames", "--out", f"{clip}/pred") == 0
+    assert capsys.readouterr().err == ""
+    assert predict("--run", str(run), str(clip), f"{clip}/.", "--out", str(tmp_path / "twice")) == 0
+    assert capsys.readouterr().err.startswith("note: left out 2 sub-folders of the folders given (")
+    shutil.rmtree(clip / "pred")
     (clip / "a.png").unlink()
     assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o2")) == 2
     assert capsys.readouterr().err == (
@@ -586,6 +596,7 @@ def test_a_misspelt_checkpoint_a_runs_folder_or_a_dataset_folder_gets_the_fix(
         (["--runn", "runs/dice"], "unrecognized arguments: --runn; did you mean --run?"),
         (["--onx=m.onnx"], "unrecognized arguments: --onx; did you mean --onnx?"),
         ([], "one of the arguments --run --onnx is required"),  # no typo: what is missing
+        (["--", "--odd.png"], "one of the arguments --run --onnx is required"),  # after --: an input
         (["--thresh", "0.4"], "one of the arguments --run --onnx is required"),  # --threshold
     ],
 )

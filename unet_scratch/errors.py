@@ -78,7 +78,9 @@ class ArgumentParser(argparse.ArgumentParser):
     def _unknown_flags(self) -> list[str]:
         """The ``--flags`` typed that are none of this parser's, nor the start of one (argparse
         takes ``--thresh`` for ``--threshold``)."""
-        flags = [a.split("=", 1)[0] for a in getattr(self, "_given", []) if a.startswith("--") and a != "--"]
+        given = getattr(self, "_given", [])
+        given = given[: given.index("--")] if "--" in given else given  # after "--": positionals
+        flags = [a.split("=", 1)[0] for a in given if a.startswith("--")]
         known = [f for f in self._option_string_actions if f.startswith("--")]
         return [f for f in flags if not any(k.startswith(f) for k in known)]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable
@@ -100,10 +101,14 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     if paths:
         for p in map(Path, paths):
             check_run_folder(p)
-            held = [] if is_run(p) else [d for d in sorted(p.iterdir()) if is_run(d)]
+            try:
+                held = [] if is_run(p) else [d for d in sorted(p.iterdir()) if is_run(d)]
+            except OSError:  # a folder we may not look into: scoring says what it lacks
+                held = []
             if held:  # `evaluate.py runs/`: the folder of runs, not a run without its best.pt
+                command = f"python evaluate.py --runs {shlex.quote(str(p))}"
                 raise UserError(
-                    f"{p} holds runs, it is not one: python evaluate.py --runs {p} scores them all, "
+                    f"{p} holds runs, it is not one: {command} scores them all, "
                     f"or name them ({', '.join(str(d) for d in held[:2])}{', ...' if len(held) > 2 else ''})"
                 )
         return each_once([Path(p) for p in paths])

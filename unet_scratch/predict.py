@@ -140,15 +140,23 @@ def _folders(folders: list[Path]) -> str:
     return listed([f"{f}/" for f in folders], most=2)
 
 
-def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path], list[Path]]:
+def _same(a: Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` are the same file or folder, however spelt."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def collect_inputs(paths: list[str], out: Path) -> tuple[list[Path], list[str], list[Path], list[Path]]:
     """The image and video files named or found in the folders named (sorted, not recursive),
     each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
     is none (missing, not an image, a folder without images); the files left out of folders
     because their names are those of predictions (``12_mask.png``, ``12_overlay.png``: an earlier
     prediction into that folder, or ground truth beside the frames), which would otherwise be
     segmented as frames; and the sub-folders of the folders named, which are not read (for a
-    note: a video's frames in ``clip/frames/`` are not segmented unless named). A file named on
-    its own is always segmented."""
+    note: a video's frames in ``clip/frames/`` are not segmented unless named), each once, without
+    those named too and ``out``, the output folder. A file named on its own is always segmented."""
     files: list[Path] = []
     problems: list[str] = []
     subfolders: list[Path] = []
@@ -179,6 +187,8 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path],
                 if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS and not f.name.startswith(".")
             )
             inside = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+            # not a folder named as an input too, nor the output folder (predictions/ beside the frames)
+            inside = [d for d in inside if not any(_same(d, q) for q in [*paths, out])]
             if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
@@ -186,7 +196,7 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str], list[Path],
                     hint = f": sub-folders are not read, name one ({_folders(inside)})"
                 problems.append(f"{p}: no image or video files in this folder{hint}")
             else:
-                subfolders += inside
+                subfolders += [d for d in inside if not any(_same(d, q) for q in subfolders)]
             for f in found:
                 if not f.name.lower().endswith(OUTPUT_SUFFIXES):
                     add(f)
@@ -500,7 +510,7 @@ def run(args: argparse.Namespace) -> int:
     # not into a dataset's frames or masks, however reached (a link): its pairs would gain files
     data = [Path(os.path.realpath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
     out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
-    files, problems, left_out, subfolders = collect_inputs(args.inputs)
+    files, problems, left_out, subfolders = collect_inputs(args.inputs, out)
     names = output_names(files)
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     # the model's path before what the output folder holds: "already holds predictions" is not to
@@ -511,13 +521,14 @@ def run(args: argparse.Namespace) -> int:
         onnx_path(args.onnx)
     if out.is_dir() and not args.overwrite:
         held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
-        # which are these inputs' (replaced by --overwrite, a probability map too: removed when this
-        # run writes none) and which other inputs' (left as they are)
-        mine = [t.name for f in files for t in targets(f, names[f], out, True) if t.exists()]
+        # which are under these inputs' names (replaced by --overwrite; a probability map too, removed
+        # when this run writes none, except beside the inputs) and which under other names (left alone)
+        prob = args.probabilities or not is_inputs_folder(out, files)
+        mine = [t.name for f in files for t in targets(f, names[f], out, prob) if t.exists()]
         if mine:
             raise UserError(
-                f"{out} already holds predictions of these inputs ({listed(mine, most=2)}): --overwrite "
-                "replaces them; or another --out"
+                f"{out} already holds predictions under these inputs' names ({listed(mine, most=2)}): "
+                "--overwrite replaces them; or another --out"
             )
         if held:
             raise UserError(

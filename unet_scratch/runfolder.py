@@ -164,11 +164,7 @@ class RunFolder:
         self.data_check = ckpt.get("data_check") or read_config(self.path).get("run", {}).get("data_check")
         self.elapsed = self.history[-1]["elapsed_seconds"] if self.history else 0.0
         self.first_epoch = ckpt["epoch"] + 1
-        if ckpt["epoch"] >= self.config.epochs:  # a finished run: not "resuming", then "done in 2 s"
-            done = f"{ckpt['epoch']} of {self.config.epochs} epochs"
-            self.log(f"{self.path} is already trained, {done}: nothing to do")
-        else:
-            self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
+        self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
         return self.first_epoch
 
     def end_epoch(
