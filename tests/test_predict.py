@@ -161,6 +161,18 @@ def test_strict_stops_at_the_first_bad_file(
         assert sorted(f.name for f in out.glob("*_mask.png")) == [f"{n}_mask.png" for n in "abcde"]
 
 
+def disk_full_on(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
+    """Make files.py's writes of the files whose names hold ``marker`` fail as on a full disk."""
+    real_open = builtins.open
+
+    def full(path: Path, *args: object, **kwargs: object) -> IO:
+        if marker in Path(path).name:
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full, raising=False)  # found before the builtin
+
+
 def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
     run: Path,
     images: Path,
@@ -174,14 +186,7 @@ def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
     out = tmp_path / "o"
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
     before = {f.name: f.stat().st_ino for f in out.iterdir()}  # a rename gives a file a new inode
-    real_open = builtins.open
-
-    def overlay_fails(path: Path, *args: object, **kwargs: object) -> IO:  # the overlay's temp file
-        if "_overlay.png." in Path(path).name:
-            raise OSError(28, "No space left on device")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(files, "open", overlay_fails, raising=False)  # found before the builtin
+    disk_full_on(monkeypatch, "_overlay.png.")  # the overlay's temp file
     again = ("--out", str(out), "--overwrite", "--probabilities")
     assert predict("--run", str(run), str(images / "e.png"), *again) == 2
     assert {f.name: f.stat().st_ino for f in out.iterdir()} == before
@@ -801,14 +806,7 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     # must not land beside the old CSV either
     monkeypatch.setattr(predict_module, "outline_overlay", real_overlay)
     write_clip(clip, frames=4)
-    real_open = builtins.open
-
-    def csv_fails(path: Path, *args: object, **kwargs: object) -> IO:  # the CSV's temp file
-        if "_frames.csv." in Path(path).name:
-            raise OSError(28, "No space left on device")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(files, "open", csv_fails, raising=False)  # found before the builtin
+    disk_full_on(monkeypatch, "_frames.csv.")  # the CSV's temp file
     assert predict("--run", str(run), str(clip), "--out", str(out), "--overwrite") == 2
     assert contents(out) == before
     err = capsys.readouterr().err
