@@ -95,7 +95,8 @@ class Segmenter:
         if onnx:
             self.model: torch.nn.Module = OnnxModel(onnx)
             self.size, self.device, self.amp = self.model.input_size, torch.device("cpu"), None
-            self.source = f"{onnx} (ONNX Runtime, cpu fp32)"
+            # the file decides the arithmetic (fp32, or int8 where bench.py --deploy quantised it)
+            self.source = f"{onnx} (ONNX Runtime, cpu)"
             if temperature is None:  # the run's, as the export recorded it (read and checked once)
                 temperature = self.model.temperature
                 # None: exported elsewhere, or before the export recorded it; 1 below
