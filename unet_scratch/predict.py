@@ -141,14 +141,6 @@ def _folders(folders: list[Path]) -> str:
     return listed([f"{f}/" for f in folders], most=2)
 
 
-def _same(a: Path, b: str | Path) -> bool:
-    """Whether ``a`` and ``b`` are the same file or folder, however spelt."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
-
-
 def collect_inputs(paths: list[str], out: Path) -> tuple[list[Path], list[str], list[Path], list[Path]]:
     """The image and video files named or found in the folders named (sorted, not recursive),
     each file once whatever its spelling (``a/1.tif`` and ``a/``); one problem line per input that
@@ -179,17 +171,15 @@ def collect_inputs(paths: list[str], out: Path) -> tuple[list[Path], list[str], 
             files.append(f)
             seen.add(key)
 
+    # sub-folders never left out: those named as inputs too, and the output folder (predictions/
+    # beside the frames); and those noted already (a folder named twice, a/ and a/.)
+    noted = {identity(q) for q in [*map(Path, paths), out]} - {None}
     for p in map(Path, paths):
         if p.is_dir():
             # not hidden files: macOS's ._1.png beside 1.png is metadata, not an image
-            found = sorted(
-                f
-                for f in p.iterdir()
-                if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS and not f.name.startswith(".")
-            )
-            inside = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-            # not a folder named as an input too, nor the output folder (predictions/ beside the frames)
-            inside = [d for d in inside if not any(_same(d, q) for q in [*paths, out])]
+            entries = sorted(e for e in p.iterdir() if not e.name.startswith("."))
+            found = [f for f in entries if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS]
+            inside = [d for d in entries if d.is_dir() and identity(d) not in noted]
             if not found:
                 dataset = p / IMAGE_DIR  # a dataset folder (Original/ + Ground Truth/)
                 hint = f": its frames are in {dataset}, give that" if dataset.is_dir() else ""
@@ -197,7 +187,8 @@ def collect_inputs(paths: list[str], out: Path) -> tuple[list[Path], list[str], 
                     hint = f": sub-folders are not read, name one ({_folders(inside)})"
                 problems.append(f"{p}: no image or video files in this folder{hint}")
             else:
-                subfolders += [d for d in inside if not any(_same(d, q) for q in subfolders)]
+                subfolders += inside
+                noted |= {identity(d) for d in inside}
             for f in found:
                 if not f.name.lower().endswith(OUTPUT_SUFFIXES):
                     add(f)
