@@ -45,7 +45,7 @@ from .data import (
     select_pairs,
 )
 from .engine import amp_dtype, pick_device, predict
-from .errors import ArgumentParser, MissingExtra, UserError, exit_status, exit_with
+from .errors import ArgumentParser, MissingExtra, UserError, exit_status, exit_with, listed
 from .files import atomic_write_json, check_file, check_folder
 from .inference import (
     FOCAL_TEMPERATURE,
@@ -109,7 +109,7 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
                 command = f"python evaluate.py --runs {shlex.quote(str(p))}"
                 raise UserError(
                     f"{p} holds runs, it is not one: {command} scores them all, "
-                    f"or name them ({', '.join(str(d) for d in held[:2])}{', ...' if len(held) > 2 else ''})"
+                    f"or name them ({listed(held, most=2)})"
                 )
         return each_once([Path(p) for p in paths])
     root = Path(runs_root)
