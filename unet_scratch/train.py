@@ -469,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
         if first.threads:  # for this call only: ablation.py and the tests call main() in-process
             torch.set_num_threads(first.threads)
         check_batch(ctx, first.batch_size)
-        return train_runs(args, configs, ctx, cache_dir, train_frames, val_frames)
+        return train_runs(args, configs, ctx, device, cache_dir, train_frames, val_frames)
     finally:
         torch.set_num_threads(threads)
         shutdown(ctx)
@@ -493,11 +493,13 @@ def train_runs(
     args: argparse.Namespace,
     configs: list[TrainConfig],
     ctx: DistContext,
+    device: torch.device,
     cache_dir: Path,
     train_frames: list[int],
     val_frames: list[int],
 ) -> int:
-    """Load the frames once, then train each config into its run folder."""
+    """Load the frames once, then train each config into its run folder (``device``: the one
+    ``--device`` names, before torchrun gives each process its own GPU)."""
     say = print if ctx.is_main else (lambda *a, **k: None)
     first = configs[0]
     run_dirs = [Path(c.out) / c.name for c in configs]
@@ -549,7 +551,7 @@ def train_runs(
                 "give the run's own --data, or add --force"
             )
     threads = torch.get_num_threads()  # --threads, else torch's own count
-    device = device_for(ctx, pick_device(first.device))
+    device = device_for(ctx, device)
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         # the device and precision: `--amp auto` decides by the CPU, and the arithmetic differs
         precision = precision_name(amp_dtype(device, config.amp))
