@@ -191,19 +191,28 @@ def test_resume_with_other_settings_is_refused(
     err = capsys.readouterr().err
     assert err == f"error: --resume: frame 1 of {other} differs from the one {run} trained on: " \
         "give the run's own --data, or add --force\n"  # fmt: skip
-    # --force takes the changed settings: epoch 2 is trained at the new learning rate, weight
-    # decay and beta2, not at those the optimiser state was saved with
+    # --force takes the changed settings and the other data: epoch 2 is trained at the new
+    # learning rate, weight decay and beta2, not at those the optimiser state was saved with
+    started = json.loads((run / "config.json").read_text())["run"]
     forced = ["--epochs", "2", "--lr", "0.01", "--resume", "--force", "--keep", "all"]
     forced += ["--weight-decay", "0.02", "--adam-beta2", "0.95"]
-    assert train(tmp_path, synthetic_root, *forced) == 0
+    assert train(tmp_path, other, *forced) == 0
     assert len(read_csv(run / "metrics.csv")) == 2
     last = torch.load(run / "last.pt", weights_only=True)
     assert last["config"]["lr"] == 0.01
     group = last["optimizer"]["param_groups"][0]
     assert (group["weight_decay"], tuple(group["betas"])) == (0.02, (0.9, 0.95))
+    # config.json and the checkpoints now describe the run as trained on: these settings, the
+    # other data (evaluate.py's default --data and data check), the first initial weights
+    config = json.loads((run / "config.json").read_text())
+    assert (config["lr"], config["epochs"], config["data"]) == (0.01, 2, str(other))
+    now = {"frame": 1, "sha256": frame_fingerprint(other, 1)}
+    assert now != started["data_check"]
+    assert config["run"]["data_check"] == last["data_check"] == now
+    assert config["run"]["init_sha256"] == last["init_sha256"] == started["init_sha256"]
     capsys.readouterr()
-    finished = [*forced[:5], *forced[6:]]  # the same flags, no --force: a finished run, said so
-    assert train(tmp_path, synthetic_root, *finished) == 0
+    finished = [*forced[:5], *forced[6:]]  # the same flags and data, no --force: a finished run, said so
+    assert train(tmp_path, other, *finished) == 0
     assert "already trained 2 epochs (--epochs 2): nothing left to train" in capsys.readouterr().out
     assert len(read_csv(run / "metrics.csv")) == 2  # not trained
     # --overwrite starts the run again (TINY: --keep best, so best.pt alone is left) ...

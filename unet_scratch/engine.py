@@ -404,15 +404,16 @@ def fit(
     eval_model = ema.module if ema is not None else model  # validated, and saved as best.pt
 
     run = RunFolder(run_dir, config, ctx, log if ctx.is_main else (lambda _: None))
+    facts = {
+        "device": str(device), "amp": str(amp).replace("torch.", ""), "processes": ctx.world,
+        # on some CPUs one thread and two round differently: a rerun needs the same count
+        "threads": torch.get_num_threads(),
+        **(extra or {}),
+    }  # fmt: skip
     if resume:
-        start_epoch = run.resume(model, optimizer, scaler, ema)
+        start_epoch = run.resume(model, optimizer, scaler, ema, facts)
     else:
-        meta = {
-            "device": str(device), "amp": str(amp).replace("torch.", ""), "processes": ctx.world,
-            # on some CPUs one thread and two round differently: a rerun needs the same count
-            "threads": torch.get_num_threads(),
-        }  # fmt: skip
-        start_epoch = run.start(model, {**meta, **(extra or {})})
+        start_epoch = run.start(model, facts)
     net = wrap_model(ctx, model, config.sync_bn, device)  # DistributedDataParallel under torchrun
     if config.compile:  # the first steps then spend a minute or more compiling
         net = torch.compile(net)

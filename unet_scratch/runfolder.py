@@ -123,10 +123,15 @@ class RunFolder:
         self._clean_stale()
         self.init_sha = state_sha256(model)
         self.data_check = facts.get("data_check")
-        if self.ctx.is_main:
-            run = {"init_sha256": self.init_sha, **facts}
-            atomic_write_json({**self.config.to_dict(), "run": run}, self.path / "config.json")
+        self._write_config(facts)
         return 1
+
+    def _write_config(self, facts: dict[str, Any], earlier: dict[str, Any] | None = None) -> None:
+        """``config.json``: the settings this session trains with and its ``facts`` (over the
+        ``earlier`` sessions' facts of a resumed run)."""
+        if self.ctx.is_main:
+            run = {**(earlier or {}), "init_sha256": self.init_sha, **facts}
+            atomic_write_json({**self.config.to_dict(), "run": run}, self.path / "config.json")
 
     def resume(
         self,
@@ -134,9 +139,12 @@ class RunFolder:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None,
         ema: Any | None,
+        facts: dict[str, Any] | None = None,
     ) -> int:
         """Load ``last.pt`` into the model, optimiser, scaler and weight average; returns the
-        epoch to continue from."""
+        epoch to continue from. ``config.json`` is rewritten with the settings of this session
+        (those ``--resume --force`` changed) and its ``facts`` (device, threads, data), so that
+        it describes the weights the run goes on to save; the initial weights' fingerprint stays."""
         self._clean_stale()
         path = self.path / "last.pt"
         ckpt = load_checkpoint(path)
@@ -160,8 +168,11 @@ class RunFolder:
             load_model_state(ema.module, ckpt["ema"], path)
         self.history, self.best = ckpt["history"], ckpt["best"]
         self.init_sha = ckpt.get("init_sha256", "")
-        # config.json's copy, for a last.pt written before checkpoints held the fingerprint
-        self.data_check = ckpt.get("data_check") or read_config(self.path).get("run", {}).get("data_check")
+        facts, earlier = facts or {}, read_config(self.path).get("run", {})
+        # the data this session trains on (other data only with --force; evaluate.py checks the
+        # latest), else the checkpoint's, else config.json's (a last.pt from before checkpoints held it)
+        self.data_check = facts.get("data_check") or ckpt.get("data_check") or earlier.get("data_check")
+        self._write_config(facts, earlier)
         self.elapsed = self.history[-1]["elapsed_seconds"] if self.history else 0.0
         self.first_epoch = ckpt["epoch"] + 1
         self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
