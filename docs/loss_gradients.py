@@ -64,7 +64,7 @@ def polyp_fractions(root: str | Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", default="docs/loss_gradients.png")
     parser.add_argument(
         "--polyp-sizes", metavar="DATA", help="print the mean and median polyp area of a dataset's frames"

@@ -7,8 +7,8 @@ runs two models: the run's trained ``best.pt`` and the same architecture at its 
 (``build_model`` with the run's seed: the very weights training started from), the latter with
 BatchNorm in training mode, normalising each channel by this image's own statistics as the
 first training step does: its running statistics start at mean 0 and variance 1, which would
-not normalise at all (in eval mode the initial model's logits have a standard deviation of about
-300 instead of 3, and its probability map is saturated noise). Forward hooks
+not normalise at all (in eval mode the initial model's logits on a dataset frame have a standard
+deviation of about 150 instead of about 4, and its probability map is saturated noise). Forward hooks
 record the output of every encoder stage (stem, layer1-4) and every decoder block, and for each
 the ``--channels`` most active channels (largest mean activation) are drawn, each scaled to its
 own range. It writes
