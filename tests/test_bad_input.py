@@ -391,6 +391,7 @@ UNWRITABLE = [
     ("features", "features", ["--run", "{run}", "{image}", "--out"], "{file}/f", "choose another --out"),
     ("summary --diagram", "summary", ["--diagram"], "{file}/a.png", "choose another --diagram"),
     ("summary --diagram .txt", "summary", ["--diagram"], "{dir}/a.txt", "matplotlib cannot write .txt"),
+    ("summary --blocks", "summary", ["--blocks"], "{file}/b.png", "choose another --blocks"),
     (
         "evaluate --curves .txt",
         "evaluate",

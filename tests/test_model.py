@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from unet_scratch import ResNet50Encoder, UNetResNet50
 from unet_scratch.model import Bottleneck, DecoderBlock, InputNormalization, UNetDecoder
 from unet_scratch.model.resnet import drop_path
+from unet_scratch.summary import block_steps, stage_table
 from unet_scratch.summary import main as summary_main
-from unet_scratch.summary import stage_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet50_encoder_state_dict.json"
 
@@ -262,6 +262,43 @@ def test_diagram_is_drawn_from_the_model(tmp_path: Path) -> None:
     from PIL import Image
 
     with Image.open(tmp_path / "u.png") as im:
+        assert im.size[0] > 1000 and im.size[1] > 500
+
+
+def test_the_blocks_picture_is_read_from_the_model(tmp_path: Path) -> None:
+    """Inside layer3's first bottleneck and decoder block 0: each step's parameters in closed form
+    (k*k*C_in*C_out + 2*C_out for conv + BN), the steps together are the whole block (nothing left
+    out or counted twice), and the shapes are those of a forward pass (v1.5: the 3x3 strides)."""
+    model = UNetResNet50()
+    for size in (128, 64):
+        steps = {k: {s.name: s for s in v} for k, v in block_steps(model, size).items()}
+        b, d, g = steps["bottleneck"], steps["decoder"], size // 8  # layer3 reads layer2 at 1/8
+        assert [(n, b[n].output) for n in b] == [
+            ("input", (1, 512, g, g)), ("conv1", (1, 256, g, g)), ("conv2", (1, 256, g // 2, g // 2)),
+            ("conv3", (1, 1024, g // 2, g // 2)), ("downsample", (1, 1024, g // 2, g // 2)),
+            ("add", (1, 1024, g // 2, g // 2)),
+        ]  # fmt: skip
+        assert [b[n].parameters for n in ("conv1", "conv2", "conv3", "downsample")] == [
+            512 * 256 + 2 * 256, 9 * 256 * 256 + 2 * 256, 256 * 1024 + 2 * 1024, 512 * 1024 + 2 * 1024,
+        ]  # fmt: skip
+        assert b["conv2"].what == "conv 3x3 stride 2, 256 -> 256, BN, ReLU"
+        assert b["conv3"].what == "conv 1x1, 256 -> 1024, BN"  # no ReLU before the addition
+        whole = sum(p.numel() for p in model.encoder.layer3[0].parameters())
+        assert sum(s.parameters for s in b.values()) == whole
+        h = size // 32
+        assert [(n, d[n].output) for n in d] == [
+            ("input", (1, 2048, h, h)), ("upsample", (1, 2048, 2 * h, 2 * h)),
+            ("skip", (1, 1024, 2 * h, 2 * h)), ("concatenate", (1, 3072, 2 * h, 2 * h)),
+            ("conv1", (1, 256, 2 * h, 2 * h)), ("conv2", (1, 256, 2 * h, 2 * h)),
+        ]  # fmt: skip
+        assert d["conv1"].parameters == 9 * 3072 * 256 + 2 * 256
+        whole = sum(p.numel() for p in model.decoder.blocks[0].parameters())
+        assert sum(s.parameters for s in d.values()) == whole
+    pytest.importorskip("matplotlib")
+    assert summary_main(["--input-size", "64", "--blocks", str(tmp_path / "blocks.png")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "blocks.png") as im:
         assert im.size[0] > 1000 and im.size[1] > 500
 
 

@@ -4,6 +4,7 @@ of the U drawn from the same numbers.
 
     python -m unet_scratch.summary [--input-size 128] [--skips none]
     python -m unet_scratch.summary --diagram docs/architecture.png       # needs matplotlib
+    python -m unet_scratch.summary --blocks docs/blocks.png              # inside two blocks
 
 Nothing here is typed by hand: one forward pass with hooks records what each stage receives and
 returns, PyTorch's FLOP counter (``torch.utils.flop_counter``) counts each stage's multiply-adds
@@ -263,6 +264,165 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
     return save_figure(fig, path, "--diagram", dpi=100, bbox_inches="tight")
 
 
+@dataclass
+class Step:
+    """One step inside a block: what it does, the shape it returns, its parameters."""
+
+    name: str  # the module's name inside the block (``conv2``, ``downsample``), or the operation
+    what: str  # e.g. "conv 3x3 stride 2, 256 -> 256, BN, ReLU"
+    output: tuple[int, ...]
+    parameters: int = 0
+
+
+def _conv_step(name: str, conv: nn.Conv2d, bn: nn.Module, relu: bool, output: tuple[int, ...]) -> Step:
+    k, stride = conv.kernel_size[0], conv.stride[0]
+    what = f"conv {k}x{k}" + (f" stride {stride}" if stride > 1 else "")
+    what += f", {conv.in_channels} -> {conv.out_channels}, BN" + (", ReLU" if relu else "")
+    return Step(name, what, output, count(conv) + count(bn))
+
+
+@torch.inference_mode()
+def block_steps(model: UNetResNet50, input_size: int = 128) -> dict[str, list[Step]]:
+    """The steps inside two blocks of ``model``, for a ``(1, 3, S, S)`` input: the first
+    bottleneck of ``layer3`` (the one with the projection shortcut) and decoder block 0, each
+    in data-flow order, with the shapes one forward pass records (hooks) and the parameters of
+    the live modules. Keys ``"bottleneck"`` and ``"decoder"``."""
+    model.eval()
+    bottleneck, block = model.encoder.layer3[0], model.decoder.blocks[0]
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):  # noqa: ANN202
+        def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            shapes[name] = tuple(out.shape)
+            shapes[name + ".in"] = tuple(args[0].shape)
+            if len(args) > 1 and args[1] is not None:
+                shapes[name + ".skip"] = tuple(args[1].shape)
+
+        return hook
+
+    watched = {"bottleneck": bottleneck, "block": block}
+    for name in ("conv1", "conv2", "conv3"):
+        watched[f"bottleneck.{name}"] = getattr(bottleneck, name)
+    if bottleneck.downsample is not None:
+        watched["bottleneck.downsample"] = bottleneck.downsample
+    watched |= {"block.conv1": block.conv1, "block.conv2": block.conv2}
+    hooks = [m.register_forward_hook(record(n)) for n, m in watched.items()]
+    try:
+        model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    b = bottleneck
+    steps = [Step("input", "from layer2", shapes["bottleneck.in"])]
+    for i, (conv, bn) in enumerate(((b.conv1, b.bn1), (b.conv2, b.bn2), (b.conv3, b.bn3)), start=1):
+        steps.append(_conv_step(f"conv{i}", conv, bn, i < 3, shapes[f"bottleneck.conv{i}"]))
+    if b.downsample is not None:  # the shortcut's projection: [conv1x1, BN]
+        conv, bn = b.downsample
+        steps.append(_conv_step("downsample", conv, bn, False, shapes["bottleneck.downsample"]))
+    steps.append(Step("add", "+ the shortcut, then ReLU", shapes["bottleneck"]))
+    x, skip = shapes["block.in"], shapes.get("block.skip")
+    decoder = [Step("input", "from layer4", x), Step("upsample", "nearest x2", (*x[:2], x[2] * 2, x[3] * 2))]
+    if skip is not None:
+        decoder.append(Step("skip", "from layer3", skip))
+        decoder.append(Step("concatenate", "along the channels", shapes["block.conv1.in"]))
+    for name in ("conv1", "conv2"):
+        conv_bn_relu = getattr(block, name)
+        decoder.append(_conv_step(name, conv_bn_relu[0], conv_bn_relu[1], True, shapes[f"block.{name}"]))
+    return {"bottleneck": steps, "decoder": decoder}
+
+
+def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: int, input_size: int) -> Path:
+    """The insides of the two blocks of :func:`block_steps`, side by side: one box per step with
+    its output shape and parameters, the shortcut (bottleneck) and the skip (decoder) drawn beside
+    the main path (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    except ImportError as e:
+        raise UserError("--blocks needs matplotlib: pip install matplotlib (the [plot] extra)") from e
+
+    fig, axes = plt.subplots(1, 2, figsize=(16, 8.2))
+    width, height, side = 4.2, 1.15, 5.0
+    colours = {"conv": "#9ecae1", "side": "#c6dbef", "op": "#eeeeee", "input": "#ffffff"}
+
+    def box(ax, x: float, y: float, step: Step, colour: str) -> None:  # noqa: ANN001
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
+                facecolor=colour, edgecolor="#333333", linewidth=0.9,
+            )
+        )  # fmt: skip
+        c, h, w = step.output[1:]
+        lines = [step.name, step.what, f"-> {c} x {h} x {w}"]
+        if step.parameters:
+            lines[-1] += f",  {step.parameters:,} parameters"
+        ax.text(x, y, "\n".join(lines), ha="center", va="center", fontsize=8.5)
+
+    def arrow(ax, a: tuple[float, float], b: tuple[float, float], colour: str = "#333333", **kw) -> None:  # noqa: ANN001, ANN003
+        ax.add_patch(
+            FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=11, color=colour, linewidth=1.1, **kw)
+        )
+
+    def column(ax, chain: list[Step], x: float, top: float) -> list[float]:  # noqa: ANN001
+        ys = [top - 1.55 * i for i in range(len(chain))]
+        for i, (step, y) in enumerate(zip(chain, ys)):
+            colour = "input" if step.name == "input" else "conv" if step.parameters else "op"
+            box(ax, x, y, step, colours[colour])
+            if i:
+                arrow(ax, (x, ys[i - 1] - height / 2), (x, y + height / 2))
+        return ys
+
+    # left: the bottleneck; the shortcut (projected, or the input itself) joins before the last ReLU
+    ax = axes[0]
+    by_name = {s.name: s for s in steps["bottleneck"]}
+    main = [by_name[n] for n in ("input", "conv1", "conv2", "conv3", "add")]
+    ys = column(ax, main, 0, 7)
+    shortcut = by_name.get("downsample")
+    if shortcut is not None:
+        sy = (ys[1] + ys[3]) / 2
+        box(ax, side, sy, shortcut, colours["side"])
+        arrow(ax, (width / 2, ys[0]), (side, sy + height / 2), colour="#3182bd")
+        arrow(ax, (side, sy - height / 2), (width / 2, ys[4]), colour="#3182bd")
+    else:
+        arrow(ax, (width / 2, ys[0]), (width / 2, ys[4]), colour="#3182bd", connectionstyle="arc3,rad=-0.4")
+    first = by_name["input"]
+    ax.set_title(
+        f"layer3, bottleneck 1 of {layer3_blocks}: 1x1 squeezes, 3x3 looks around (and strides), 1x1 expands",
+        fontsize=10,
+    )
+    ax.text(
+        side / 2, ys[-1] - 1.3,
+        f"The other {layer3_blocks - 1} bottlenecks of layer3 take {by_name['add'].output[1]} channels "
+        f"in and out at stride 1:\nno projection, the input itself is added (blue: the shortcut; here a "
+        f"{first.output[1]} x {first.output[2]} x {first.output[3]} input must be projected).",
+        ha="center", va="center", fontsize=8.5,
+    )  # fmt: skip
+    # right: decoder block 0; the skip joins at the concatenation
+    ax = axes[1]
+    by_name = {s.name: s for s in steps["decoder"]}
+    chain = [by_name[n] for n in ("input", "upsample", "concatenate", "conv1", "conv2") if n in by_name]
+    ys = column(ax, chain, 0, 7)
+    if "skip" in by_name:
+        box(ax, side, ys[1], by_name["skip"], colours["side"])
+        arrow(ax, (side, ys[1] - height / 2), (width / 2, ys[2]), colour="#3182bd", linestyle="--")
+    ax.set_title("decoder block 0: upsample, concatenate the skip, two conv 3x3", fontsize=10)
+    for ax in axes:
+        ax.set_xlim(-width / 2 - 0.2, side + width / 2 + 0.2)
+        ax.set_ylim(7 - 1.55 * 4 - 1.9, 7 + height / 2 + 0.2)
+        ax.axis("off")
+    fig.text(
+        0.5, 0.02,
+        f"Each box: the step, its output channels x height x width for one {input_size}x{input_size} frame, "
+        "its parameters (conv + BN). Drawn by python -m unet_scratch.summary --blocks from a forward pass "
+        "of the live model.",
+        ha="center", fontsize=8.5,
+    )  # fmt: skip
+    return save_figure(fig, path, "--blocks", dpi=100, bbox_inches="tight")
+
+
 def main(argv: list[str] | None = None) -> int:
     first_paragraph = " ".join(__doc__.split("\n\n")[0].split())
     parser = ArgumentParser(prog="python -m unet_scratch.summary", description=first_paragraph)
@@ -271,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skips", default="all", choices=("all", "none"), help="the model with or without skips"
     )
     parser.add_argument("--diagram", help="also draw the U to this PNG (needs matplotlib)")
+    parser.add_argument(
+        "--blocks",
+        help="also draw the inside of layer3's first bottleneck and decoder block 0 to this PNG "
+        "(needs matplotlib)",
+    )
     args = parser.parse_args(argv)
     return exit_status(lambda: summarize(args))
 
@@ -278,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(args: argparse.Namespace) -> int:
     if args.input_size < 32 or args.input_size % 32:
         raise UserError(f"--input-size must be a positive multiple of 32, got {args.input_size}")
-    if args.diagram:  # a path that cannot be written stops it before the table, not after
-        check_file(args.diagram, "--diagram", figure=True)
+    for flag, picture in (("--diagram", args.diagram), ("--blocks", args.blocks)):
+        if picture:  # a path that cannot be written stops it before the table, not after
+            check_file(picture, flag, figure=True)
     model = UNetResNet50(skips=args.skips == "all")
     stages = stage_table(model, args.input_size)
     print(
@@ -293,6 +459,9 @@ def summarize(args: argparse.Namespace) -> int:
     print(f"{'model total':<82} {count(model):>12,}")
     if args.diagram:
         print(f"\ndiagram -> {draw_diagram(stages, args.diagram, args.input_size)}")
+    if args.blocks:
+        steps = block_steps(model, args.input_size)
+        print(f"blocks -> {draw_blocks(steps, args.blocks, len(model.encoder.layer3), args.input_size)}")
     return 0
 
 
