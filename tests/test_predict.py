@@ -239,10 +239,50 @@ def test_existing_predictions_are_not_overwritten(
     err = capsys.readouterr().err
     assert err == (
         f"error: {out} already holds predictions under these inputs' names (e_mask.png, e_overlay.png): "
-        "--overwrite replaces them; or another --out\n"
+        "--overwrite replaces them, --continue goes on with a stopped prediction; or another --out\n"
     )
     assert (out / "e_mask.png").stat().st_mtime_ns == before
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out), "--overwrite") == 0
+
+
+def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finished(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prediction stopped half-way (here: one input finished, one with its mask alone, as a
+    kill between two renames leaves it, one not started): --continue writes the inputs whose
+    files are not all there, under the names the whole set of inputs gives (a.png and a.jpg share
+    a stem: a_png_*, a_jpg_*), and leaves the finished one's files as they were (same inodes)."""
+    folder = copies_of_e(images, tmp_path / "in", "a.png", "b.png")
+    (folder / "a.jpg").write_bytes((images / "c.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert predict("--run", str(run), str(folder), "--out", str(out)) == 0
+    finished = {f: (out / f).stat().st_ino for f in ("a_png_mask.png", "a_png_overlay.png")}
+    (out / "a_jpg_overlay.png").unlink()
+    for f in ("b_mask.png", "b_overlay.png"):
+        (out / f).unlink()
+    capsys.readouterr()
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"note: skipped 1 input whose files are all in {out} already (a.png; --continue)\n"
+    )
+    assert "a.jpg" in captured.out and "b.png" in captured.out and "a.png" not in captured.out
+    assert sorted(f.name for f in out.iterdir()) == [
+        "a_jpg_mask.png", "a_jpg_overlay.png", "a_png_mask.png", "a_png_overlay.png",
+        "b_mask.png", "b_overlay.png",
+    ]  # fmt: skip
+    assert {f: (out / f).stat().st_ino for f in finished} == finished
+    mask = np.asarray(Image.open(out / "a_jpg_mask.png"))
+    assert mask.shape == (1080, 1350) and mask.all()  # P = 0.62 everywhere: all polyp
+    # everything there: nothing to do, said so; --continue and --overwrite exclude each other
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
+    assert capsys.readouterr().out == (
+        f"nothing left to predict (--continue): {out} holds the files of every input, 3 inputs\n"
+    )
+    with pytest.raises(SystemExit) as stop:
+        predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--overwrite")
+    assert stop.value.code == 2
+    assert "--overwrite: not allowed with argument --continue" in capsys.readouterr().err
 
 
 def test_predictions_are_not_written_into_a_datasets_frames_or_masks(

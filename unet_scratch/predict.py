@@ -28,7 +28,9 @@ A folder is read without the files in it named like predictions (``*_mask.png``,
 prediction or ground truth beside the frames; a note says how many). A file that cannot be read
 is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
-holds predictions is not overwritten without ``--overwrite``. An input's files are written as
+holds predictions is not overwritten without ``--overwrite``; ``--continue`` goes on with a
+prediction that was stopped (Ctrl-C, a full disk, a kill), skipping the inputs whose files are
+all there already and replacing nothing of theirs. An input's files are written as
 one (files.atomic_write_all): a full disk leaves its earlier predictions all as they were; the
 hidden temp files of a prediction killed half-way are removed by the next one that writes there.
 """
@@ -474,11 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp", default="auto", choices=AMP_MODES, help="mixed precision (--run only; --onnx runs in fp32)"
     )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
-    p.add_argument(
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
         "--overwrite",
         action="store_true",
         help="write into a folder that already holds predictions; an input's earlier NAME_prob.png that "
         "this run does not write is removed",
+    )
+    existing.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="go on with a prediction that was stopped: the inputs whose files are all in --out already "
+        "are skipped, the others predicted (give the same inputs and flags)",
     )
     return p
 
@@ -503,7 +513,11 @@ def run(args: argparse.Namespace) -> int:
     data = [Path(os.path.realpath(args.out)).parent / d for d in (IMAGE_DIR, MASK_DIR)]
     out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
     files, problems, left_out, subfolders = collect_inputs(args.inputs, out)
-    names = output_names(files)
+    names = output_names(files)  # of every input: a stopped run's names, whatever --continue skips
+    done = []
+    if args.resume:  # an input's files are written as one: all of them there means it was finished
+        done = [f for f in files if all(t.exists() for t in targets(f, names[f], out, args.probabilities))]
+        files = [f for f in files if f not in done]
     check_outputs(files, names, out, args.probabilities)  # before the model is read
     # the model's path before what the output folder holds: "already holds predictions" is not to
     # send the user to --overwrite only to learn next that --run was misspelt
@@ -511,7 +525,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_path(given)
     if args.onnx:
         onnx_path(args.onnx)
-    if out.is_dir() and not args.overwrite:
+    if out.is_dir() and not (args.overwrite or args.resume):
         held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
         # which are under these inputs' names (replaced by --overwrite; a probability map too, removed
         # when this run writes none, except beside the inputs) and which under other names (left alone)
@@ -520,19 +534,23 @@ def run(args: argparse.Namespace) -> int:
         if mine:
             raise UserError(
                 f"{out} already holds predictions under these inputs' names ({listed(mine, most=2)}): "
-                "--overwrite replaces them; or another --out"
+                "--overwrite replaces them, --continue goes on with a stopped prediction; or another --out"
             )
         if held:
             raise UserError(
                 f"{out} already holds other predictions ({listed(held, most=2)}): --overwrite writes these "
                 "beside them, replacing none; or another --out"
             )
-    if not files and len(problems) == 1 and not left_out:  # the one input named: its problem is all
+    if not files and len(problems) == 1 and not left_out and not done:  # the one input named: all there is
         raise UserError(f"{problems[0]}; nothing to segment")
     for line in problems:
         print(problem_line(line, args.strict), file=sys.stderr)
     if problems and args.strict:
         return 2
+    if done and not files:
+        every = f"{out} holds the files of every input, {counted(len(done), 'input')}"
+        print(f"nothing left to predict (--continue): {every}")
+        return 2 if problems else 0
     if not files and left_out:
         raise UserError(
             f"nothing to segment: the files found are named like predictions ({_shown(left_out)}): "
@@ -560,6 +578,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"note: removed {counted(len(removed_temps), 'temp file')} that a prediction killed while "
             f"writing left in {out} ({_shown(removed_temps)})",
+            file=sys.stderr,
+        )
+    if done:
+        print(
+            f"note: skipped {counted(len(done), 'input')} whose files are all in {out} already "
+            f"({_shown(done)}; --continue)",
             file=sys.stderr,
         )
     if subfolders:
