@@ -234,6 +234,33 @@ def test_affine_rotates_by_the_drawn_angle_in_degrees() -> None:
     assert checked >= 6
 
 
+def test_affine_rotation_keeps_a_discs_area() -> None:
+    """A rotation preserves area exactly; a wrong sign in one entry of the matrix turns it into a
+    shear that changes it by 1 / cos(2 angle) (30 % at 20 degrees), with image and mask still aligned."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 12**2).float()[None, None]
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        _, out = random_affine(disc.repeat(1, 3, 1, 1), disc, g, (1, 1), 20.0, 0.0)
+        assert out.sum().item() == pytest.approx(disc.sum().item(), rel=0.03), seed
+
+
+@pytest.mark.parametrize(
+    "degrade, p",
+    [
+        (lambda x, g, p: gaussian_blur(x, g, p=p), 0.2),
+        (lambda x, g, p: gaussian_noise(x, g, p=p), 0.15),
+        (lambda x, g, p: simulate_low_resolution(x, g, zoom=(2.0, 2.0), p=p), 0.25),
+    ],
+)
+def test_each_degradation_touches_a_sample_with_its_probability(degrade, p: float) -> None:  # noqa: ANN001
+    images = make_batch(400)[0]
+    assert torch.equal(degrade(images, torch.Generator(), 0.0), images)
+    out = degrade(images, torch.Generator().manual_seed(1), p)
+    changed = [not torch.equal(o, i) for o, i in zip(out, images)]
+    assert sum(changed) / 400 == pytest.approx(p, abs=0.06)
+
+
 def test_affine_zoom_and_shift_ranges() -> None:
     masks = torch.zeros(1, 1, 64, 64)
     masks[..., 24:40, 24:40] = 1  # 16 x 16, centred

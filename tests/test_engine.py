@@ -103,6 +103,32 @@ def test_the_weight_average_follows_each_step_of_the_loop() -> None:
     torch.testing.assert_close(ema.module.weight, 0.75 * w0 + 0.25 * w1)
 
 
+def test_the_loop_takes_each_step_from_its_own_gradient_on_unit_range_inputs_in_training_mode() -> None:
+    """Two plain SGD steps through train_one_epoch equal two steps by hand: each batch's uint8
+    images divided by 255, the Dice loss's gradient of that batch alone (not summed with the step
+    before), in training mode although validation left the model in eval mode."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=g)
+    masks = torch.randint(0, 2, (4, 1, 8, 8), dtype=torch.uint8, generator=g)
+    config = TrainConfig(schedule="constant", warmup_epochs=0, batch_size=2, augment="none", epochs=1)
+    model = torch.nn.Conv2d(3, 1, 3, padding=1).eval()  # as validation leaves it
+    modes: list[bool] = []
+    model.register_forward_hook(lambda m, _i, _o: modes.append(m.training))
+    w, b = (p.detach().clone() for p in model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_one_epoch(model, images, masks, DiceLoss(), optimizer, config, 1, None, progress=False)
+    batches = batch_indices(4, 2, epoch_generator(config.seed, 1, CPU))
+    for idx in batches:
+        w, b = w.requires_grad_(), b.requires_grad_()
+        x, y = images[idx].double() / 255, masks[idx].double()
+        loss = DiceLoss()(torch.nn.functional.conv2d(x, w.double(), b.double(), padding=1), y)
+        gw, gb = torch.autograd.grad(loss, (w, b))
+        w, b = (w - 0.5 * gw).detach(), (b - 0.5 * gb).detach()
+    assert modes == [True] * len(batches) == [True, True]
+    torch.testing.assert_close(model.weight.detach(), w, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.bias.detach(), b, rtol=1e-4, atol=1e-5)
+
+
 def test_each_epoch_draws_its_own_batches_from_the_seed() -> None:
     """The batch order (and the augmentations, drawn from the same stream) is a function of
     (seed, epoch): the same again for a resumed epoch, another for the next epoch or seed."""

@@ -69,7 +69,8 @@ def test_scores_use_the_post_processed_mask() -> None:
     plain.update(prob, target)
     after.update(prob, target, postprocessed(prob, 0.5, [("largest", 0)]))
     assert plain.dice[0] == pytest.approx(2 * 9 / (14 + 9)) and after.dice[0] == 1.0
-    assert after.soft_dice == plain.soft_dice  # the probabilities themselves are untouched
+    # the probabilities themselves are untouched, for both soft scores
+    assert after.soft_dice == plain.soft_dice and after.soft_jaccard == plain.soft_jaccard
     assert postprocessed(prob, 0.5, []) is None
 
 
@@ -98,6 +99,25 @@ def flood_fill_labels(mask: np.ndarray, neighbours: list[tuple[int, int]]) -> np
                     labels[ny, nx] = count
                     stack.append((ny, nx))
     return labels
+
+
+def test_holes_filled_are_the_background_regions_that_touch_no_border() -> None:
+    """The reference: a hole is a 4-connected background region (the polyp being 8-connected)
+    that reaches none of the four borders; random masks give bays open to every side."""
+    four = [(-1, 0), (0, -1), (0, 1), (1, 0)]
+    rng = np.random.default_rng(0)
+    for density in (0.5, 0.6, 0.7):
+        for _ in range(20):
+            mask = rng.random((12, 17)) < density
+            background = flood_fill_labels(~mask, four)
+            edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+            holes = (background > 0) & ~np.isin(background, edge)
+            assert np.array_equal(apply(mask, [("fill-holes", 0)]), mask | holes)
+
+
+def test_a_probability_at_the_threshold_is_background_after_post_processing_too() -> None:
+    # as in the metrics and predict.py: polyp is p > threshold (a logit of exactly 0 is p = 0.5)
+    assert not postprocessed(torch.full((1, 1, 4, 4), 0.5), 0.5, [("min-area", 0.0)]).any()
 
 
 @pytest.mark.parametrize("connectivity", [8, 4])
