@@ -13,8 +13,11 @@ import torch
 from PIL import Image
 
 from unet_scratch.config import TrainConfig
+from unet_scratch.data import load_frames
+from unet_scratch.engine import predict
 from unet_scratch.evaluate import main as evaluate_main
-from unet_scratch.inference import FOCAL_TEMPERATURE, default_temperature, temper
+from unet_scratch.inference import FOCAL_TEMPERATURE, default_temperature, load_run, prepare, temper
+from unet_scratch.metrics import soft_dice
 from unet_scratch.predict import main as predict_main
 from unet_scratch.synthetic import make_frame
 
@@ -152,6 +155,33 @@ def test_no_mask_changes_with_the_temperature_after_resizing_or_tta(tmp_path: Pa
     for tta in (0, 1):
         assert 0.05 < (masks["1", tta] > 0).mean() < 0.95  # both classes: the comparison means something
         assert np.array_equal(masks["1", tta], masks["5", tta])
+
+
+def test_tta_reaches_the_model_in_predict_and_evaluate(tmp_path: Path, synthetic_root: Path) -> None:
+    """--tta: predict.py's probability map and evaluate.py's soft Dice are those of the loop's
+    predict with the four flips averaged, on a random network whose flips disagree (so a --tta
+    dropped on the way gives other numbers)."""
+    run = random_run(tmp_path / "random")
+    model = load_run(run)[0]
+    frame = make_frame(3, height=64, width=64)[0]  # the run's input size: no resizing
+    Image.fromarray(frame).save(tmp_path / "a.png")
+    args = ["--run", str(run), str(tmp_path / "a.png"), "--probabilities", "--device", "cpu", "--amp", "off"]
+    assert predict_main([*args, "--tta", "--out", str(tmp_path / "o")]) == 0
+    written = np.asarray(Image.open(tmp_path / "o" / "a_prob.png")) / 65535
+    x = prepare(frame, 64)[None]
+    flipped, plain = (predict(model, x, None, tta=tta)[0, 0].numpy() for tta in (True, False))
+    assert np.abs(flipped - plain).max() > 1e-2  # the flips disagree for this model
+    np.testing.assert_allclose(written, flipped, atol=2 / 65535)
+    images, masks = load_frames(synthetic_root, [9, 10, 11, 12], 64)
+    scores = {}
+    for tta in (True, False):
+        args = ["--runs", str(tmp_path), "--data", str(synthetic_root), "--test-frames", "9-12"]
+        args += ["--device", "cpu", "--amp", "off", "--json", str(tmp_path / "r.json")]
+        assert evaluate_main([*args, *(["--tta"] if tta else [])]) == 0
+        scores[tta] = json.loads((tmp_path / "r.json").read_text())["runs"][0]["soft_dice"]
+        want = soft_dice(predict(model, images, None, tta=tta), masks.float()).mean().item()
+        assert scores[tta] == pytest.approx(want, abs=1e-6)
+    assert abs(scores[True] - scores[False]) > 1e-4
 
 
 def test_full_resolution_masks_do_not_change_with_the_temperature(synthetic_root: Path) -> None:
