@@ -82,6 +82,7 @@ def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:
         model[0].weight.add_(1.0)
     ema.update()
     torch.testing.assert_close(ema.module[0].weight, 0.75 * start + 0.25 * (start + 1))
+    assert not ema.module[0].weight.requires_grad  # the average is not trained
     assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # copied, not averaged
     assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unet_scratch.config import PRESETS, SAVED_BEFORE, TrainConfig
-from unet_scratch.engine import ModelEMA, build_model, loss_for, lr_factor, train_step
+from unet_scratch.engine import build_model, loss_for, lr_factor, train_step
 from unet_scratch.losses import DiceLoss
 from unet_scratch.train import configs_from_args, main, parse_args
 
@@ -22,17 +22,6 @@ def test_lr_factor_warmup_then_cosine() -> None:
     assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(50, 100, 0, "constant") == 1.0
     assert lr_factor(4, 100, 10, "constant") == pytest.approx(0.5)
-
-
-def test_ema_is_a_moving_average() -> None:
-    model = torch.nn.Linear(2, 1)
-    ema = ModelEMA(model, decay=0.9)
-    start = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update()
-    assert torch.allclose(ema.module.weight, 0.9 * start + 0.1 * (start + 1))
-    assert not ema.module.weight.requires_grad
 
 
 def test_grad_clip_bounds_the_gradient_norm() -> None:
