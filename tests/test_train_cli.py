@@ -144,8 +144,8 @@ def test_resume_equals_uninterrupted(
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed") == 130
     last = torch.load(tmp_path / "runs/resumed/last.pt", weights_only=True)
     assert last["epoch"] == 1
-    if recipe == "reference":  # as a last.pt written before checkpoints held the data's fingerprint
-        del last["data_check"]
+    if recipe == "reference":  # as a last.pt written before checkpoints held the fingerprints
+        del last["data_check"], last["init_sha256"]
         torch.save(last, tmp_path / "runs/resumed/last.pt")
     monkeypatch.setattr(engine, "train_one_epoch", real)
     assert train(tmp_path, synthetic_root, *flags, "--name", "resumed", "--resume") == 0
@@ -168,6 +168,10 @@ def test_resume_equals_uninterrupted(
     assert b["epoch"] == 2  # written by the resumed session
     fingerprint = {"frame": 1, "sha256": frame_fingerprint(synthetic_root, 1)}
     assert [c["data_check"] for c in (a, b, best_a, best_b)] == [fingerprint] * 4
+    # and the initial weights' fingerprint, in the checkpoints and in the rewritten config.json
+    configs = [json.loads((tmp_path / f"runs/{n}/config.json").read_text()) for n in ("straight", "resumed")]
+    assert a["init_sha256"] and [c["init_sha256"] for c in (b, best_b)] == [a["init_sha256"]] * 2
+    assert [c["run"]["init_sha256"] for c in configs] == [a["init_sha256"]] * 2
     rows = read_csv(tmp_path / "runs/resumed/metrics.csv")
     straight = read_csv(tmp_path / "runs/straight/metrics.csv")
     for key in ("train_loss", "val_dice", "lr"):

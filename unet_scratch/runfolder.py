@@ -167,8 +167,8 @@ class RunFolder:
         if ema is not None:
             load_model_state(ema.module, ckpt["ema"], path)
         self.history, self.best = ckpt["history"], ckpt["best"]
-        self.init_sha = ckpt.get("init_sha256", "")
         facts, earlier = facts or {}, read_config(self.path).get("run", {})
+        self.init_sha = ckpt.get("init_sha256") or earlier.get("init_sha256", "")
         # the data this session trains on (other data only with --force; evaluate.py checks the
         # latest), else the checkpoint's, else config.json's (a last.pt from before checkpoints held it)
         self.data_check = facts.get("data_check") or ckpt.get("data_check") or earlier.get("data_check")
