@@ -218,6 +218,23 @@ def test_a_lone_checkpoint_is_checked_against_the_data_it_names(
     assert evaluate(lone, "--data", str(other)) == 0
 
 
+def test_the_data_check_is_the_scored_checkpoints_own(
+    runs: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run resumed onto other data (--force) whose later epochs never beat its best keeps the
+    earlier session's best.pt while config.json names the new data: the model scored was trained
+    on the first data, and is checked against that, not config.json's."""
+    other = write_dataset(tmp_path / "other", range(1, 13), seed=5)
+    run = runs / "all-polyp"
+    config = json.loads((run / "config.json").read_text())
+    check = {"frame": 1, "sha256": frame_fingerprint(other, 1)}
+    atomic_write_json({**config, "data": str(other), "run": {"data_check": check}}, run / "config.json")
+    assert evaluate(runs, "--data", str(other)) == 2
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| all-polyp |" in line)
+    assert f"trained on {synthetic_root}, not {other} (frame 1 differs)" in row
+    assert evaluate(runs, "--data", str(synthetic_root)) == 0
+
+
 def test_runs_trained_on_different_data_need_data(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -179,7 +179,7 @@ def test_resume_equals_uninterrupted(
 
 
 def test_resume_with_other_settings_is_refused(
-    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--keep", "all") == 0
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
@@ -200,6 +200,18 @@ def test_resume_with_other_settings_is_refused(
     started = json.loads((run / "config.json").read_text())["run"]
     forced = ["--epochs", "2", "--lr", "0.01", "--resume", "--force", "--keep", "all"]
     forced += ["--weight-decay", "0.02", "--adam-beta2", "0.95"]
+    # stopped in its first epoch, the forced session saved nothing: config.json still says what
+    # the checkpoints were trained with (a plain resume on the first data is not refused)
+    before = (run / "config.json").read_bytes()
+    real = engine.train_one_epoch
+
+    def interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupt)
+    assert train(tmp_path, other, *forced) == 130
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert (run / "config.json").read_bytes() == before
     assert train(tmp_path, other, *forced) == 0
     assert len(read_csv(run / "metrics.csv")) == 2
     last = torch.load(run / "last.pt", weights_only=True)

@@ -131,20 +131,25 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
-    """What a run folder says about its run: its ``config.json``; without a readable one (a
-    ``best.pt`` copied out of its run into a folder of its own), the config and the data
-    fingerprint the checkpoint carries; ``{}`` when neither can be read (scoring says why)."""
+    """What a run folder says about its run: its ``config.json`` (the settings, and the data's
+    latest place), over the config ``best.pt`` carries (a ``best.pt`` copied into a folder of its
+    own has no config.json); the data fingerprint is ``best.pt``'s where it has one, since that
+    is the model scored (a run resumed onto other data keeps a ``best.pt`` of an earlier session
+    when no later epoch beat it); ``{}`` when neither can be read (scoring says why)."""
     info = read_config(run_dir)
-    if info or not (run_dir / "best.pt").is_file():
+    if not (run_dir / "best.pt").is_file():
         return info
     try:
         ckpt = load_checkpoint(run_dir / "best.pt", mmap=True)  # maps the weights, reads the rest
     except UserError:
-        return {}
+        return info
     config = ckpt.get("config")
     if not isinstance(config, dict):
-        return {}
-    return {**config, "run": {"data_check": ckpt["data_check"]}} if ckpt.get("data_check") else config
+        return info
+    run = dict(info.get("run", {}))
+    if ckpt.get("data_check"):  # with the data it names, for the message
+        run["data_check"] = {**ckpt["data_check"], "data": config.get("data")}
+    return {**config, **info, **({"run": run} if run else {})}
 
 
 def data_of_runs(configs: dict[Path, dict[str, Any]]) -> str:
@@ -185,8 +190,9 @@ def other_data_reason(info: dict[str, Any], data: str, root: Path) -> str | None
     mine = frame_fingerprint(root, check["frame"])
     if mine is None or mine == check["sha256"]:
         return None
+    trained = check.get("data") or info.get("data", "other data")  # the checkpoint's own, where known
     return (
-        f"trained on {info.get('data', 'other data')}, not {data} (frame {check['frame']} differs): "
+        f"trained on {trained}, not {data} (frame {check['frame']} differs): "
         "not scored; --allow-other-data scores it anyway"
     )
 

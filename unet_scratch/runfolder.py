@@ -111,6 +111,8 @@ class RunFolder:
         self.elapsed = 0.0  # training seconds over every session of the run
         self.session_start = time.perf_counter()
         self.first_epoch = 1  # of this session (for the ETA)
+        # a resumed session's facts, for config.json once the session has saved a checkpoint
+        self.session_facts: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def _clean_stale(self) -> None:
         if self.ctx.is_main:
@@ -142,9 +144,11 @@ class RunFolder:
         facts: dict[str, Any] | None = None,
     ) -> int:
         """Load ``last.pt`` into the model, optimiser, scaler and weight average; returns the
-        epoch to continue from. ``config.json`` is rewritten with the settings of this session
-        (those ``--resume --force`` changed) and its ``facts`` (device, threads, data), so that
-        it describes the weights the run goes on to save; the initial weights' fingerprint stays."""
+        epoch to continue from. Once this session has saved a checkpoint, ``config.json`` is
+        rewritten with its settings (those ``--resume --force`` changed) and its ``facts``
+        (device, threads, data), which then describe the weights saved; until then (a session
+        stopped in its first epoch, a finished run resumed) it stays as it was. The initial
+        weights' fingerprint stays."""
         self._clean_stale()
         path = self.path / "last.pt"
         ckpt = load_checkpoint(path)
@@ -172,7 +176,7 @@ class RunFolder:
         # the data this session trains on (other data only with --force; evaluate.py checks the
         # latest), else the checkpoint's, else config.json's (a last.pt from before checkpoints held it)
         self.data_check = facts.get("data_check") or ckpt.get("data_check") or earlier.get("data_check")
-        self._write_config(facts, earlier)
+        self.session_facts = (facts, earlier)
         self.elapsed = self.history[-1]["elapsed_seconds"] if self.history else 0.0
         self.first_epoch = ckpt["epoch"] + 1
         self.log(f"resuming {self.path} after epoch {ckpt['epoch']}")
@@ -230,7 +234,8 @@ class RunFolder:
             }
             # best.pt first: if we die between the two writes, last.pt still says "redo this epoch".
             # With validation a better epoch cannot be recovered later, so it is written at once.
-            if improved and (validated or due):
+            saved = improved and (validated or due)
+            if saved:
                 atomic_torch_save(state, self.path / "best.pt")
             if due and not (epoch == config.epochs and config.keep == "best"):  # it would be deleted
                 state["optimizer"] = optimizer.state_dict()
@@ -238,6 +243,10 @@ class RunFolder:
                     state["model"], state["ema"] = model.state_dict(), ema.module.state_dict()
                 state["scaler"] = scaler.state_dict() if scaler is not None else {}
                 atomic_torch_save(state, self.path / "last.pt")
+                saved = True
+            if saved and self.session_facts is not None:  # a resumed session's first checkpoint
+                self._write_config(*self.session_facts)
+                self.session_facts = None
             write_csv(self.history, self.path / "metrics.csv")
 
         per_epoch = (time.perf_counter() - self.session_start) / (epoch - self.first_epoch + 1)
