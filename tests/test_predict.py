@@ -86,6 +86,11 @@ def predict(*args: str) -> int:
     return main([*args, "--device", "cpu"])
 
 
+def listing(folder: Path) -> list[str]:
+    """The files in ``folder``, but the record of the prediction last started there."""
+    return sorted(f.name for f in folder.iterdir() if f.name != ".predict.json")
+
+
 def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
     run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -185,11 +190,15 @@ def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
     files, not rewritten), not a new mask beside an old overlay, and no temp file."""
     out = tmp_path / "o"
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
-    before = {f.name: f.stat().st_ino for f in out.iterdir()}  # a rename gives a file a new inode
+
+    def inodes() -> dict[str, int]:  # a rename gives a file a new inode; the record is the new run's
+        return {f.name: f.stat().st_ino for f in out.iterdir() if f.name != ".predict.json"}
+
+    before = inodes()
     disk_full_on(monkeypatch, "_overlay.png.")  # the overlay's temp file
     again = ("--out", str(out), "--overwrite", "--probabilities")
     assert predict("--run", str(run), str(images / "e.png"), *again) == 2
-    assert {f.name: f.stat().st_ino for f in out.iterdir()} == before
+    assert inodes() == before
     assert capsys.readouterr().err.endswith(
         f"error: cannot write {out / 'e_overlay.png'} (No space left on device): free disk space or "
         "write elsewhere (--out); the previous e_mask.png, e_overlay.png are kept\n"
@@ -256,6 +265,7 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     (folder / "a.jpg").write_bytes((images / "c.jpg").read_bytes())
     out = tmp_path / "out"
     assert predict("--run", str(run), str(folder), "--out", str(out)) == 0
+    assert sorted(f.name for f in out.glob(".*")) == [".predict.json"]
     finished = {f: (out / f).stat().st_ino for f in ("a_png_mask.png", "a_png_overlay.png")}
     (out / "a_jpg_overlay.png").unlink()
     for f in ("b_mask.png", "b_overlay.png"):
@@ -268,7 +278,7 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     )
     assert "a.jpg" in captured.out and "b.png" in captured.out and "a.png" not in captured.out
     assert sorted(f.name for f in out.iterdir()) == [
-        "a_jpg_mask.png", "a_jpg_overlay.png", "a_png_mask.png", "a_png_overlay.png",
+        ".predict.json", "a_jpg_mask.png", "a_jpg_overlay.png", "a_png_mask.png", "a_png_overlay.png",
         "b_mask.png", "b_overlay.png",
     ]  # fmt: skip
     assert {f: (out / f).stat().st_ino for f in finished} == finished
@@ -278,6 +288,30 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
     assert capsys.readouterr().out == (
         f"nothing left to predict (--continue): {out} holds the files of every input, 3 inputs\n"
+    )
+    # other flags or another model than the prediction recorded when it started: refused, naming them
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--threshold", "0.9") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --continue: {out} was being predicted with other settings (threshold ")
+    assert "(threshold 0.5 -> 0.9)" in err
+    assert err.count("\n") == 1
+    other = tmp_path / "other.pt"
+    shutil.copy(run / "best.pt", other)
+    assert predict("--run", str(other), str(folder), "--out", str(out), "--continue") == 2
+    assert f"model ['{(run / 'best.pt').resolve()} (" in capsys.readouterr().err
+    # files older than the record are an earlier prediction's (one a stopped --overwrite was
+    # replacing): predicted again
+    record = out / ".predict.json"
+    later = time.time_ns() + 10**9  # every file is older than the record now
+    os.utime(record, ns=(later, later))
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert all((out / f).stat().st_ino != ino for f, ino in finished.items())  # written again
+    record.unlink()  # a folder without a record: nothing to go on with
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 2
+    assert capsys.readouterr().err == (
+        f"error: --continue: {out} holds no record of a prediction to go on with (.predict.json): "
+        "run without --continue (--overwrite to replace what is there)\n"
     )
     with pytest.raises(SystemExit) as stop:
         predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--overwrite")
@@ -320,7 +354,7 @@ def test_overwriting_leaves_no_output_of_the_earlier_prediction_beside_the_new_o
     assert predict("--run", str(run), *inputs, "--out", str(out), "--probabilities") == 0
     capsys.readouterr()
     assert predict("--run", str(run), inputs[0], "--out", str(out), "--overwrite", "--threshold", "0.9") == 0
-    assert sorted(f.name for f in out.iterdir()) == [
+    assert listing(out) == [
         "d_mask.png", "d_overlay.png", "d_prob.png", "e_mask.png", "e_overlay.png"
     ]  # fmt: skip
     assert not np.asarray(Image.open(out / "e_mask.png")).any()  # P = 0.62 < 0.9: the new mask
@@ -357,7 +391,7 @@ def test_no_file_beside_the_inputs_is_ever_replaced(
     assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder)) == 2
     assert capsys.readouterr().err.startswith(f"error: {folder} already holds other predictions (e_prob.png)")
     assert predict("--run", str(run), str(folder / "e.png"), "--out", str(folder), "--overwrite") == 0
-    assert sorted(f.name for f in folder.iterdir()) == ["e.png", "e_mask.png", "e_overlay.png", "e_prob.png"]
+    assert listing(folder) == ["e.png", "e_mask.png", "e_overlay.png", "e_prob.png"]
     assert (folder / "e_prob.png").read_bytes() == b"ground truth"
     flags = ["--out", str(folder), "--overwrite", "--probabilities"]
     assert predict("--run", "not-read", str(folder / "e.png"), *flags) == 2
@@ -409,7 +443,7 @@ def test_hidden_files_in_a_folder_are_not_inputs(
     (folder / "._e.png").write_bytes(b"\0\5\26\7 AppleDouble")
     assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "o")) == 0
     assert capsys.readouterr().err == ""
-    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert listing(tmp_path / "o") == ["e_mask.png", "e_overlay.png"]
     assert predict("--run", str(run), str(folder / "._e.png"), "--out", str(tmp_path / "o2")) == 2
 
 
@@ -444,7 +478,7 @@ def test_the_outputs_protected_are_videos_too_and_every_inputs_folder(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
     assert capsys.readouterr().err == (
         f"error: {out} already holds predictions under these inputs' names (e_prob.png): --overwrite "
-        "replaces them; or another --out\n"
+        "replaces them, --continue goes on with a stopped prediction; or another --out\n"
     )
     (out / "e_prob.png").unlink()
     for f in ("a_mask.png", "b_mask.png"):
@@ -496,10 +530,10 @@ def test_a_folder_is_read_without_the_predictions_in_it(
         "note: left out 2 files named like predictions (e_Overlay.PNG, e_mask.png); "
         "name a file on its own to segment it\n"
     )
-    assert sorted(f.name for f in out.iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert listing(out) == ["e_mask.png", "e_overlay.png"]
     assert "1 image in" in captured.out
     assert predict("--run", str(run), str(folder / "e_mask.png"), "--out", str(tmp_path / "o2")) == 0
-    assert sorted(f.name for f in (tmp_path / "o2").iterdir()) == ["e_mask_mask.png", "e_mask_overlay.png"]
+    assert listing(tmp_path / "o2") == ["e_mask_mask.png", "e_mask_overlay.png"]
     # the note comes once the model is read: an error before it is the one line
     assert predict("--run", str(tmp_path / "no-run"), str(folder), "--out", str(tmp_path / "o3")) == 2
     assert capsys.readouterr().err.count("\n") == 1
@@ -533,7 +567,7 @@ def test_sub_folders_are_not_read_and_a_note_says_so(
         f"note: left out 1 sub-folder of the folders given ({clip / 'frames'}/): folders are not read "
         "recursively; name one to segment it\n"
     )
-    assert sorted(f.name for f in out.iterdir()) == ["a_mask.png", "a_overlay.png"]
+    assert listing(out) == ["a_mask.png", "a_overlay.png"]
     # named too, or the output folder: not left out; the same folder twice: noted once
     assert predict("--run", str(run), str(clip), f"{clip}/frames", "--out", f"{clip}/pred") == 0
     assert capsys.readouterr().err == ""
@@ -556,7 +590,7 @@ def test_an_image_named_twice_is_segmented_once(
     folder = copies_of_e(images, tmp_path / "frames", "e.png")
     monkeypatch.chdir(tmp_path)
     assert predict("--run", str(run), "frames", str(folder / "e.png"), "./frames/e.png", "--out", "o") == 0
-    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert listing(tmp_path / "o") == ["e_mask.png", "e_overlay.png"]
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines[1:-1]] == ["frames/e.png"], lines
     assert lines[-1].startswith("1 image in")
@@ -594,7 +628,7 @@ def test_home_is_expanded_in_paths_the_shell_left_alone(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(cwd)
     assert predict("--run", "~/r", "~/e.png", "--out=~/o") == 0
-    assert sorted(f.name for f in (home / "o").iterdir()) == ["e_mask.png", "e_overlay.png"]
+    assert listing(home / "o") == ["e_mask.png", "e_overlay.png"]
     assert list(cwd.iterdir()) == []
     args = parse_args(["--out=~/runs", "--data", "~/data", "--init-from", "~"])
     assert (args.out, args.data, args.init_from) == (str(home / "runs"), str(home / "data"), str(home))
@@ -729,7 +763,7 @@ class Payload:
 
 def contents(folder: Path) -> dict[str, bytes]:
     """Each file of ``folder`` (hidden ones too: a temp file left behind shows) and its bytes."""
-    return {f.name: f.read_bytes() for f in folder.iterdir()}
+    return {f.name: f.read_bytes() for f in folder.iterdir() if f.name != ".predict.json"}
 
 
 def write_clip(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> None:
@@ -769,7 +803,7 @@ def test_probability_maps_are_for_images_and_a_video_says_so(
     assert predict(*maps, str(tmp_path / "o"), str(clip), str(images / "e.png")) == 0
     err = capsys.readouterr().err
     assert "note: --probabilities writes maps for images; a video's CSV has each frame's largest" in err
-    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [
+    assert listing(tmp_path / "o") == [
         "clip_frames.csv", "clip_overlay.mp4", "e_mask.png", "e_overlay.png", "e_prob.png"
     ]  # fmt: skip
     assert predict(*maps, str(tmp_path / "p"), str(images / "e.png")) == 0

@@ -29,8 +29,9 @@ prediction or ground truth beside the frames; a note says how many). A file that
 is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
 holds predictions is not overwritten without ``--overwrite``; ``--continue`` goes on with a
-prediction that was stopped (Ctrl-C, a full disk, a kill), skipping the inputs whose files are
-all there already and replacing nothing of theirs. An input's files are written as
+prediction that was stopped (Ctrl-C, a full disk, a kill): it checks that the model and flags
+are those the prediction recorded in ``--out/.predict.json`` when it started, and skips the
+inputs whose files that prediction had all written. An input's files are written as
 one (files.atomic_write_all): a full disk leaves its earlier predictions all as they were; the
 hidden temp files of a prediction killed half-way are removed by the next one that writes there.
 """
@@ -41,6 +42,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import sys
 import time
@@ -59,7 +61,7 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, precision_name, predict
 from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
-from .files import atomic_write_all, check_folder, make_folder, stale_temps
+from .files import atomic_write_all, atomic_write_json, check_folder, make_folder, stale_temps
 from .inference import (
     OnnxModel,
     add_mask_options,
@@ -77,6 +79,9 @@ from .report import outline_overlay
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_prob.png")  # NAME + suffix, for each image
 VIDEO_OUTPUTS = ("_overlay.mp4", "_frames.csv")  # for each video
 OUTPUT_SUFFIXES = IMAGE_OUTPUTS + VIDEO_OUTPUTS
+# in --out: the settings of the prediction last started there, written before its first file
+# (so a file older than it is an earlier prediction's), for --continue to check and go on with
+RECORD = ".predict.json"
 
 
 class Segmenter:
@@ -440,6 +445,54 @@ def segment_video(
     return frames
 
 
+def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
+    """What decides a prediction's files (the record --continue checks): the model, each file
+    by its path, size and modification time (not its hash: 130 MB read for a name), and the
+    flags that change a mask, an overlay or a map."""
+    models = [checkpoint_path(r) for r in args.run] if args.run else [onnx_path(args.onnx)]
+    stats = [(m.resolve(), m.stat()) for m in models]
+    return {
+        "model": [f"{m} ({st.st_size} bytes, modified {st.st_mtime_ns} ns)" for m, st in stats],
+        "threshold": args.threshold,
+        "temperature": args.temperature,
+        "postprocess": [list(step) for step in args.steps],
+        "tta": args.tta,
+        "probabilities": args.probabilities,
+    }
+
+
+def finished_inputs(
+    files: list[Path], names: dict[Path, str], out: Path, settings: dict[str, object], probabilities: bool
+) -> list[Path]:
+    """``--continue``: the inputs among ``files`` whose outputs the prediction recorded in ``out``
+    wrote, all of them (the files of an input are written as one: all there means finished);
+    a file older than the record is an earlier prediction's (one a stopped ``--overwrite`` was
+    replacing). Raises :class:`UserError` when there is no record, or its settings differ."""
+    try:
+        record = json.loads((out / RECORD).read_text())
+        started = (out / RECORD).stat().st_mtime_ns
+    except (OSError, ValueError):
+        raise UserError(
+            f"--continue: {out} holds no record of a prediction to go on with ({RECORD}): "
+            "run without --continue (--overwrite to replace what is there)"
+        ) from None
+    recorded = record.get("settings", {}) if isinstance(record, dict) else {}
+    differ = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+    if differ:
+        raise UserError(
+            f"--continue: {out} was being predicted with other settings ({'; '.join(differ)}): "
+            "give the flags and model it was started with, or --overwrite to predict it all again"
+        )
+
+    def written(t: Path) -> bool:
+        try:
+            return t.stat().st_mtime_ns >= started
+        except OSError:  # not there
+            return False
+
+    return [f for f in files if all(written(t) for t in targets(f, names[f], out, probabilities))]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -487,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--continue",
         dest="resume",
         action="store_true",
-        help="go on with a prediction that was stopped: the inputs whose files are all in --out already "
-        "are skipped, the others predicted (give the same inputs and flags)",
+        help="go on with a prediction into --out that was stopped, with its model and flags (checked): "
+        "the inputs it finished are skipped, the others predicted",
     )
     return p
 
@@ -514,17 +567,15 @@ def run(args: argparse.Namespace) -> int:
     out = check_folder(args.out, "--out", keep_out=data if all(d.is_dir() for d in data) else ())
     files, problems, left_out, subfolders = collect_inputs(args.inputs, out)
     names = output_names(files)  # of every input: a stopped run's names, whatever --continue skips
-    done = []
-    if args.resume:  # an input's files are written as one: all of them there means it was finished
-        done = [f for f in files if all(t.exists() for t in targets(f, names[f], out, args.probabilities))]
-        files = [f for f in files if f not in done]
-    check_outputs(files, names, out, args.probabilities)  # before the model is read
     # the model's path before what the output folder holds: "already holds predictions" is not to
     # send the user to --overwrite only to learn next that --run was misspelt
-    for given in args.run or []:
-        checkpoint_path(given)
-    if args.onnx:
-        onnx_path(args.onnx)
+    done, settings = [], prediction_settings(args) if args.resume else None
+    if settings is not None:
+        done = finished_inputs(files, names, out, settings, args.probabilities)
+        finished = set(done)
+        files = [f for f in files if f not in finished]
+    check_outputs(files, names, out, args.probabilities)  # before the model is read
+    settings = settings or prediction_settings(args)
     if out.is_dir() and not (args.overwrite or args.resume):
         held = sorted(f.name for f in out.iterdir() if f.name.lower().endswith(OUTPUT_SUFFIXES))
         # which are under these inputs' names (replaced by --overwrite; a probability map too, removed
@@ -567,6 +618,8 @@ def run(args: argparse.Namespace) -> int:
     )
     made = [f for f in [out, *out.parents] if not f.exists()]  # deepest first, as rmdir needs them
     make_folder(out, "--out")
+    if not args.resume:  # before the first file: what is older than it is an earlier prediction's
+        atomic_write_json({"settings": settings}, out / RECORD)
     removed_temps = []
     # hidden, and a half-written video is as large as the frames it holds: what a prediction
     # killed half-way (kill -9, a power cut) left here is removed, not left to pile up
@@ -654,6 +707,8 @@ def run(args: argparse.Namespace) -> int:
     elif problems:
         parts.append(f"{counted(len(problems), 'input')} skipped (named above)")
     if not written and not frames:  # every input failed: leave no empty folders behind
+        if made and not args.resume:
+            (out / RECORD).unlink(missing_ok=True)  # this prediction's own, in a folder it made
         for folder in made:
             try:
                 folder.rmdir()  # only if empty: something written there meanwhile stays
