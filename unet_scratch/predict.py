@@ -599,7 +599,8 @@ def run(args: argparse.Namespace) -> int:
     if problems and args.strict:
         return 2
     if done and not files:
-        every = f"{out} holds the files of every input, {counted(len(done), 'input')}"
+        readable = " that could be read" if problems else ""
+        every = f"{out} holds the files of every input{readable}, {counted(len(done), 'input')}"
         print(f"nothing left to predict (--continue): {every}")
         return 2 if problems else 0
     if not files and left_out:

@@ -285,8 +285,9 @@ def _conv_step(name: str, conv: nn.Conv2d, bn: nn.Module, relu: bool, output: tu
 def block_steps(model: UNetResNet50, input_size: int = 128) -> dict[str, list[Step]]:
     """The steps inside two blocks of ``model``, for a ``(1, 3, S, S)`` input: the first
     bottleneck of ``layer3`` (the one with the projection shortcut) and decoder block 0, each
-    in data-flow order, with the shapes one forward pass records (hooks) and the parameters of
-    the live modules. Keys ``"bottleneck"`` and ``"decoder"``."""
+    in data-flow order, with the shapes one forward pass records (hooks; the upsampled map, made
+    by ``F.interpolate``, not a module, is the block's input at twice the size) and the
+    parameters of the live modules. Keys ``"bottleneck"`` and ``"decoder"``."""
     model.eval()
     bottleneck, block = model.encoder.layer3[0], model.decoder.blocks[0]
     shapes: dict[str, tuple[int, ...]] = {}
@@ -408,7 +409,8 @@ def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: i
     if "skip" in by_name:
         box(ax, side, ys[1], by_name["skip"], colours["side"])
         arrow(ax, (side, ys[1] - height / 2), (width / 2, ys[2]), colour="#3182bd", linestyle="--")
-    ax.set_title("decoder block 0: upsample, concatenate the skip, two conv 3x3", fontsize=10)
+    joined = "concatenate the skip, " if "skip" in by_name else ""
+    ax.set_title(f"decoder block 0: upsample, {joined}two conv 3x3", fontsize=10)
     for ax in axes:
         ax.set_xlim(-width / 2 - 0.2, side + width / 2 + 0.2)
         ax.set_ylim(7 - 1.55 * 4 - 1.9, 7 + height / 2 + 0.2)
@@ -461,7 +463,8 @@ def summarize(args: argparse.Namespace) -> int:
         print(f"\ndiagram -> {draw_diagram(stages, args.diagram, args.input_size)}")
     if args.blocks:
         steps = block_steps(model, args.input_size)
-        print(f"blocks -> {draw_blocks(steps, args.blocks, len(model.encoder.layer3), args.input_size)}")
+        drawn = draw_blocks(steps, args.blocks, len(model.encoder.layer3), args.input_size)
+        print(f"{'' if args.diagram else chr(10)}blocks -> {drawn}")
     return 0
 
 
