@@ -166,19 +166,47 @@ def format_table(stages: list[Stage], input_size: int) -> str:
     return "\n".join(lines)
 
 
-def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path:
-    """The U, drawn from ``stages``: one column per stage in data-flow order, the height of a
-    box its resolution (the encoder goes down, the decoder back up), skips drawn across, every
-    block with its output shape and every concatenation with its width (needs matplotlib)."""
+def _pyplot(flag: str):  # noqa: ANN202 - the pyplot module
+    """matplotlib's pyplot on the Agg backend (files only), or a :class:`UserError` naming
+    ``flag`` and the install."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     except ImportError as e:
-        raise UserError("--diagram needs matplotlib: pip install matplotlib (the [plot] extra)") from e
+        raise UserError(f"{flag} needs matplotlib: pip install matplotlib (the [plot] extra)") from e
+    return plt
+
+
+def _box(ax, x: float, y: float, width: float, height: float, colour: str) -> None:  # noqa: ANN001
+    """A rounded box centred on ``(x, y)``."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
+            facecolor=colour, edgecolor="#333333", linewidth=0.9,
+        )
+    )  # fmt: skip
+
+
+def _arrow(ax, a: tuple[float, float], b: tuple[float, float], colour: str = "#333333", **kw) -> None:  # noqa: ANN001, ANN003
+    """An arrow from ``a`` to ``b``."""
+    from matplotlib.patches import FancyArrowPatch
+
+    ax.add_patch(
+        FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=11, color=colour, linewidth=1.1, **kw)
+    )
+
+
+def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path:
+    """The U, drawn from ``stages``: one column per stage in data-flow order, the height of a
+    box its resolution (the encoder goes down, the decoder back up), skips drawn across, every
+    block with its output shape and every concatenation with its width (needs matplotlib)."""
     import math
+
+    plt = _pyplot("--diagram")
 
     step, width, height = 2.1, 1.92, 1.25
     columns = len(stages) + 1  # the image, then every stage
@@ -191,22 +219,12 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
     def y_of(shape: tuple[int, ...]) -> float:  # one level per halving of the resolution
         return 7.4 - 1.45 * math.log2(input_size / shape[-1])
 
-    def arrow(a: tuple[float, float], b: tuple[float, float], colour: str = "#333333", **kw) -> None:  # noqa: ANN003
-        ax.add_patch(
-            FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=11, color=colour, linewidth=1.1, **kw)
-        )
-
     centres = [(0.5 * step + 0.2, y_of(stages[0].inputs[0][1]))]
     ax.text(*centres[0], f"image\n3 x {input_size} x {input_size}", ha="center", va="center", fontsize=9)
     for k, s in enumerate(stages, start=1):
         cx, cy = (k + 0.5) * step, y_of(s.output)
         centres.append((cx, cy))
-        ax.add_patch(
-            FancyBboxPatch(
-                (cx - width / 2, cy - height / 2), width, height, boxstyle="round,pad=0.02",
-                facecolor=colours[s.part], edgecolor="#333333", linewidth=0.9,
-            )
-        )  # fmt: skip
+        _box(ax, cx, cy, width, height, colours[s.part])
         title = s.name.split()[0].replace("encoder.", "").replace("decoder.blocks.", "decoder ")
         lines = [title]
         if s.part == "decoder":
@@ -230,13 +248,14 @@ def draw_diagram(stages: list[Stage], path: str | Path, input_size: int) -> Path
             if ay0 == by0
             else (bx0 - 0.25, by0 + height / 2 if by0 < ay0 else by0 - height / 2)
         )
-        arrow(start, end)
+        _arrow(ax, start, end)
     by_name = {s.name.split()[0].replace("encoder.", ""): k for k, s in enumerate(stages, start=1)}
     for k, s in enumerate(stages, start=1):
         if s.part == "decoder" and len(s.inputs) == 2:
             source = by_name[s.inputs[1][0].replace("skip from ", "")]
             (sx, sy), (dx, dy) = centres[source], centres[k]
-            arrow((sx + width / 2, sy + 0.18), (dx - width / 2, dy + 0.18), colour="#3182bd", linestyle="--")
+            start, end = (sx + width / 2, sy + 0.18), (dx - width / 2, dy + 0.18)
+            _arrow(ax, start, end, colour="#3182bd", linestyle="--")
             label, ly = f"skip: {s.inputs[1][1][1]} channels, concatenated", sy + 0.24
             if dx - sx < 3 * step:  # no room between the boxes: above them
                 label, ly = f"skip: {s.inputs[1][1][1]} ch", sy + height / 2 + 0.04
@@ -336,36 +355,18 @@ def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: i
     """The insides of the two blocks of :func:`block_steps`, side by side: one box per step with
     its output shape and parameters, the shortcut (bottleneck) and the skip (decoder) drawn beside
     the main path (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-    except ImportError as e:
-        raise UserError("--blocks needs matplotlib: pip install matplotlib (the [plot] extra)") from e
-
+    plt = _pyplot("--blocks")
     fig, axes = plt.subplots(1, 2, figsize=(16, 8.2))
     width, height, side = 4.2, 1.15, 5.0
     colours = {"conv": "#9ecae1", "side": "#c6dbef", "op": "#eeeeee", "input": "#ffffff"}
 
     def box(ax, x: float, y: float, step: Step, colour: str) -> None:  # noqa: ANN001
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
-                facecolor=colour, edgecolor="#333333", linewidth=0.9,
-            )
-        )  # fmt: skip
+        _box(ax, x, y, width, height, colour)
         c, h, w = step.output[1:]
         lines = [step.name, step.what, f"-> {c} x {h} x {w}"]
         if step.parameters:
             lines[-1] += f",  {step.parameters:,} parameters"
         ax.text(x, y, "\n".join(lines), ha="center", va="center", fontsize=8.5)
-
-    def arrow(ax, a: tuple[float, float], b: tuple[float, float], colour: str = "#333333", **kw) -> None:  # noqa: ANN001, ANN003
-        ax.add_patch(
-            FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=11, color=colour, linewidth=1.1, **kw)
-        )
 
     def column(ax, chain: list[Step], x: float, top: float) -> list[float]:  # noqa: ANN001
         ys = [top - 1.55 * i for i in range(len(chain))]
@@ -373,7 +374,7 @@ def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: i
             colour = "input" if step.name == "input" else "conv" if step.parameters else "op"
             box(ax, x, y, step, colours[colour])
             if i:
-                arrow(ax, (x, ys[i - 1] - height / 2), (x, y + height / 2))
+                _arrow(ax, (x, ys[i - 1] - height / 2), (x, y + height / 2))
         return ys
 
     # left: the bottleneck; the shortcut (projected, or the input itself) joins before the last ReLU
@@ -385,10 +386,10 @@ def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: i
     if shortcut is not None:
         sy = (ys[1] + ys[3]) / 2
         box(ax, side, sy, shortcut, colours["side"])
-        arrow(ax, (width / 2, ys[0]), (side, sy + height / 2), colour="#3182bd")
-        arrow(ax, (side, sy - height / 2), (width / 2, ys[4]), colour="#3182bd")
+        _arrow(ax, (width / 2, ys[0]), (side, sy + height / 2), colour="#3182bd")
+        _arrow(ax, (side, sy - height / 2), (width / 2, ys[4]), colour="#3182bd")
     else:
-        arrow(ax, (width / 2, ys[0]), (width / 2, ys[4]), colour="#3182bd", connectionstyle="arc3,rad=-0.4")
+        _arrow(ax, (width / 2, ys[0]), (width / 2, ys[4]), colour="#3182bd", connectionstyle="arc3,rad=-0.4")
     first = by_name["input"]
     ax.set_title(
         f"layer3, bottleneck 1 of {layer3_blocks}: 1x1 squeezes, 3x3 looks around (and strides), 1x1 expands",
@@ -408,7 +409,7 @@ def draw_blocks(steps: dict[str, list[Step]], path: str | Path, layer3_blocks: i
     ys = column(ax, chain, 0, 7)
     if "skip" in by_name:
         box(ax, side, ys[1], by_name["skip"], colours["side"])
-        arrow(ax, (side, ys[1] - height / 2), (width / 2, ys[2]), colour="#3182bd", linestyle="--")
+        _arrow(ax, (side, ys[1] - height / 2), (width / 2, ys[2]), colour="#3182bd", linestyle="--")
     joined = "concatenate the skip, " if "skip" in by_name else ""
     ax.set_title(f"decoder block 0: upsample, {joined}two conv 3x3", fontsize=10)
     for ax in axes:
