@@ -88,7 +88,7 @@ def predict(*args: str) -> int:
 
 def listing(folder: Path) -> list[str]:
     """The files in ``folder``, but the record of the prediction last started there."""
-    return sorted(f.name for f in folder.iterdir() if f.name != ".predict.json")
+    return sorted(f.name for f in folder.iterdir() if f.name != ".predict.log")
 
 
 def test_every_image_gets_a_mask_and_overlay_of_its_own_size(
@@ -192,7 +192,7 @@ def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
     assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 0
 
     def inodes() -> dict[str, int]:  # a rename gives a file a new inode; the record is the new run's
-        return {f.name: f.stat().st_ino for f in out.iterdir() if f.name != ".predict.json"}
+        return {f.name: f.stat().st_ino for f in out.iterdir() if f.name != ".predict.log"}
 
     before = inodes()
     disk_full_on(monkeypatch, "_overlay.png.")  # the overlay's temp file
@@ -265,7 +265,7 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     (folder / "a.jpg").write_bytes((images / "c.jpg").read_bytes())
     out = tmp_path / "out"
     assert predict("--run", str(run), str(folder), "--out", str(out)) == 0
-    assert sorted(f.name for f in out.glob(".*")) == [".predict.json"]
+    assert sorted(f.name for f in out.glob(".*")) == [".predict.log"]
     finished = {f: (out / f).stat().st_ino for f in ("a_png_mask.png", "a_png_overlay.png")}
     (out / "a_jpg_overlay.png").unlink()
     for f in ("b_mask.png", "b_overlay.png"):
@@ -278,7 +278,7 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     )
     assert "a.jpg" in captured.out and "b.png" in captured.out and "a.png" not in captured.out
     assert sorted(f.name for f in out.iterdir()) == [
-        ".predict.json", "a_jpg_mask.png", "a_jpg_overlay.png", "a_png_mask.png", "a_png_overlay.png",
+        ".predict.log", "a_jpg_mask.png", "a_jpg_overlay.png", "a_png_mask.png", "a_png_overlay.png",
         "b_mask.png", "b_overlay.png",
     ]  # fmt: skip
     assert {f: (out / f).stat().st_ino for f in finished} == finished
@@ -289,30 +289,46 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     assert capsys.readouterr().out == (
         f"nothing left to predict (--continue): {out} holds the files of every input, 3 inputs\n"
     )
-    # other flags or another model than the prediction recorded when it started: refused, naming them
+    # other flags or another model than the prediction recorded: refused, naming them
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--threshold", "0.9") == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --continue: {out} was being predicted with other settings (threshold ")
-    assert "(threshold 0.5 -> 0.9)" in err
-    assert err.count("\n") == 1
+    assert err.startswith(f"error: --continue: the prediction last started in {out} had other settings (")
+    assert "(threshold: 0.5 there, 0.9 here)" in err and err.count("\n") == 1
     other = tmp_path / "other.pt"
     shutil.copy(run / "best.pt", other)
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0  # the same model
+    capsys.readouterr()
     assert predict("--run", str(other), str(folder), "--out", str(out), "--continue") == 2
-    assert f"model ['{(run / 'best.pt').resolve()} (" in capsys.readouterr().err
-    # files older than the record are an earlier prediction's (one a stopped --overwrite was
-    # replacing): predicted again
-    record = out / ".predict.json"
-    later = time.time_ns() + 10**9  # every file is older than the record now
-    os.utime(record, ns=(later, later))
+    assert f"(model: ['{(run / 'best.pt').resolve()} (" in capsys.readouterr().err
+    # another file under a finished input's name is not what was predicted: predicted again
+    (folder / "b.png").write_bytes((images / "b.png").read_bytes())  # 576 x 720
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
-    assert "skipped" not in capsys.readouterr().err
-    assert all((out / f).stat().st_ino != ino for f, ino in finished.items())  # written again
-    record.unlink()  # a folder without a record: nothing to go on with
+    assert "skipped 2 inputs whose files are all in" in capsys.readouterr().err
+    assert np.asarray(Image.open(out / "b_mask.png")).shape == (576, 720)
+    # no record: with these inputs' outputs there, refused; into a new folder, a new prediction
+    (out / ".predict.log").unlink()
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 2
     assert capsys.readouterr().err == (
-        f"error: --continue: {out} holds no record of a prediction to go on with (.predict.json): "
-        "run without --continue (--overwrite to replace what is there)\n"
+        f"error: --continue: {out} holds predictions of these inputs but no record of the prediction "
+        "that wrote them (.predict.log): --overwrite to predict them again, or another --out\n"
     )
+    assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "new"), "--continue") == 0
+    assert len(listing(tmp_path / "new")) == 6 and (tmp_path / "new" / ".predict.log").is_file()
+
+
+def test_continuing_an_overwrite_replaces_as_it_did(
+    run: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stopped --overwrite (here: one that predicted a.png of a.png and b.png) goes on with
+    --continue as it started: b.png's earlier probability map, which it does not write, goes."""
+    folder = copies_of_e(images, tmp_path / "in", "a.png", "b.png")
+    out = tmp_path / "out"
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--probabilities") == 0
+    assert predict("--run", str(run), str(folder / "a.png"), "--out", str(out), "--overwrite") == 0
+    capsys.readouterr()
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
+    assert "note: removed b_prob.png" in capsys.readouterr().err
+    assert listing(out) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
     with pytest.raises(SystemExit) as stop:
         predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--overwrite")
     assert stop.value.code == 2
@@ -763,7 +779,7 @@ class Payload:
 
 def contents(folder: Path) -> dict[str, bytes]:
     """Each file of ``folder`` (hidden ones too: a temp file left behind shows) and its bytes."""
-    return {f.name: f.read_bytes() for f in folder.iterdir() if f.name != ".predict.json"}
+    return {f.name: f.read_bytes() for f in folder.iterdir() if f.name != ".predict.log"}
 
 
 def write_clip(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> None:
@@ -792,6 +808,9 @@ def test_video_gives_an_overlay_video_and_a_csv(
         for r in rows
     )
     assert "8 video frames" in capsys.readouterr().out
+    # a finished video is one --continue skips
+    assert predict("--run", str(run), str(clip), "--out", str(tmp_path / "o"), "--continue") == 0
+    assert "nothing left to predict" in capsys.readouterr().out
 
 
 def test_probability_maps_are_for_images_and_a_video_says_so(

@@ -30,8 +30,8 @@ is named in one line and skipped; the others are still written, and
 the exit status is then 2 (``--strict``: stop at the first). An output folder that already
 holds predictions is not overwritten without ``--overwrite``; ``--continue`` goes on with a
 prediction that was stopped (Ctrl-C, a full disk, a kill): it checks that the model and flags
-are those the prediction recorded in ``--out/.predict.json`` when it started, and skips the
-inputs whose files that prediction had all written. An input's files are written as
+are those the prediction recorded in ``--out/.predict.log``, and skips the inputs it recorded
+as finished (the same file, its files all there). An input's files are written as
 one (files.atomic_write_all): a full disk leaves its earlier predictions all as they were; the
 hidden temp files of a prediction killed half-way are removed by the next one that writes there.
 """
@@ -47,7 +47,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -61,7 +61,7 @@ from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, precision_name, predict
 from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
-from .files import atomic_write_all, atomic_write_json, check_folder, make_folder, stale_temps
+from .files import atomic_write_all, check_folder, make_folder, stale_temps
 from .inference import (
     OnnxModel,
     add_mask_options,
@@ -79,9 +79,10 @@ from .report import outline_overlay
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_prob.png")  # NAME + suffix, for each image
 VIDEO_OUTPUTS = ("_overlay.mp4", "_frames.csv")  # for each video
 OUTPUT_SUFFIXES = IMAGE_OUTPUTS + VIDEO_OUTPUTS
-# in --out: the settings of the prediction last started there, written before its first file
-# (so a file older than it is an earlier prediction's), for --continue to check and go on with
-RECORD = ".predict.json"
+# in --out, for --continue: the settings of the prediction last started there (a JSON first
+# line, written with its first input's files), then one JSON line per input whose files it wrote:
+# [NAME, the input file's identity]
+RECORD = ".predict.log"
 
 
 class Segmenter:
@@ -313,9 +314,10 @@ def segment_images(
     args: argparse.Namespace,
     say: callable,
     removed: list[Path] | None = None,
+    record: Callable[[Path, str], None] = lambda f, name: None,
 ) -> tuple[int, list[str]]:
     """Segment the image files in batches; returns (images written, problem lines).
-    ``removed``: see :func:`write_image_outputs`."""
+    ``removed``: see :func:`write_image_outputs`; ``record(f, NAME)`` after each image's files."""
     done, problems = 0, []
     bar = Progress(len(files), "predict")
     for chunk in _chunks(files, args.batch_size):
@@ -332,6 +334,7 @@ def segment_images(
                     break
         for f, image, prob in zip(kept, images, segmenter.probabilities(images) if images else []):
             area = write_image_outputs(Path(args.out), names[f], image, prob, args, removed)
+            record(f, names[f])
             done += 1
             height, width = image.shape[:2]
             renamed = f" -> {names[f]}_*.png" if names[f] != f.stem else ""  # another input shares its name
@@ -445,14 +448,19 @@ def segment_video(
     return frames
 
 
+def identity(path: Path) -> str:
+    """A file as the record names it: its resolved path, size and modification time (not a hash:
+    a 130 MB checkpoint or a video read for a name)."""
+    st = path.stat()
+    return f"{path.resolve()} ({st.st_size} bytes, modified {st.st_mtime_ns} ns)"
+
+
 def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
-    """What decides a prediction's files (the record --continue checks): the model, each file
-    by its path, size and modification time (not its hash: 130 MB read for a name), and the
+    """What decides a prediction's files (the record --continue checks): the model files and the
     flags that change a mask, an overlay or a map."""
     models = [checkpoint_path(r) for r in args.run] if args.run else [onnx_path(args.onnx)]
-    stats = [(m.resolve(), m.stat()) for m in models]
     return {
-        "model": [f"{m} ({st.st_size} bytes, modified {st.st_mtime_ns} ns)" for m, st in stats],
+        "model": [identity(m) for m in models],
         "threshold": args.threshold,
         "temperature": args.temperature,
         "postprocess": [list(step) for step in args.steps],
@@ -461,36 +469,72 @@ def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def read_record(out: Path) -> tuple[dict[str, object], dict[str, str]] | None:
+    """The record in ``out`` (see ``RECORD``): its header and ``{NAME: input identity}`` of the
+    inputs it finished; None without one. A last line cut by a kill is left out."""
+    try:
+        lines = (out / RECORD).read_text().splitlines()
+        header = json.loads(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    finished = {}
+    for line in lines[1:]:
+        try:
+            name, source = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        finished[name] = source
+    return (header, finished) if isinstance(header, dict) else None
+
+
 def finished_inputs(
     files: list[Path], names: dict[Path, str], out: Path, settings: dict[str, object], probabilities: bool
-) -> list[Path]:
-    """``--continue``: the inputs among ``files`` whose outputs the prediction recorded in ``out``
-    wrote, all of them (the files of an input are written as one: all there means finished);
-    a file older than the record is an earlier prediction's (one a stopped ``--overwrite`` was
-    replacing). Raises :class:`UserError` when there is no record, or its settings differ."""
-    try:
-        record = json.loads((out / RECORD).read_text())
-        started = (out / RECORD).stat().st_mtime_ns
-    except (OSError, ValueError):
-        raise UserError(
-            f"--continue: {out} holds no record of a prediction to go on with ({RECORD}): "
-            "run without --continue (--overwrite to replace what is there)"
-        ) from None
-    recorded = record.get("settings", {}) if isinstance(record, dict) else {}
-    differ = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+) -> tuple[list[Path], dict[str, object] | None]:
+    """``--continue``: the inputs among ``files`` that the prediction recorded in ``out`` finished
+    (the same file under the same name, its files all there), and the record's header; none and
+    None where ``out`` holds no record and no output of these inputs (nothing to go on with: a
+    new prediction). Raises :class:`UserError` when the record's settings differ, or outputs of
+    these inputs are there without a record."""
+    record = read_record(out)
+    if record is None:
+        if any(t.exists() for f in files for t in targets(f, names[f], out, probabilities)):
+            raise UserError(
+                f"--continue: {out} holds predictions of these inputs but no record of the prediction "
+                f"that wrote them ({RECORD}): --overwrite to predict them again, or another --out"
+            )
+        return [], None
+    header, finished = record
+    recorded = header.get("settings") if isinstance(header.get("settings"), dict) else {}
+    differ = [
+        f"{k}: {recorded.get(k)!r} there, {v!r} here" for k, v in settings.items() if recorded.get(k) != v
+    ]
     if differ:
         raise UserError(
-            f"--continue: {out} was being predicted with other settings ({'; '.join(differ)}): "
-            "give the flags and model it was started with, or --overwrite to predict it all again"
+            f"--continue: the prediction last started in {out} had other settings ({'; '.join(differ)}): "
+            "give its model and flags, or --overwrite to predict these inputs again"
         )
 
-    def written(t: Path) -> bool:
-        try:
-            return t.stat().st_mtime_ns >= started
-        except OSError:  # not there
-            return False
+    def done(f: Path) -> bool:  # the file recorded under its name, and every file of it there
+        there = all(t.exists() for t in targets(f, names[f], out, probabilities))
+        return there and finished.get(names[f]) == identity(f)
 
-    return [f for f in files if all(written(t) for t in targets(f, names[f], out, probabilities))]
+    return [f for f in files if done(f)], header
+
+
+class Record:
+    """Appends an input to the record once its files are written (:func:`read_record`); the
+    first one also starts the record (truncating an earlier prediction's) unless ``header`` is
+    None, a continued record."""
+
+    def __init__(self, out: Path, header: dict[str, object] | None) -> None:
+        self.path, self.header = out / RECORD, header
+
+    def __call__(self, f: Path, name: str) -> None:
+        with open(self.path, "w" if self.header is not None else "a") as log:
+            if self.header is not None:
+                log.write(json.dumps(self.header) + "\n")
+                self.header = None
+            log.write(json.dumps([name, identity(f)]) + "\n")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -569,9 +613,9 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(files)  # of every input: a stopped run's names, whatever --continue skips
     # the model's path before what the output folder holds: "already holds predictions" is not to
     # send the user to --overwrite only to learn next that --run was misspelt
-    done, settings = [], prediction_settings(args) if args.resume else None
+    done, settings, continued = [], prediction_settings(args) if args.resume else None, None
     if settings is not None:
-        done = finished_inputs(files, names, out, settings, args.probabilities)
+        done, continued = finished_inputs(files, names, out, settings, args.probabilities)
         finished = set(done)
         files = [f for f in files if f not in finished]
     check_outputs(files, names, out, args.probabilities)  # before the model is read
@@ -619,8 +663,8 @@ def run(args: argparse.Namespace) -> int:
     )
     made = [f for f in [out, *out.parents] if not f.exists()]  # deepest first, as rmdir needs them
     make_folder(out, "--out")
-    if not args.resume:  # before the first file: what is older than it is an earlier prediction's
-        atomic_write_json({"settings": settings}, out / RECORD)
+    # a new record (with the first input's files), or the continued one's lines
+    record = Record(out, None if continued else {"settings": settings, "overwrite": args.overwrite})
     removed_temps = []
     # hidden, and a half-written video is as large as the frames it holds: what a prediction
     # killed half-way (kill -9, a power cut) left here is removed, not left to pile up
@@ -670,9 +714,10 @@ def run(args: argparse.Namespace) -> int:
         )
     # an input's predictions are replaced, all of them, once its new ones are written (an input
     # that fails keeps its old ones whole); beside the inputs nothing is ever removed
-    replace = args.overwrite and not args.probabilities and not is_inputs_folder(out, files)
+    overwrite = args.overwrite or bool(continued and continued.get("overwrite"))  # what is continued
+    replace = overwrite and not args.probabilities and not is_inputs_folder(out, files)
     removed: list[Path] | None = [] if replace else None
-    written, bad = segment_images(segmenter, images, names, args, say, removed)
+    written, bad = segment_images(segmenter, images, names, args, say, removed, record)
     if removed:
         say(
             f"note: removed {_shown(removed)}: an earlier prediction's, which this one does not write "
@@ -686,6 +731,7 @@ def run(args: argparse.Namespace) -> int:
             break
         try:
             frames += segment_video(segmenter, video, names[video], args, say)
+            record(video, names[video])
         except UserError as e:
             problems.append(str(e))
             say(problem_line(str(e), args.strict), err=True)
@@ -708,8 +754,6 @@ def run(args: argparse.Namespace) -> int:
     elif problems:
         parts.append(f"{counted(len(problems), 'input')} skipped (named above)")
     if not written and not frames:  # every input failed: leave no empty folders behind
-        if made and not args.resume:
-            (out / RECORD).unlink(missing_ok=True)  # this prediction's own, in a folder it made
         for folder in made:
             try:
                 folder.rmdir()  # only if empty: something written there meanwhile stays
