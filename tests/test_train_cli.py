@@ -182,6 +182,14 @@ def test_resume_with_other_settings_is_refused(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--keep", "all") == 0
+    # the data are checked against last.pt's fingerprint (the weights resumed), not config.json's
+    config_file = tmp_path / "runs" / "dice" / "config.json"
+    kept = config_file.read_text()
+    config = json.loads(kept)
+    config["run"]["data_check"]["sha256"] = "0" * 16
+    config_file.write_text(json.dumps(config))
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--keep", "all", "--resume") == 0
+    config_file.write_text(kept)
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--lr", "0.01", "--resume") == 2
     assert "lr 0.001 -> 0.01" in capsys.readouterr().err
     assert train(tmp_path, synthetic_root, "--epochs", "1", "--seed", "3", "--resume") == 2

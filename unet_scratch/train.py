@@ -544,7 +544,11 @@ def train_runs(
         **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
     for run_dir, resume in zip(run_dirs, resumes):  # --data may move (RESUME_FREE), not change
-        kept = read_config(run_dir).get("run", {}).get("data_check") if resume else None
+        # what last.pt, the weights resumed, was trained on (config.json's for an old last.pt)
+        kept = None
+        if resume:
+            kept = load_checkpoint(run_dir / "last.pt", mmap=True).get("data_check")
+            kept = kept or read_config(run_dir).get("run", {}).get("data_check")
         if kept and kept != extra["data_check"] and not args.force:
             raise UserError(
                 f"--resume: frame {kept['frame']} of {root} differs from the one {run_dir} trained on: "
