@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from unet_scratch import files
+from unet_scratch import predict as predict_module
 from unet_scratch.checkpoint import atomic_torch_save
 from unet_scratch.config import TrainConfig
 from unet_scratch.engine import amp_dtype, build_model, precision_name
@@ -166,8 +167,9 @@ def test_strict_stops_at_the_first_bad_file(
         assert sorted(f.name for f in out.glob("*_mask.png")) == [f"{n}_mask.png" for n in "abcde"]
 
 
-def disk_full_on(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
-    """Make files.py's writes of the files whose names hold ``marker`` fail as on a full disk."""
+def disk_full_on(monkeypatch: pytest.MonkeyPatch, marker: str, module: object = files) -> None:
+    """Make ``module``'s writes (files.py's) of the files whose names hold ``marker`` fail as on
+    a full disk."""
     real_open = builtins.open
 
     def full(path: Path, *args: object, **kwargs: object) -> IO:
@@ -175,7 +177,7 @@ def disk_full_on(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
             raise OSError(28, "No space left on device")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(files, "open", full, raising=False)  # found before the builtin
+    monkeypatch.setattr(module, "open", full, raising=False)  # found before the builtin
 
 
 def test_a_full_disk_leaves_an_images_earlier_outputs_all_as_they_were(
@@ -314,6 +316,23 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     )
     assert predict("--run", str(run), str(folder), "--out", str(tmp_path / "new"), "--continue") == 0
     assert len(listing(tmp_path / "new")) == 6 and (tmp_path / "new" / ".predict.log").is_file()
+
+
+def test_a_full_disk_on_the_record_is_one_line(
+    run: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    disk_full_on(monkeypatch, ".predict.log", predict_module)
+    out = tmp_path / "o"
+    assert predict("--run", str(run), str(images / "e.png"), "--out", str(out)) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: cannot write {out / '.predict.log'} (No space left on device): free disk space or "
+        "write elsewhere (--out)\n"
+    )
+    assert listing(out) == ["e_mask.png", "e_overlay.png"]  # the image's files, whole
 
 
 def test_continuing_an_overwrite_replaces_as_it_did(

@@ -530,11 +530,16 @@ class Record:
         self.path, self.header = out / RECORD, header
 
     def __call__(self, f: Path, name: str) -> None:
-        with open(self.path, "w" if self.header is not None else "a") as log:
-            if self.header is not None:
-                log.write(json.dumps(self.header) + "\n")
-                self.header = None
-            log.write(json.dumps([name, identity(f)]) + "\n")
+        try:
+            with open(self.path, "w" if self.header is not None else "a") as log:
+                if self.header is not None:
+                    log.write(json.dumps(self.header) + "\n")
+                    self.header = None
+                log.write(json.dumps([name, identity(f)]) + "\n")
+        except OSError as e:  # a full disk: the input's files are written, only --continue would redo it
+            raise UserError(
+                f"cannot write {self.path} ({e.strerror or e}): free disk space or write elsewhere (--out)"
+            ) from e
 
 
 # ----------------------------------------------------------------------------- CLI
