@@ -357,8 +357,9 @@ def plan_run(
     overwrite: bool,
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] = print_warning,
-) -> bool:
-    """Decide whether ``run_dir`` is resumed (True) or started fresh (False).
+) -> tuple[bool, dict[str, Any] | None]:
+    """Decide whether ``run_dir`` is resumed (True) or started fresh (False); with a resume, the
+    data fingerprint of what last.pt was trained on (config.json's for an old last.pt), else None.
 
     A folder holding a checkpoint is never clobbered without ``--overwrite``; ``--resume`` with
     settings that differ from the saved ones is refused without ``--force``, and with another
@@ -373,7 +374,7 @@ def plan_run(
                 f"{run_dir} already holds a run: --resume to continue it, --name for a new one, "
                 "or --overwrite to replace it"
             )
-        return False
+        return False, None
     if not run_dir.is_dir():
         raise UserError(f"--resume: {run_dir} does not exist: check --out/--name, or drop --resume")
     if not (run_dir / "last.pt").is_file():
@@ -383,7 +384,7 @@ def plan_run(
                 "nothing to resume; --overwrite to train it again"
             )
         say(f"{run_dir} has no last.pt yet (stopped during epoch 1): starting it from epoch 1")
-        return False
+        return False, None
     # the config only: the tensors are mapped, not read (fit loads the checkpoint itself)
     last = load_checkpoint(run_dir / "last.pt", mmap=True)
     saved = TrainConfig.from_dict(last["config"]).to_dict()
@@ -397,7 +398,8 @@ def plan_run(
             f"--resume: {run_dir} was trained with other settings ({'; '.join(differ)}): "
             "use the same flags, or add --force"
         )
-    trained = read_config(run_dir).get("run", {}).get("threads")  # absent before --threads existed
+    recorded = read_config(run_dir).get("run", {})
+    trained = recorded.get("threads")  # absent before --threads existed
     threads = torch.get_num_threads()
     if trained is not None and trained != threads:
         warn(
@@ -407,7 +409,7 @@ def plan_run(
     if last["epoch"] >= config.epochs:
         done = f"already trained {counted(last['epoch'], 'epoch')} (--epochs {config.epochs})"
         say(f"{run_dir} {done}: nothing left to train")
-    return True
+    return True, last.get("data_check") or recorded.get("data_check")
 
 
 def cpu_threads(n: int) -> str:
@@ -515,9 +517,10 @@ def train_runs(
     for d in run_dirs:  # a file in the way stops the run here, not after the data are read
         check_folder(d, "--out")
     check_folder(cache_dir, "--cache-dir")
-    resumes = [
+    plans = [
         plan_run(d, c, args.resume, args.force, args.overwrite, say, warn) for d, c in zip(run_dirs, configs)
     ]
+    resumes = [resume for resume, _ in plans]
     encoder_state = init_state = None
     if first.encoder_weights:  # checked before any data is read or any folder made
         encoder_state, encoder_sha = load_encoder_weights(first.encoder_weights)
@@ -543,12 +546,8 @@ def train_runs(
         **({"encoder_weights_sha256": encoder_sha} if encoder_state is not None else {}),
         **({"init_from_sha256": init_sha} if init_state is not None else {}),
     }
-    for run_dir, resume in zip(run_dirs, resumes):  # --data may move (RESUME_FREE), not change
-        # what last.pt, the weights resumed, was trained on (config.json's for an old last.pt)
-        kept = None
-        if resume:
-            kept = load_checkpoint(run_dir / "last.pt", mmap=True).get("data_check")
-            kept = kept or read_config(run_dir).get("run", {}).get("data_check")
+    for run_dir, (_, kept) in zip(run_dirs, plans):  # --data may move (RESUME_FREE), not change
+        # kept: what last.pt, the weights resumed, was trained on
         if kept and kept != extra["data_check"] and not args.force:
             raise UserError(
                 f"--resume: frame {kept['frame']} of {root} differs from the one {run_dir} trained on: "
