@@ -81,7 +81,7 @@ VIDEO_OUTPUTS = ("_overlay.mp4", "_frames.csv")  # for each video
 OUTPUT_SUFFIXES = IMAGE_OUTPUTS + VIDEO_OUTPUTS
 # in --out, for --continue: the settings of the prediction last started there (a JSON first
 # line, written with its first input's files), then one JSON line per input whose files it wrote:
-# [NAME, the input file's identity]
+# [NAME, the input file's stamp (file_stamp)]
 RECORD = ".predict.log"
 
 
@@ -448,7 +448,7 @@ def segment_video(
     return frames
 
 
-def identity(path: Path) -> str:
+def file_stamp(path: Path) -> str:
     """A file as the record names it: its resolved path, size and modification time (not a hash:
     a 130 MB checkpoint or a video read for a name)."""
     st = path.stat()
@@ -460,7 +460,7 @@ def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
     flags that change a mask, an overlay or a map."""
     models = [checkpoint_path(r) for r in args.run] if args.run else [onnx_path(args.onnx)]
     return {
-        "model": [identity(m) for m in models],
+        "model": [file_stamp(m) for m in models],
         "threshold": args.threshold,
         "temperature": args.temperature,
         "postprocess": [list(step) for step in args.steps],
@@ -470,7 +470,7 @@ def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def read_record(out: Path) -> tuple[dict[str, object], dict[str, str]] | None:
-    """The record in ``out`` (see ``RECORD``): its header and ``{NAME: input identity}`` of the
+    """The record in ``out`` (see ``RECORD``): its header and ``{NAME: the input's file_stamp}`` of the
     inputs it finished; None without one. A last line cut by a kill is left out."""
     try:
         lines = (out / RECORD).read_text().splitlines()
@@ -516,7 +516,7 @@ def finished_inputs(
 
     def done(f: Path) -> bool:  # the file recorded under its name, and every file of it there
         there = all(t.exists() for t in targets(f, names[f], out, probabilities))
-        return there and finished.get(names[f]) == identity(f)
+        return there and finished.get(names[f]) == file_stamp(f)
 
     return [f for f in files if done(f)], header
 
@@ -535,7 +535,7 @@ class Record:
                 if self.header is not None:
                     log.write(json.dumps(self.header) + "\n")
                     self.header = None
-                log.write(json.dumps([name, identity(f)]) + "\n")
+                log.write(json.dumps([name, file_stamp(f)]) + "\n")
         except OSError as e:  # a full disk: the input's files are written, only --continue would redo it
             raise UserError(
                 f"cannot write {self.path} ({e.strerror or e}): free disk space or write elsewhere (--out)"
