@@ -296,6 +296,11 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     err = capsys.readouterr().err
     assert err.startswith(f"error: --continue: the prediction last started in {out} had other settings (")
     assert "(threshold: 0.5 there, 0.9 here)" in err and err.count("\n") == 1
+    # the other precision (the first ran in --amp auto's): a map half fp32, half bf16 is refused
+    auto = precision_name(amp_dtype(torch.device("cpu")))  # predict() runs on the CPU
+    other, named = ("off", "fp32") if auto != "fp32" else ("bf16", "bf16 autocast")
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--amp", other) == 2
+    assert f"(precision: '{auto}' there, '{named}' here)" in capsys.readouterr().err
     other = tmp_path / "other.pt"
     shutil.copy(run / "best.pt", other)
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0  # the same model

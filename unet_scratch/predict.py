@@ -456,11 +456,15 @@ def file_stamp(path: Path) -> str:
 
 
 def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
-    """What decides a prediction's files (the record --continue checks): the model files and the
-    flags that change a mask, an overlay or a map."""
+    """What decides a prediction's files (the record --continue checks): the model files, the
+    precision they run in and the flags that change a mask, an overlay or a map. Not the device:
+    a prediction stopped on one machine may go on on another, in the same precision."""
     models = [checkpoint_path(r) for r in args.run] if args.run else [onnx_path(args.onnx)]
+    # bf16 moves pixels near the threshold: a map half fp32, half bf16 is two predictions
+    precision = precision_name(amp_dtype(pick_device(args.device), args.amp)) if args.run else "ONNX file"
     return {
         "model": [file_stamp(m) for m in models],
+        "precision": precision,
         "threshold": args.threshold,
         "temperature": args.temperature,
         "postprocess": [list(step) for step in args.steps],
