@@ -920,15 +920,20 @@ def test_an_interrupted_video_leaves_the_previous_overlay_whole(
     assert len(calls) == 35
     assert contents(out) == before
     # a shorter clip of the same name whose CSV cannot be written (a full disk): the new video
-    # must not land beside the old CSV either
+    # must not land beside the old CSV either; and the prediction stops there, as for an image (the
+    # next video would fill the same disk), rather than skipping it for the next
     monkeypatch.setattr(predict_module, "outline_overlay", real_overlay)
     write_clip(clip, frames=4)
+    following = shutil.copy(clip, tmp_path / "next.mp4")
     disk_full_on(monkeypatch, "_frames.csv.")  # the CSV's temp file
-    assert predict("--run", str(run), str(clip), "--out", str(out), "--overwrite") == 2
+    assert predict("--run", str(run), str(clip), str(following), "--out", str(out), "--overwrite") == 2
     assert contents(out) == before
-    err = capsys.readouterr().err
-    assert err.endswith("(No space left on device): free disk space or write elsewhere (--out); "
-                        "the previous clip_overlay.mp4, clip_frames.csv are kept (skipped)\n")
+    captured = capsys.readouterr()
+    assert captured.err.endswith(
+        "(No space left on device): free disk space or write elsewhere (--out); "
+        "the previous clip_overlay.mp4, clip_frames.csv are kept\n"
+    )
+    assert "next.mp4" not in captured.out + captured.err  # not tried
 
 
 def test_a_synthetic_clip_from_the_command_line(

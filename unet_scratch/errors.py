@@ -30,6 +30,11 @@ class MissingExtra(UserError):
     that part is a side dish (evaluate.py's ``--curves``) warns and goes on."""
 
 
+class WriteFailed(UserError):
+    """A file could not be written (a full disk, no permission): a problem of where the outputs
+    go, not of one input, so a caller that skips a bad input and goes on stops at this one."""
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after a flag's help, except where there is nothing to show
     (an empty or unset default, an off switch): the help text says what happens then."""

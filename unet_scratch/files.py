@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import UserError
+from .errors import UserError, WriteFailed
 
 # what matplotlib's Agg backend writes, by suffix: checked before a picture's work, so that
 # --curves results.txt stops at the start rather than after the table
@@ -167,7 +167,7 @@ def atomic_write_all(
     except OSError as e:  # disk full, no permission, ...: before the renames, the old files are whole
         kept = [p.name for p in paths if p.exists()] if not renaming else []
         held = f"; the previous {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} kept" if kept else ""
-        raise UserError(
+        raise WriteFailed(
             f"cannot write {path} ({e.strerror or e}): free disk space or write elsewhere ({flag}){held}"
         ) from e
     finally:

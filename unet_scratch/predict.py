@@ -60,7 +60,7 @@ from . import postprocess
 from .config import AMP_MODES
 from .data import EXTENSIONS, IMAGE_DIR, MASK_DIR, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 from .engine import amp_dtype, pick_device, precision_name, predict
-from .errors import ArgumentParser, UserError, exit_status, exit_with, listed
+from .errors import ArgumentParser, UserError, WriteFailed, exit_status, exit_with, listed
 from .files import atomic_write_all, check_folder, make_folder, stale_temps
 from .inference import (
     OnnxModel,
@@ -541,7 +541,7 @@ class Record:
                     self.header = None
                 log.write(json.dumps([name, file_stamp(f)]) + "\n")
         except OSError as e:  # a full disk: the input's files are written, only --continue would redo it
-            raise UserError(
+            raise WriteFailed(
                 f"cannot write {self.path} ({e.strerror or e}): free disk space or write elsewhere (--out)"
             ) from e
 
@@ -741,6 +741,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             frames += segment_video(segmenter, video, names[video], args, say)
             record(video, names[video])
+        except WriteFailed:  # the disk, not the video: the next input would fail the same way
+            raise
         except UserError as e:
             problems.append(str(e))
             say(problem_line(str(e), args.strict), err=True)
