@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from unet_scratch.checkpoint import atomic_torch_save
-from unet_scratch.errors import exit_status
+from unet_scratch.errors import UserError, exit_status
 from unet_scratch.evaluate import main as evaluate_main
 from unet_scratch.train import main as train_main
 
@@ -764,7 +764,7 @@ def test_a_broken_pipe_is_the_readers_only_and_leaves_an_in_process_callers_stdo
     output has gone (``| head``); while the output is still read it is another pipe's (a socket,
     a worker) and a real error, raised. A caller of ``main()`` in its own process (a test, a
     notebook) keeps its stdout: pointing it at /dev/null is for the process's own exit
-    (``exit_with``). train.py, with its own handler, does the same."""
+    (``exit_with``). train.py (its own Ctrl-C line, through the same exit_status) does the same."""
 
     def gone() -> int:
         raise BrokenPipeError
@@ -789,6 +789,22 @@ def test_a_broken_pipe_is_the_readers_only_and_leaves_an_in_process_callers_stdo
         os.close(saved)
         os.close(write_end)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_under_torchrun_only_rank_0_prints_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every rank meets the same bad input: one line in the log, not one per process; every
+    rank still exits with 2 (torchrun reports the first failure)."""
+
+    def bad(args: object) -> int:
+        raise UserError("--data x does not exist")
+
+    monkeypatch.setattr("unet_scratch.train.run", bad)
+    for rank, said in (("1", ""), ("0", "error: --data x does not exist\n")):
+        monkeypatch.setenv("RANK", rank)
+        assert train_main(["--data", "unused"]) == 2
+        assert capsys.readouterr().err == said
 
 
 def test_ctrl_c_in_a_pipeline_whose_reader_dies_too(tmp_path: Path) -> None:

@@ -153,18 +153,23 @@ def exit_with(status: int) -> NoReturn:
     sys.exit(status)
 
 
-def exit_status(run: Callable[[], int]) -> int:
+def exit_status(
+    run: Callable[[], int], interrupted: str = "the files written so far are complete", say: bool = True
+) -> int:
     """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI
-    edge). Ctrl-C is one line and status 130, and a reader that stops reading (``| head``) ends
-    the command quietly with status 141, as for any Unix tool, not with a traceback: every file
-    is written atomically, so what was written is whole and nothing half-written is left."""
+    edge). Ctrl-C is one line (``interrupted``: what is kept) and status 130, and a reader that
+    stops reading (``| head``) ends the command quietly with status 141, as for any Unix tool, not
+    with a traceback: every file is written atomically, so what was written is whole and nothing
+    half-written is left. ``say=False`` (a torchrun worker but rank 0) prints neither line."""
     try:
         return run()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if say:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the files written so far are complete", file=sys.stderr)
+        if say:
+            print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
         if not reader_gone():

@@ -37,7 +37,7 @@ from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES,
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
 from .engine import amp_dtype, build_model, fit, pick_device, precision_name
-from .errors import BROKEN_PIPE, INTERRUPTED, ArgumentParser, UserError, exit_with, reader_gone
+from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
 from .model import NORMALIZATIONS
@@ -420,23 +420,8 @@ def cpu_threads(n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    try:
-        return run(args)
-    except UserError as e:
-        if is_main:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if is_main:
-            print(
-                "\ninterrupted: last.pt holds the last completed epoch; continue with --resume",
-                file=sys.stderr,
-            )
-        return INTERRUPTED
-    except BrokenPipeError:  # `train.py | head`: quietly, as exit_status ends the other commands
-        if not reader_gone():
-            raise
-        return BROKEN_PIPE
+    kept = "last.pt holds the last completed epoch; continue with --resume"
+    return exit_status(lambda: run(args), interrupted=kept, say=is_main)
 
 
 def run(args: argparse.Namespace) -> int:
