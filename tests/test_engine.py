@@ -74,23 +74,32 @@ def test_loss_settings_reach_every_term() -> None:
 
 
 def test_ema_averages_weights_and_copies_batchnorm_statistics() -> None:
+    """The average of the weights after each update, weighted (1 - d) d^(n - k) and renormalised:
+    after weights w1, w2, w3 it is (d² w1 + d w2 + w3) / (d² + d + 1); the initial weights, which
+    no step produced, count for nothing (a plain average started from them keeps d^n of them)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
     ema = ModelEMA(model, decay=0.75)
     start = model[0].weight.detach().clone()
     model.train()(torch.randn(4, 1, 3, 3) * 5 + 2)  # moves the running statistics
-    with torch.no_grad():
-        model[0].weight.add_(1.0)
-    ema.update()
-    torch.testing.assert_close(ema.module[0].weight, 0.75 * start + 0.25 * (start + 1))
+    seen = []
+    for step in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            model[0].weight.copy_(start + step)
+        ema.update()
+        seen.append(start + step)
+        weights = [0.75 ** (len(seen) - 1 - k) for k in range(len(seen))]
+        expected = sum(w * s for w, s in zip(weights, seen)) / sum(weights)
+        torch.testing.assert_close(ema.module[0].weight, expected)
+    assert ema.updates == 3
     assert not ema.module[0].weight.requires_grad  # the average is not trained
     assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # copied, not averaged
     assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
 
 
 def test_the_weight_average_follows_each_step_of_the_loop() -> None:
-    """Inside the loop the average is updated after the step, so after one step it holds
-    ``d * w0 + (1 - d) * w1``, w1 the stepped weights (updated before the step it would still
-    be w0, the whole run one step behind)."""
+    """Inside the loop the average is updated after the step, so after two steps it holds
+    ``(d * w1 + w2) / (d + 1)``, w1 and w2 the stepped weights (updated before each step it would
+    hold w0 and w1, the whole run one step behind)."""
     model = torch.nn.Conv2d(3, 1, 3, padding=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     config = TrainConfig(schedule="constant", warmup_epochs=0, batch_size=4, augment="none", epochs=1)
@@ -98,10 +107,13 @@ def test_the_weight_average_follows_each_step_of_the_loop() -> None:
     w0 = model.weight.detach().clone()
     images = torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8)
     masks = torch.randint(0, 2, (4, 1, 8, 8), dtype=torch.uint8)
-    train_one_epoch(model, images, masks, DiceLoss(), opt, config, 1, None, progress=False, ema=ema)
-    w1 = model.weight.detach()
-    assert not torch.allclose(w1, w0)  # the step moved the weights
-    torch.testing.assert_close(ema.module.weight, 0.75 * w0 + 0.25 * w1)
+    stepped = []
+    for epoch in (1, 2):  # one step each: a batch of all 4 images
+        train_one_epoch(model, images, masks, DiceLoss(), opt, config, epoch, None, progress=False, ema=ema)
+        stepped.append(model.weight.detach().clone())
+    w1, w2 = stepped
+    assert not torch.allclose(w1, w0) and not torch.allclose(w2, w1)  # each step moved the weights
+    torch.testing.assert_close(ema.module.weight, (0.75 * w1 + w2) / 1.75)
 
 
 def test_the_loop_takes_each_step_from_its_own_gradient_on_unit_range_inputs_in_training_mode() -> None:

@@ -8,7 +8,8 @@ A checkpoint is a dict of tensors and plain Python values only (runfolder.py wri
         "data_check": {"frame": int, "sha256": str} (a fingerprint of the first training frame's
         pixels, for evaluate.py's data check; absent from older checkpoints)}
     last.pt (~520 MB): the same, with "model" the trained weights, plus "ema" (the average's
-        state_dict), "optimizer" (its state_dict) and "scaler" (the fp16 gradient scaler's, or {})
+        state_dict) and "ema_updates" (its step count, for its bias correction; absent from older
+        checkpoints), "optimizer" (its state_dict) and "scaler" (the fp16 gradient scaler's, or {})
 
 ``torch.load(..., weights_only=True)`` can read that and nothing else: a file carrying a pickled
 Python object (which could run code when loaded) is refused.

@@ -165,20 +165,33 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 class ModelEMA:
-    """An exponential moving average of a model's weights: ``ema = d * ema + (1 - d) * w``
-    after every step (Polyak averaging); buffers (BatchNorm statistics) are copied.
+    """An exponential moving average of a model's weights (Polyak averaging), the average of the
+    weights after each step so far, step k's weighted ``(1 - d) * d**(n - k)`` and the weights
+    renormalised to sum to 1; buffers (BatchNorm statistics) are copied.
+
+    Renormalised (Adam's bias correction) rather than started from the initial weights: the
+    plain ``ema = d * ema + (1 - d) * w`` from ``ema = w0`` keeps ``d**n`` of the random initial
+    weights, 58 % after one epoch of 54 steps at d = 0.99, so a short run's average scored 0 while
+    its trained weights did not. After the 820-1080 steps of a 20-epoch run that share was
+    under 3e-4, so long runs get the same average. The number of updates is part of the state
+    (``updates``; saved in last.pt).
 
     The average is what validation sees and what ``best.pt`` stores when ``--ema`` is on.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.source, self.decay = model, decay
+        self.source, self.decay, self.updates = model, decay, 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self) -> None:
+        self.updates += 1
+        d, n = self.decay, self.updates
+        # A_n = S_n / (1 - d^n) with S_n = d S_(n-1) + (1 - d) w_n, S_0 = 0, rewritten as a step
+        # from A_(n-1): A_n = keep * A_(n-1) + (1 - keep) * w_n; keep = 0 at n = 1 (a copy of w_1)
+        keep = d * (1 - d ** (n - 1)) / (1 - d**n)
         ema_p = list(self.module.parameters())
-        torch._foreach_lerp_(ema_p, list(self.source.parameters()), 1 - self.decay)
+        torch._foreach_lerp_(ema_p, list(self.source.parameters()), 1 - keep)
         for e, b in zip(self.module.buffers(), self.source.buffers()):
             e.copy_(b)
 

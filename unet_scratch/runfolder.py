@@ -170,6 +170,9 @@ class RunFolder:
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
             load_model_state(ema.module, ckpt["ema"], path)
+            # a last.pt from before the count was saved kept the plain average: a count so large
+            # that the correction is nil goes on with it as it was
+            ema.updates = ckpt.get("ema_updates", 10**9)
         self.history, self.best = ckpt["history"], ckpt["best"]
         facts, earlier = facts or {}, read_config(self.path).get("run", {})
         self.init_sha = ckpt.get("init_sha256") or earlier.get("init_sha256", "")
@@ -241,6 +244,7 @@ class RunFolder:
                 state["optimizer"] = optimizer.state_dict()
                 if ema is not None:  # last.pt: the trained weights to resume from, and their average
                     state["model"], state["ema"] = model.state_dict(), ema.module.state_dict()
+                    state["ema_updates"] = ema.updates
                 state["scaler"] = scaler.state_dict() if scaler is not None else {}
                 atomic_torch_save(state, self.path / "last.pt")
                 saved = True
