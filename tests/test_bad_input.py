@@ -117,6 +117,14 @@ FAILING: list[tuple[str, Callable[[Path], None], list[str], str]] = [
         "--input-size must be a positive multiple of 32",
     ),
     ("batch size 0", damage_none, ["--batch-size", "0"], "--batch-size must be at least 1"),
+    # TINY trains at 32x32, where the encoder ends at 1x1: BatchNorm needs two frames a batch
+    (
+        "a batch of one at 32x32",
+        damage_none,
+        ["--batch-size", "1"],
+        "--input-size 32 with --batch-size 1 and 6 training frames: a batch would hold one frame",
+    ),
+    ("one training frame at 32x32", damage_none, ["--train-frames", "1"], "a batch would hold one frame"),
     ("epochs 0", damage_none, ["--epochs", "0"], "--epochs must be at least 1"),
     ("unknown loss", damage_none, ["--loss", "bce"], "invalid choice: 'bce'"),
     (

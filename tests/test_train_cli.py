@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from unet_scratch import engine, runfolder
-from unet_scratch.config import LOSS_NAMES, usable_cpus
+from unet_scratch.config import LOSS_NAMES, TrainConfig, usable_cpus
 from unet_scratch.data import frame_fingerprint, load_frames
+from unet_scratch.errors import UserError
 from unet_scratch.inference import load_run
 from unet_scratch.metrics import confusion, dice_score, iou_score, pooled_scores, soft_dice
 from unet_scratch.runfolder import state_sha256
@@ -624,3 +625,20 @@ def test_init_from_that_cannot_be_used_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
     assert not (tmp_path / "runs" / "ft").exists()  # refused before any folder was made
+
+
+def test_the_smallest_batch_check_follows_the_loops_batches() -> None:
+    """At 32x32 a batch that gives a process one frame is refused before any data is read; the
+    loop drops a last batch of one (5 frames in batches of 2: 2, 2), and at 64x64 (a 2x2 map at
+    the bottom) one frame is enough."""
+    from unet_scratch.train import check_smallest_batch
+
+    at32 = TrainConfig(input_size=32, batch_size=2)
+    check_smallest_batch(at32, 5, world=1)  # 2, 2 (the last 1 dropped)
+    check_smallest_batch(TrainConfig(input_size=64, batch_size=1), 5, world=1)
+    check_smallest_batch(TrainConfig(input_size=32, batch_size=4), 8, world=2)  # 4, 4: 2 + 2 each
+    by3 = TrainConfig(input_size=32, batch_size=3)  # 7 frames: 3, 3 (1 dropped); over 2 processes 2 + 1
+    by4 = TrainConfig(input_size=32, batch_size=4)  # 6 frames: 4, 2; over 2 processes the 2 gives 1 each
+    for config, frames, world in ((at32, 1, 1), (at32, 6, 2), (by3, 7, 2), (by4, 6, 2)):
+        with pytest.raises(UserError, match="a batch would hold one frame"):
+            check_smallest_batch(config, frames, world)

@@ -36,7 +36,7 @@ from .checkpoint import (
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
-from .engine import amp_dtype, build_model, fit, pick_device, precision_name
+from .engine import amp_dtype, batch_indices, build_model, fit, pick_device, precision_name
 from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
@@ -417,6 +417,22 @@ def cpu_threads(n: int) -> str:
     return counted(n, "CPU thread")
 
 
+def check_smallest_batch(config: TrainConfig, frames: int, world: int) -> None:
+    """At ``--input-size 32`` the encoder's last feature map is 1x1, and BatchNorm in training
+    cannot normalise one value per channel: refuse a run any of whose batches gives a process
+    a single frame (the loop's own batches: ``batch_indices`` drops a last batch of one)."""
+    if config.input_size // 32 > 1:
+        return
+    batches = batch_indices(frames, config.batch_size, torch.Generator(), world)
+    if min(len(b) for b in batches) // world < 2:
+        per = f" per process ({world})" if world > 1 else ""
+        raise UserError(
+            f"--input-size 32 with --batch-size {config.batch_size} and {counted(frames, 'training frame')}: "
+            f"a batch would hold one frame{per}, and at 32x32 the encoder's last feature map is 1x1, "
+            "which BatchNorm cannot normalise alone: use --input-size 64 or batches of at least 2"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
@@ -456,6 +472,7 @@ def run(args: argparse.Namespace) -> int:
         if first.threads:  # for this call only: ablation.py and the tests call main() in-process
             torch.set_num_threads(first.threads)
         check_batch(ctx, first.batch_size)
+        check_smallest_batch(first, len(train_frames), ctx.world)
         return train_runs(args, configs, ctx, device, cache_dir, train_frames, val_frames)
     finally:
         torch.set_num_threads(threads)
