@@ -313,8 +313,25 @@ def test_diverging_run_stops_with_epoch_and_step(
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "epoch 1, step" in err and "lower --lr" in err
+    assert "epoch 1, step" in err and err.endswith("lower --lr (no epoch was saved: nothing is kept)\n")
     assert not (tmp_path / "runs" / "focal").exists()  # nothing half-written left behind
+
+
+def test_a_run_diverging_after_a_checkpoint_says_it_is_kept(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = engine.train_one_epoch
+
+    def diverge_in_epoch_2(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if args[6] == 2:  # the epoch argument
+            raise engine.Diverged("the loss became nan at epoch 2, step 1: training diverged; lower --lr")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", diverge_in_epoch_2)
+    assert train(tmp_path, synthetic_root, "--epochs", "2") == 2
+    last = tmp_path / "runs" / "dice" / "last.pt"
+    assert capsys.readouterr().err.endswith(f"lower --lr ({last} holds the last epoch saved)\n")
+    assert torch.load(last, weights_only=True)["epoch"] == 1
 
 
 def test_compile_trains_the_same_and_saves_plain_keys(

@@ -164,6 +164,10 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class Diverged(UserError):
+    """The loss became NaN or infinite (train.py adds what the run folder still holds)."""
+
+
 class ModelEMA:
     """An exponential moving average of a model's weights (Polyak averaging), the average of the
     weights after each step so far, step k's weighted ``(1 - d) * d**(n - k)`` and the weights
@@ -307,9 +311,9 @@ def train_one_epoch(
     losses = mean_across(ctx, step_losses).cpu()  # the epoch's one host sync
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
-        raise UserError(
+        raise Diverged(
             f"the loss became {losses[bad[0, 0]].item()} at epoch {epoch}, step {bad[0, 0].item() + 1}: "
-            "training diverged; lower --lr (the last good checkpoint is kept)"
+            "training diverged; lower --lr"
         )
     return EpochResult(losses.mean().item(), len(batches), seen, time.perf_counter() - start)
 

@@ -36,7 +36,7 @@ from .checkpoint import (
 from .config import AMP_MODES, KEEP, LOSS_NAMES, OPTIMIZERS, PRESETS, SCHEDULES, SKIPS, TrainConfig
 from .data import describe_frames, frame_fingerprint, load_frames, parse_frames
 from .distributed import DistContext, barrier, check_batch, device_for, init_from_env, main_first, shutdown
-from .engine import amp_dtype, batch_indices, build_model, fit, pick_device, precision_name
+from .engine import Diverged, amp_dtype, batch_indices, build_model, fit, pick_device, precision_name
 from .errors import ArgumentParser, UserError, exit_status, exit_with
 from .files import check_folder, make_folder
 from .losses import FOCAL_NORMALIZE
@@ -576,10 +576,14 @@ def train_runs(
                 config, run_dir, train, val, resume=resume, extra=extra, ctx=ctx,
                 encoder_state=encoder_state, init_state=init_state,
             )  # fmt: skip
-        except BaseException:
+        except BaseException as e:
             # a run that failed before its first checkpoint leaves nothing behind
-            if ctx.is_main and not resume and not (run_dir / "last.pt").exists():
+            gone = ctx.is_main and not resume and not (run_dir / "last.pt").exists()
+            if gone:
                 shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(e, Diverged):
+                kept = f"{run_dir / 'last.pt'} holds the last epoch saved"
+                raise Diverged(f"{e} ({'no epoch was saved: nothing is kept' if gone else kept})") from e
             raise
         took = time.perf_counter() - start
         summary = f"best epoch {best['epoch']}"
