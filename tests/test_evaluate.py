@@ -194,6 +194,17 @@ def test_a_run_is_not_scored_on_other_data(
         assert f"trained on {synthetic_root}, not {other} (frame 1 differs)" in row
         assert "--allow-other-data" in row
     assert evaluate(runs, "--data", str(other), "--allow-other-data") == 0  # the user insists
+    # frames 1-4 are the runs' training frames by number, but of another dataset: not called so
+    capsys.readouterr()
+    assert evaluate(runs, "--data", str(other), "--allow-other-data", "--test-frames", "1-4") == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(
+        f"{other}: frames 1-4 (4 images) of data that runs were not trained on (--allow-other-data): "
+        "neither their training nor their test frames, and not test scores\n"
+    )
+    assert "training frames" not in out + err and "best by other-data Dice" in out
+    assert evaluate(runs, "--test-frames", "1-4") == 0  # on their own data, they are training frames
+    assert "training frames among them" in capsys.readouterr().out
     # the run's own data, found in its config.json, needs no --data and passes the check
     assert evaluate(runs) == 0 and evaluate(runs, "--data", str(synthetic_root)) == 0
 

@@ -457,6 +457,12 @@ def describe_role(roles: set[str], frames: list[int]) -> tuple[str, str]:
             "and are not test scores",
             "validation",
         )
+    if "other-data" in roles:
+        return (
+            f"{what} of data that runs were not trained on (--allow-other-data): neither their "
+            "training nor their test frames, and not test scores",
+            "other-data",
+        )
     if "training" in roles:
         return f"{what}, training frames among them: these are not test scores", "training-frame"
     if roles & {"validation", "partly-validation"}:
@@ -537,22 +543,25 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
             continue
-        rows.append(
-            score_run(
-                group,
-                data_for,
-                device,
-                args.amp,
-                args.tta,
-                frames,
-                overlay,
-                args.n_overlays,
-                args.threshold,
-                mask_paths,
-                steps,
-                args.temperature,
-            )
+        row = score_run(
+            group,
+            data_for,
+            device,
+            args.amp,
+            args.tta,
+            frames,
+            overlay,
+            args.n_overlays,
+            args.threshold,
+            mask_paths,
+            steps,
+            args.temperature,
         )
+        if args.allow_other_data and any(other_data_reason(configs[r], data, root) for r in group):
+            # another dataset's frame numbers say nothing of the run's training or test frames
+            row["frames_role"] = "other-data"
+            row.pop("warning", None)
+        rows.append(row)
     bases = {id(r): r["name"] for r in rows}  # before name_runs_apart adds ", 40 epochs" or a path
     name_runs_apart(rows, groups, configs)
     rows = sort_runs(rows)
