@@ -853,6 +853,13 @@ def test_an_ensemble_of_runs_that_do_not_fit_is_refused(
     assert main([str(runs / "c"), "--test-frames", "9-12"]) == 2  # evaluate.py names the runs too
     assert capsys.readouterr().err == f"error: run folder {runs / 'c'} does not exist: check the path; " \
         f"runs in {runs}: {runs / 'a'}, {runs / 'b'}\n"
+    # --runs names a folder of runs: a misspelt one names the folders of runs nearby, not runs
+    assert main(["--runs", str(tmp_path / "rns"), "--test-frames", "9-12"]) == 2
+    assert capsys.readouterr().err == f"error: --runs {tmp_path / 'rns'} does not exist: check the " \
+        f"path; folders of runs in {tmp_path}: {tmp_path}, {runs}\n"  # NAME is a run in tmp_path
+    assert main(["--runs", str(tmp_path / "NAME" / "x"), "--test-frames", "9-12"]) == 2  # none beside it
+    assert capsys.readouterr().err == f"error: --runs {tmp_path / 'NAME' / 'x'} does not exist: " \
+        "train first (python train.py) or pass --runs DIR\n"
     (runs / "b" / "best.pt").unlink()  # a member that cannot be scored: the loss's row says which
     assert evaluate(runs, "--ensemble") == 2
     row = next(line for line in capsys.readouterr().out.splitlines() if "ensemble of 2" in line)

@@ -53,6 +53,7 @@ from .inference import (
     check_run_folder,
     load_runs,
     mask_options,
+    nearest_runs,
     temper,
     to_size,
 )
@@ -116,7 +117,15 @@ def find_runs(paths: list[str], runs_root: str) -> list[Path]:
     if root.exists():  # a checkpoint or another file: named as such, with its run's folder
         check_run_folder(root)
     if not root.is_dir():
-        raise UserError(f"--runs {root} does not exist: train first (python train.py) or pass --runs DIR")
+        # the folders of runs beside the path meant (``--runs runs/synthetic`` for ``--runs runs/synthtic``)
+        base, found = nearest_runs(root)
+        held = sorted({run.parent for run in found})
+        fix = (
+            f"check the path; folders of runs in {base}: {listed([shlex.quote(str(f)) for f in held])}"
+            if held
+            else "train first (python train.py) or pass --runs DIR"
+        )
+        raise UserError(f"--runs {root} does not exist: {fix}")
     if is_run(root):
         return [root]
     folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]

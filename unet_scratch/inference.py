@@ -32,11 +32,17 @@ from .report import first_given
 from .runfolder import is_run
 
 
+def nearest_runs(missing: Path) -> tuple[Path, list[Path]]:
+    """The nearest folder above ``missing`` that exists, and the run folders (with a best.pt) in
+    it and one level below."""
+    base = next((p for p in missing.parents if p.is_dir()), Path("."))
+    return base, sorted({f.parent for pattern in ("*/best.pt", "*/*/best.pt") for f in base.glob(pattern)})
+
+
 def runs_near(missing: Path) -> str:
     """The fix for a run folder that does not exist: the runs in the nearest folder above it that
     does (``runs/dice`` when the quick start's run is ``runs/synthetic/dice``), else train one."""
-    base = next((p for p in missing.parents if p.is_dir()), Path("."))
-    found = sorted({f.parent for pattern in ("*/best.pt", "*/*/best.pt") for f in base.glob(pattern)})
+    base, found = nearest_runs(missing)
     if not found:
         return "train it first (python train.py), or check the path"
     return f"check the path; runs in {base}: {listed([shlex.quote(str(f)) for f in found])}"
