@@ -421,7 +421,7 @@ def check_smallest_batch(config: TrainConfig, frames: int, world: int) -> None:
     """At ``--input-size 32`` the encoder's last feature map is 1x1, and BatchNorm in training
     cannot normalise one value per channel: refuse a run any of whose batches gives a process
     a single frame (the loop's own batches: ``batch_indices`` drops a last batch of one)."""
-    if config.input_size // 32 > 1:
+    if config.input_size // 32 > 1 or not frames:  # no frames: the data check says so, naming the flag
         return
     batches = batch_indices(frames, config.batch_size, torch.Generator(), world)
     if min(len(b) for b in batches) // world < 2:
