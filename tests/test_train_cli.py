@@ -659,3 +659,17 @@ def test_the_smallest_batch_check_follows_the_loops_batches() -> None:
     for config, frames, world in ((at32, 1, 1), (at32, 6, 2), (by3, 7, 2), (by4, 6, 2)):
         with pytest.raises(UserError, match="a batch would hold one frame"):
             check_smallest_batch(config, frames, world)
+
+
+def test_a_run_shorter_than_its_weight_average_says_so(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """6 frames in batches of 2: 3 steps an epoch. A weight average of decay d holds mostly the
+    last 1 / (1 - d) steps; a run of fewer than twice that many is told that best.pt holds early
+    weights too (a 1-epoch quick start scored 0.12 with it and 0.44 with --ema 0)."""
+    note = "note: the weight average (--ema 0.5, saved as best.pt) spans about the last 2 steps"
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--ema", "0.5", "--name", "a") == 0
+    assert f"{note}, and this run takes 3: it holds weights" in capsys.readouterr().out
+    for flags in (["--epochs", "2", "--ema", "0.5"], ["--epochs", "1", "--ema", "0"]):  # 6 steps; none
+        assert train(tmp_path, synthetic_root, *flags, "--name", "b", "--overwrite") == 0
+        assert "note: the weight average" not in capsys.readouterr().out

@@ -557,6 +557,15 @@ def train_runs(
             )
     threads = torch.get_num_threads()  # --threads, else torch's own count
     device = device_for(ctx, device)
+    per_epoch = len(batch_indices(len(train_frames), first.batch_size, torch.Generator(), ctx.world))
+    steps = first.epochs * per_epoch
+    span = round(1 / (1 - first.ema)) if first.ema else 0  # the steps a weight average mostly holds
+    if 2 * span > steps:
+        say(
+            f"note: the weight average (--ema {first.ema:g}, saved as best.pt) spans about the last {span} "
+            f"steps, and this run takes {steps}: it holds weights from early in the run, which score lower "
+            "than the last ones; --ema 0 keeps the last weights"
+        )
     for run_dir, config, resume in zip(run_dirs, configs, resumes):
         # the device and precision: `--amp auto` decides by the CPU, and the arithmetic differs
         precision = precision_name(amp_dtype(device, config.amp))
