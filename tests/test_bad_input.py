@@ -627,8 +627,9 @@ def test_files_written_as_one_keep_apart_under_long_names_and_never_twice(tmp_pa
     from unet_scratch.errors import UserError
     from unet_scratch.files import atomic_write_all
 
-    # names of 219 and 240 bytes: cut short by bytes, a temp name stays under the 255-byte limit
-    for stem in ("b" * 210, "é" * 115):
+    # names of 219 and 252 bytes (132 characters: cut by characters, the second's temp name would
+    # not be cut and pass the 255-byte limit): cut short by bytes, a temp name stays under it
+    for stem in ("b" * 210, "é" * 120):
         mask, overlay = tmp_path / f"{stem}_mask.png", tmp_path / f"{stem}_overlay.png"
         atomic_write_all([(mask, lambda f: f.write(b"mask")), (overlay, lambda f: f.write(b"overlay"))])
         assert mask.read_bytes() == b"mask" and overlay.read_bytes() == b"overlay"
@@ -692,11 +693,40 @@ def test_paths_that_are_not_plain_writable_files_are_refused_or_written_through(
     with pytest.raises(UserError, match=r"--out .*locked/x: cannot look into .* \(Permission denied\)"):
         files.check_folder(tmp_path / "locked" / "x", "--out")
     monkeypatch.setattr(Path, "exists", real_exists)
-    monkeypatch.setattr(files.os, "access", lambda path, mode: Path(path) != tmp_path)  # as if read-only
+    # as if read-only: readable and searchable, not writable
+    monkeypatch.setattr(files.os, "access", lambda path, mode: Path(path) != tmp_path or not mode & os.W_OK)
     with pytest.raises(UserError, match=f"--json {tmp_path}/new/r.json: {tmp_path} is not writable"):
         files.check_file(tmp_path / "new" / "r.json", "--json")
     (tmp_path / "w").mkdir()
     files.check_file(tmp_path / "w" / "r.json", "--json")  # a writable folder below it passes
+    for blank in ("", "  "):  # not read as ".", the current folder
+        with pytest.raises(UserError, match="--out is empty: give a folder"):
+            files.check_folder(blank, "--out")
+
+
+def test_a_temp_file_of_another_users_process_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stale_temps asks whether a temp file's process still runs with signal 0: another user's
+    process answers "permission denied", which means it runs: its temp file is not stale."""
+    import time
+
+    from unet_scratch import files
+
+    tmp = tmp_path / ".e_mask.png.4711.tmp"
+    tmp.write_bytes(b"half")
+    os.utime(tmp, (time.time() - 120, time.time() - 120))
+
+    def kill(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "kill", kill)
+    assert files.stale_temps(tmp_path, ("_mask.png",)) == []
+    def gone(pid: int, signal: int) -> None:
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(files.os, "kill", gone)
+    assert files.stale_temps(tmp_path, ("_mask.png",)) == [tmp]  # a process that is gone: stale
 
 
 def as_a_terminal() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from unet_scratch.data import (
     PolypDataset,
     describe_frames,
     find_pairs,
+    frame_fingerprint,
     load_frames,
     load_pair,
     parse_frames,
@@ -358,6 +362,8 @@ def test_a_synthetic_frame_is_a_function_of_its_number_and_seed() -> None:
     assert np.array_equal(image, again[0]) and np.array_equal(mask, again[1])
     for other in (make_frame(6, seed=2, height=48, width=64), make_frame(5, seed=3, height=48, width=64)):
         assert not np.array_equal(image, other[0])
+    # a function of the pair, not of their sum: frame 6 of seed 2 is not frame 5 of seed 3
+    assert not np.array_equal(make_frame(6, seed=2, height=48, width=64)[0], other[0])
 
 
 def test_synthetic_mask_stays_inside_the_endoscope_view() -> None:
@@ -395,3 +401,137 @@ def test_mask_is_binarised_at_half_of_255(tmp_path: Path, value: int, expected: 
     tifffile.imwrite(tmp_path / "m.tif", np.full((40, 48), value, np.uint8))
     _, mask = load_pair(tmp_path / "i.tif", tmp_path / "m.tif", 32)
     assert mask.dtype == np.uint8 and (mask == expected).all()
+
+
+class _RunsCode:
+    """Unpickled, it would make a folder: what a planted cache file must never get to do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (os.makedirs, (str(self.path),))
+
+
+def test_the_cache_is_keyed_by_each_files_path_and_never_runs_a_file(tmp_path: Path) -> None:
+    """A copy of the dataset (same names, sizes and times, `cp -a`) whose frame 2 was replaced
+    by other pixels of the same size, its time put back, is not served the original's entry; a
+    cache file holding a pickled object is not run but rebuilt, as is one of the wrong shape."""
+    root = write_dataset(tmp_path / "d", range(1, 4), compress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # copy2: the same sizes and modification times
+    cache = tmp_path / "cache"
+    first = load_frames(root, [1, 2, 3], 32, cache)
+    image = copy / "Original" / "2.tif"
+    st = image.stat()
+    write_dataset(tmp_path / "other", [2], seed=9, compress=False)
+    shutil.copyfile(tmp_path / "other" / "Original" / "2.tif", image)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert image.stat().st_size == st.st_size  # nothing but the path tells the two apart
+    served = load_frames(copy, [1, 2, 3], 32, cache)
+    expected = load_pair(image, copy / "Ground Truth" / "2.tif", 32)[0]
+    assert torch.equal(served[0][1], torch.from_numpy(expected))
+    assert not torch.equal(served[0][1], first[0][1])
+
+    (entry,) = [f for f in cache.glob("frames-*.pt") if torch.equal(torch.load(f)["images"], first[0])]
+    ran = tmp_path / "ran"
+    for planted in (
+        {"images": _RunsCode(ran), "masks": first[1]},  # pickled code: torch.load(weights_only=True) refuses
+        {"images": first[0][:2], "masks": first[1][:2]},  # two frames, where three are asked for
+    ):
+        torch.save(planted, entry)
+        again = load_frames(root, [1, 2, 3], 32, cache)
+        assert not ran.exists() and all(torch.equal(a, b) for a, b in zip(again, first))
+
+
+def test_a_cache_that_cannot_be_written_leaves_no_file_and_names_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is written atomically: a full disk in the middle leaves no half file (which a
+    later run would have to detect) and is one line naming --cache-dir."""
+    root = write_dataset(tmp_path / "d", range(1, 3))
+    real_save = torch.save
+
+    def half_then_full(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        data = buffer.getvalue()[:1000]
+        if isinstance(f, (str, os.PathLike)):
+            Path(f).write_bytes(data)
+        else:
+            f.write(data)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    full = r"No space left on device\): free disk space or write elsewhere \(--cache-dir\)"
+    with pytest.raises(UserError, match=full):
+        load_frames(root, [1, 2], 32, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_frames_named_twice_hidden_files_and_the_fingerprints_shape(tmp_path: Path) -> None:
+    """1.tif beside 1.png is one frame twice: refused, naming both; a hidden file (.DS_Store)
+    is passed over without a warning; and the fingerprint tells a 2x6 frame from the same
+    bytes as 6x2."""
+    root = write_dataset(tmp_path / "d", range(1, 3))
+    (root / "Original" / ".DS_Store").write_bytes(b"\0\1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(find_pairs(root)) == [1, 2]
+    Image.fromarray(make_frame(1, height=32, width=32)[0]).save(root / "Original" / "1.png")
+    with pytest.raises(UserError, match=r"frame 1 appears twice \(1\.png, 1\.tif\)"):
+        find_pairs(root)
+    pixels = np.arange(36, dtype=np.uint8).reshape(2, 6, 3)
+    prints = []
+    for name, image in (("wide", pixels), ("tall", pixels.reshape(6, 2, 3))):
+        (tmp_path / name / "Original").mkdir(parents=True)
+        Image.fromarray(image).save(tmp_path / name / "Original" / "1.png")
+        prints.append(frame_fingerprint(tmp_path / name, 1))
+    assert prints[0] != prints[1]
+
+
+def test_the_dataset_interface_wants_a_square_size() -> None:
+    with pytest.raises(ValueError, match="input_size must be square, got \\(64, 32\\)"):
+        PolypDataset([], [], (64, 32))
+
+
+def test_the_synthetic_command_writes_frames_1_to_count_as_asked(tmp_path: Path) -> None:
+    """``python -m unet_scratch.synthetic OUT --count 3 [--uncompressed]``: frames 1, 2 and 3,
+    the pixels make_frame draws, zlib-compressed by default and uncompressed (like the public
+    download) when asked."""
+    from unet_scratch import synthetic
+
+    zlib, none = tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.NONE
+    for flags, compression in (([], zlib), (["--uncompressed"], none)):
+        out = tmp_path / ("plain" if flags else "zlib")
+        assert synthetic.main([str(out), "--count", "3", *flags]) == 0
+        for sub in ("Original", "Ground Truth"):
+            assert sorted(p.name for p in (out / sub).iterdir()) == ["1.tif", "2.tif", "3.tif"]
+        for n in (1, 3):
+            image, mask = make_frame(n)
+            for sub, pixels in (("Original", image), ("Ground Truth", mask)):
+                with tifffile.TiffFile(out / sub / f"{n}.tif") as tif:
+                    assert tif.pages[0].compression == compression
+                    assert np.array_equal(tif.asarray(), pixels)
+
+
+def test_an_interrupted_synthetic_dataset_is_not_taken_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached synthetic dataset is written beside its place and renamed once whole: Ctrl-C
+    in the middle leaves nothing at its place, and the next use writes it all."""
+    from unet_scratch import synthetic
+
+    real = synthetic.write_dataset
+
+    def one_frame_then_ctrl_c(out: Path, frames: range, *args: object, **kwargs: object) -> Path:
+        real(out, [frames[0]], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "write_dataset", one_frame_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.ensure_synthetic(tmp_path, count=3)
+    assert not synthetic.synthetic_root(tmp_path, count=3).exists()
+    monkeypatch.setattr(synthetic, "write_dataset", real)
+    root = synthetic.ensure_synthetic(tmp_path, count=3)
+    assert list(find_pairs(root)) == [1, 2, 3]

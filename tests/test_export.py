@@ -382,5 +382,12 @@ def test_the_parity_check_measures_the_file_against_the_model(run: Path, onnx_fi
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return model(x) + 1
 
+    class OnePixelHigher(torch.nn.Module):  # the largest gap, not the mean one (1 / (3 * S * S))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = model(x).clone()
+            out[1, 0, 3, 5] += 1
+            return out
+
     assert onnx_parity(model, onnx_file, SIZE) < 1e-3
     assert onnx_parity(OneHigher(), onnx_file, SIZE) == pytest.approx(1.0, abs=1e-3)
+    assert onnx_parity(OnePixelHigher(), onnx_file, SIZE) == pytest.approx(1.0, abs=1e-3)

@@ -91,8 +91,9 @@ def test_decoder_block_shapes() -> None:
 
 
 def test_input_not_multiple_of_32_is_a_clear_error(model: UNetResNet50) -> None:
-    with pytest.raises(ValueError, match="multiples of 32.*100x100"):
-        model(torch.randn(1, 3, 100, 100))
+    for h, w in ((100, 100), (64, 100), (100, 64)):  # the width is checked as well as the height
+        with pytest.raises(ValueError, match=f"multiples of 32.*{h}x{w}"):
+            model(torch.randn(1, 3, h, w))
 
 
 @pytest.mark.parametrize(
@@ -314,6 +315,10 @@ def test_input_normalization_modes() -> None:
     assert torch.allclose(z.mean(dim=(2, 3)), torch.zeros(2, 3, dtype=torch.float64), atol=1e-12)
     # std + 1e-3 in the denominator: unit std up to that epsilon
     assert torch.allclose(z.std(dim=(2, 3)), torch.full((2, 3), 1.0, dtype=torch.float64), atol=0.02)
+    # closed form: a checkerboard of 0.2 and 0.6 has mean 0.4 and (unbiased) std 0.2 * sqrt(64/63)
+    board = 0.2 + 0.4 * ((torch.arange(8)[:, None] + torch.arange(8)) % 2).double()
+    expected = (board - 0.4) / (0.2 * math.sqrt(64 / 63) + 1e-3)
+    torch.testing.assert_close(InputNormalization("image")(board.expand(1, 3, 8, 8))[0, 1], expected)
     flat = InputNormalization("image")(torch.full((1, 3, 8, 8), 0.7))
     assert torch.equal(flat, torch.zeros_like(flat))  # a flat channel stays finite
     with pytest.raises(ValueError, match="none, imagenet, image"):
@@ -461,3 +466,26 @@ def test_head_prior_starts_every_pixel_at_the_prior_and_leaves_the_rest_alone() 
     assert sorted(changed) == sorted(
         ["head.weight", "head.bias"] + [f"aux_heads.{i}.{w}" for i in range(3) for w in ("weight", "bias")]
     )
+
+
+def test_head_dropout_drops_whole_decoder_channels_before_the_head() -> None:
+    """``--head-dropout``: in training, whole channels of the decoder's output are zeroed per
+    sample and the rest scaled by 1 / (1 - p) (Dropout2d), and the head convolves that; in eval
+    mode the head sees the decoder's output as it is."""
+    torch.manual_seed(0)
+    model = UNetResNet50(head_dropout=0.5)
+    seen: dict[str, torch.Tensor] = {}
+    model.decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("decoder", o))
+    model.head.register_forward_hook(lambda m, i, o: seen.__setitem__("head_in", i[0]))
+    x = torch.rand(4, 3, 64, 64)
+    out = model.train()(x)
+    d, given = seen["decoder"], seen["head_in"]
+    kept = given.flatten(2).abs().amax(2) > 0  # (B, C): which planes reached the head
+    assert 0 < kept.sum() < kept.numel()  # some channels dropped, not all
+    torch.testing.assert_close(given, d * kept[..., None, None] * 2.0)
+    head = model.head
+    torch.testing.assert_close(out, F.conv2d(given, head.weight, head.bias, padding=head.padding))
+    with torch.no_grad():
+        out = model.eval()(x)
+    torch.testing.assert_close(seen["head_in"], seen["decoder"])
+    torch.testing.assert_close(out, F.conv2d(seen["decoder"], head.weight, head.bias, padding=head.padding))

@@ -160,6 +160,15 @@ def test_focal_alpha_per_loss() -> None:
         ({"optimizer": "sgd", "adam_beta2": 0.99}, "--adam-beta2"),
         ({"checkpoint_every": 0}, "--checkpoint-every"),
         ({"focal_alpha": -0.1}, "--focal-alpha"),
+        ({"focal_alpha": 1.1}, "--focal-alpha"),  # both ends of each range
+        ({"drop_path": -0.1}, "--drop-path"),
+        ({"head_dropout": -0.1}, "--head-dropout"),
+        ({"ema": -0.1}, "--ema"),
+        # argparse's choices guard the command line; an edited config.json or the API meets these
+        ({"amp": "fp8"}, "--amp must be one of"),
+        ({"loss_reduction": "sum"}, "--loss-reduction"),
+        ({"optimizer": "rmsprop"}, "--optimizer must be one of"),
+        ({"loss": "bce"}, "--loss must be one of"),
         ({"smooth": -1.0}, "--smooth"),
         ({"warmup_epochs": -1.0}, "--warmup-epochs"),
         ({"grad_clip": -1.0}, "--grad-clip"),

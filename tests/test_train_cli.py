@@ -513,6 +513,18 @@ def test_encoder_weights_that_do_not_fit_are_listed(
     assert not (tmp_path / "runs" / "dice").exists()
 
 
+def test_a_checkpoint_of_this_project_is_not_encoder_weights(tmp_path: Path) -> None:
+    """A train.py checkpoint (tensors beside a config, an epoch, a history) given as
+    --encoder-weights: named as not a state_dict, not a list of 320 missing keys."""
+    from unet_scratch.checkpoint import load_encoder_weights
+
+    torch.save({"model": {"w": torch.zeros(1)}, "epoch": 3, "config": {"loss": "dice"}}, tmp_path / "best.pt")
+    with pytest.raises(UserError, match=r"best\.pt is not a state_dict \(a dict of tensors\)"):
+        load_encoder_weights(tmp_path / "best.pt")
+    with pytest.raises(UserError, match=r"does not exist: .*download\.pytorch\.org/models/resnet50"):
+        load_encoder_weights(tmp_path / "resnet50.pth")
+
+
 def test_pickled_encoder_weights_are_refused(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -108,7 +108,10 @@ def load_encoder_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--encoder-weights {path} does not exist: give the torchvision resnet50-*.pth file")
+        raise UserError(
+            f"--encoder-weights {path} does not exist: give the torchvision resnet50-*.pth file "
+            "(https://download.pytorch.org/models/resnet50-0676ba61.pth)"
+        )
     data = path.read_bytes()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
