@@ -175,7 +175,7 @@ def test_ctrl_c_ends_train_by_sigint_and_keeps_last(tmp_path: Path, synthetic_ro
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGINT  # as a shell expects of Ctrl-C: a loop running it stops
-    last = "interrupted: last.pt holds the last completed epoch; continue with --resume"
+    last = f"interrupted: {tmp_path / 'c' / 'last.pt'} holds the last epoch saved; continue with --resume"
     assert err.strip().splitlines()[-1] == last and "Traceback" not in err
     assert load_checkpoint(tmp_path / "c" / "last.pt")["epoch"] >= 1
 

@@ -329,9 +329,31 @@ def test_a_run_diverging_after_a_checkpoint_says_it_is_kept(
 
     monkeypatch.setattr(engine, "train_one_epoch", diverge_in_epoch_2)
     assert train(tmp_path, synthetic_root, "--epochs", "2") == 2
-    last = tmp_path / "runs" / "dice" / "last.pt"
-    assert capsys.readouterr().err.endswith(f"lower --lr ({last} holds the last epoch saved)\n")
-    assert torch.load(last, weights_only=True)["epoch"] == 1
+    run = tmp_path / "runs" / "dice"
+    assert capsys.readouterr().err.endswith(f"lower --lr ({run / 'last.pt'} holds the last epoch saved)\n")
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    # --checkpoint-every 5: epoch 1's best.pt (validation improved) but no last.pt yet: kept, and said
+    assert train(tmp_path, synthetic_root, "--epochs", "2", "--checkpoint-every", "5", "--overwrite") == 2
+    assert capsys.readouterr().err.endswith(
+        f"lower --lr ({run / 'best.pt'} holds the best epoch so far, with no last.pt to resume from)\n"
+    )
+    assert sorted(f.name for f in run.iterdir()) == ["best.pt", "config.json", "metrics.csv"]
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+
+
+def test_ctrl_c_in_the_first_epoch_says_nothing_is_kept(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C before any checkpoint: the run folder is removed and the line says so, instead of
+    sending the user to a last.pt that is not there."""
+
+    def ctrl_c(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train_one_epoch", ctrl_c)
+    assert train(tmp_path, synthetic_root, "--epochs", "2") == 130
+    assert capsys.readouterr().err == "\ninterrupted: no epoch was saved: nothing is kept\n"
+    assert not (tmp_path / "runs" / "dice").exists()
 
 
 def test_compile_trains_the_same_and_saves_plain_keys(

@@ -157,7 +157,8 @@ def exit_status(
     run: Callable[[], int], interrupted: str = "the files written so far are complete", say: bool = True
 ) -> int:
     """``run()``'s status; a :class:`UserError` becomes one line on stderr and status 2 (the CLI
-    edge). Ctrl-C is one line (``interrupted``: what is kept) and status 130, and a reader that
+    edge). Ctrl-C is one line (what is kept: ``interrupted``, or the message of a KeyboardInterrupt
+    raised again with one) and status 130, and a reader that
     stops reading (``| head``) ends the command quietly with status 141, as for any Unix tool, not
     with a traceback: every file is written atomically, so what was written is whole and nothing
     half-written is left. ``say=False`` (a torchrun worker but rank 0) prints neither line."""
@@ -167,9 +168,9 @@ def exit_status(
         if say:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # one raised again with a message says what is kept
         if say:
-            print(f"\ninterrupted: {interrupted}", file=sys.stderr)
+            print(f"\ninterrupted: {str(e) or interrupted}", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
         if not reader_gone():

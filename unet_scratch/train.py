@@ -433,10 +433,25 @@ def check_smallest_batch(config: TrainConfig, frames: int, world: int) -> None:
         )
 
 
+RESUME = "; continue with --resume"
+
+
+def what_is_kept(run_dir: Path, saved: list[str]) -> str:
+    """What a run stopped in the middle (Ctrl-C, a diverged loss) leaves, for its last line:
+    ``saved`` are its checkpoints there (with ``--checkpoint-every K``, a better epoch's best.pt
+    may come before the first last.pt)."""
+    if "last.pt" in saved:
+        return f"{run_dir / 'last.pt'} holds the last epoch saved"
+    if saved:
+        return f"{run_dir / 'best.pt'} holds the best epoch so far, with no last.pt to resume from"
+    return "no epoch was saved: nothing is kept"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    kept = "last.pt holds the last completed epoch; continue with --resume"
+    # Ctrl-C in a run says what its folder keeps (train_runs); elsewhere no run was training
+    kept = "no run was training (those finished before are complete)"
     return exit_status(lambda: run(args), interrupted=kept, say=is_main)
 
 
@@ -587,12 +602,14 @@ def train_runs(
             )  # fmt: skip
         except BaseException as e:
             # a run that failed before its first checkpoint leaves nothing behind
-            gone = ctx.is_main and not resume and not (run_dir / "last.pt").exists()
-            if gone:
+            saved = [f for f in ("last.pt", "best.pt") if (run_dir / f).exists()]
+            if ctx.is_main and not resume and not saved:
                 shutil.rmtree(run_dir, ignore_errors=True)
             if isinstance(e, Diverged):
-                kept = f"{run_dir / 'last.pt'} holds the last epoch saved"
-                raise Diverged(f"{e} ({'no epoch was saved: nothing is kept' if gone else kept})") from e
+                raise Diverged(f"{e} ({what_is_kept(run_dir, saved)})") from e
+            if isinstance(e, KeyboardInterrupt):  # its line (exit_status) says what the folder holds
+                resume_it = RESUME if "last.pt" in saved else ""
+                raise KeyboardInterrupt(f"{what_is_kept(run_dir, saved)}{resume_it}") from e
             raise
         took = time.perf_counter() - start
         summary = f"best epoch {best['epoch']}"
