@@ -433,7 +433,8 @@ def test_the_cache_is_keyed_by_each_files_path_and_never_runs_a_file(tmp_path: P
     assert torch.equal(served[0][1], torch.from_numpy(expected))
     assert not torch.equal(served[0][1], first[0][1])
 
-    (entry,) = [f for f in cache.glob("frames-*.pt") if torch.equal(torch.load(f)["images"], first[0])]
+    entries = cache.glob("frames-*.pt")
+    (entry,) = [f for f in entries if torch.equal(torch.load(f, weights_only=True)["images"], first[0])]
     ran = tmp_path / "ran"
     for planted in (
         {"images": _RunsCode(ran), "masks": first[1]},  # pickled code: torch.load(weights_only=True) refuses

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -301,6 +302,13 @@ def test_continue_goes_on_with_a_stopped_prediction_and_replaces_nothing_finishe
     other, named = ("off", "fp32") if auto != "fp32" else ("bf16", "bf16 autocast")
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue", "--amp", other) == 2
     assert f"(precision: '{auto}' there, '{named}' here)" in capsys.readouterr().err
+    # a record written before the precision was recorded: continued, not refused for a key it lacks
+    record = (out / ".predict.log").read_text().splitlines()
+    header = json.loads(record[0])
+    del header["settings"]["precision"]
+    (out / ".predict.log").write_text("\n".join([json.dumps(header), *record[1:]]) + "\n")
+    assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0
+    capsys.readouterr()
     other = tmp_path / "other.pt"
     shutil.copy(run / "best.pt", other)
     assert predict("--run", str(run), str(folder), "--out", str(out), "--continue") == 0  # the same model

@@ -460,7 +460,7 @@ def prediction_settings(args: argparse.Namespace) -> dict[str, object]:
     precision they run in and the flags that change a mask, an overlay or a map. Not the device:
     a prediction stopped on one machine may go on on another, in the same precision."""
     models = [checkpoint_path(r) for r in args.run] if args.run else [onnx_path(args.onnx)]
-    # bf16 moves pixels near the threshold: a map half fp32, half bf16 is two predictions
+    # bf16 or fp16 moves pixels near the threshold: a map half fp32, half bf16 is two predictions
     precision = precision_name(amp_dtype(pick_device(args.device), args.amp)) if args.run else "ONNX file"
     return {
         "model": [file_stamp(m) for m in models],
@@ -509,8 +509,12 @@ def finished_inputs(
         return [], None
     header, finished = record
     recorded = header.get("settings") if isinstance(header.get("settings"), dict) else {}
+    # a setting a record does not name (one older than the setting) is not held against it; the
+    # model, which every record names, is
     differ = [
-        f"{k}: {recorded.get(k)!r} there, {v!r} here" for k, v in settings.items() if recorded.get(k) != v
+        f"{k}: {recorded.get(k)!r} there, {v!r} here"
+        for k, v in settings.items()
+        if recorded.get(k, None if k == "model" else v) != v
     ]
     if differ:
         raise UserError(
