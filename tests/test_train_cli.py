@@ -707,3 +707,9 @@ def test_a_run_shorter_than_its_weight_average_says_so(
     for flags in (["--epochs", "2", "--ema", "0.5"], ["--epochs", "1", "--ema", "0"]):  # 6 steps; none
         assert train(tmp_path, synthetic_root, *flags, "--name", "b", "--overwrite") == 0
         assert "note: the weight average" not in capsys.readouterr().out
+    # a warm-up longer than the run: said too (a warm-up as long as the run reaches --lr at its end)
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--warmup-epochs", "2", "--name", "c") == 0
+    assert "note: --warmup-epochs 2 is longer than the run (1 epoch): the learning rate never reaches " \
+        "--lr 0.001\n" in capsys.readouterr().out
+    assert train(tmp_path, synthetic_root, "--epochs", "1", "--warmup-epochs", "1", "--name", "d") == 0
+    assert "--warmup-epochs" not in capsys.readouterr().out

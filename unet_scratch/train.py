@@ -572,6 +572,11 @@ def train_runs(
             )
     threads = torch.get_num_threads()  # --threads, else torch's own count
     device = device_for(ctx, device)
+    if first.warmup_epochs > first.epochs:
+        say(
+            f"note: --warmup-epochs {first.warmup_epochs:g} is longer than the run "
+            f"({counted(first.epochs, 'epoch')}): the learning rate never reaches --lr {first.lr:g}"
+        )
     per_epoch = len(batch_indices(len(train_frames), first.batch_size, torch.Generator(), ctx.world))
     steps = first.epochs * per_epoch
     span = round(1 / (1 - first.ema)) if first.ema else 0  # the steps a weight average mostly holds
